@@ -1,0 +1,158 @@
+"""`jestflow` command line: data, the four stages, the whole chain and benchmarks.
+
+Every command takes ``--preset``, ``--config FILE`` and ``--set key=value`` (repeatable) and writes
+the resolved configuration beside its output. Bad input ends with one line ``jestflow: error: ...``
+and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EPILOG = "Config keys: run `jestflow config --preset smoke` to print every key with its value."
+
+
+def _common(p: argparse.ArgumentParser, default_preset: str = "demo") -> None:
+    g = p.add_argument_group("configuration")
+    g.add_argument("--preset", default=default_preset, help=f"named preset: smoke | demo | bench | b16-h100 (default {default_preset})")
+    g.add_argument("--config", metavar="FILE", help="YAML file of overrides, applied after the preset")
+    g.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override one key, e.g. --set learner.steps=200 (repeatable)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _cfg(args):
+    from .config import load_config
+
+    return load_config(args.preset, args.config, args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="jestflow", description="JEST data curation for image-text models "
+                                "(reference -> score -> learner -> evaluate), locally or on Kubeflow.",
+                                epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"jestflow {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_cmd", required=True, metavar="SUBCOMMAND")
+    d = data.add_parser("demo", help="write the embedded demo dataset (curated/, pool/, eval/)",
+                        description="Write curated/, pool/ and eval/ tar-shard splits of Fashion-MNIST scenes; "
+                        "the pool is noisy and records each sample's noise type.")
+    d.add_argument("--out", required=True, help="output folder")
+    d.add_argument("--force", action="store_true", help="rewrite even if the folder already holds a demo dataset")
+    _common(d)
+
+    r = sub.add_parser("train-reference", help="stage 1: train the reference model on the curated split",
+                       description="Build the tokenizer from the curated captions and train the reference.")
+    r.add_argument("--data", required=True, help="curated split (folder of .tar shards)")
+    r.add_argument("--out", required=True, help="output folder for model.pt, tokenizer.json, train.json")
+    r.add_argument("--eval", help="held-out split for a learning curve (optional)")
+    _common(r)
+
+    s = sub.add_parser("score", help="stage 2: score the pool once with the reference (cached by uid)",
+                       description="Run the reference over every pool shard and cache embeddings and losses; "
+                       "resumes shard by shard.")
+    s.add_argument("--reference", required=True, help="reference model folder (from train-reference)")
+    s.add_argument("--data", required=True, help="pool split")
+    s.add_argument("--out", required=True, help="score cache folder")
+    _common(s)
+
+    t = sub.add_parser("train", help="stage 3: train a learner with a data-selection method",
+                       description="Train the learner on the pool; each step draws a super-batch and the "
+                       "method picks the sub-batch to train on.")
+    t.add_argument("--method", choices=["jest", "uniform", "independent", "easy-reference", "hard-learner"],
+                   help="selection method (default: the config's select.method)")
+    t.add_argument("--data", required=True, help="pool split")
+    t.add_argument("--scores", help="score cache from `jestflow score` (needed by jest, independent, easy-reference)")
+    t.add_argument("--eval", help="held-out split for learning curves")
+    t.add_argument("--tokenizer-from", help="folder with tokenizer.json (default: the score cache's)")
+    t.add_argument("--out", required=True, help="output folder")
+    _common(t)
+
+    e = sub.add_parser("evaluate", help="stage 4: zero-shot top-1 and retrieval recall on a held-out split")
+    e.add_argument("--model", required=True, help="model folder (model.pt + tokenizer.json)")
+    e.add_argument("--data", required=True, help="evaluation split (with classes.json for zero-shot)")
+    e.add_argument("--out", help="write metrics JSON here (default: print only)")
+    _common(e)
+
+    c = sub.add_parser("config", help="print the resolved configuration as YAML")
+    _common(c)
+
+    b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True, metavar="SUBCOMMAND")
+    bs = b.add_parser("select", help="time and peak memory of dense vs chunked joint selection",
+                      description="Each case runs in a fresh subprocess; peak memory is the growth of the "
+                      "process's peak RSS (CPU) or torch's peak allocation (CUDA) during the selection.")
+    bs.add_argument("--sizes", default="1280,5120,20480", help="super-batch sizes N, comma-separated")
+    bs.add_argument("--dim", type=int, default=768, help="embedding dimension d")
+    bs.add_argument("--filter-ratio", type=float, default=0.8)
+    bs.add_argument("--chunks", type=int, default=16)
+    bs.add_argument("--device", default="auto", help="cpu, cuda or auto (both where CUDA is present)")
+    bs.add_argument("--repeats", type=int, default=3, help="timed repeats per case (best is reported)")
+    bs.add_argument("--out", help="also write the table (Markdown) and raw JSON under this folder")
+    return p
+
+
+def run(args) -> int:
+    from . import stages
+
+    if args.cmd == "data":
+        from .demo import demo_complete, make_demo
+
+        cfg = _cfg(args)
+        if demo_complete(args.out) and not args.force:
+            print(f"{args.out} already holds a demo dataset (use --force to rewrite)")
+            return 0
+        summary = make_demo(args.out, cfg.demo)
+        print(f"wrote demo data to {args.out} from {summary['source']}: curated {cfg.demo.n_curated}, "
+              f"pool {cfg.demo.n_pool}, eval {cfg.demo.n_eval}")
+    elif args.cmd == "train-reference":
+        s = stages.train_reference(_cfg(args), args.data, args.out, args.eval, progress=not args.quiet)
+        print(f"reference trained: {s['steps']} steps, {s['flops_total']:.3g} FLOPs -> {args.out}")
+    elif args.cmd == "score":
+        idx = stages.score(_cfg(args), args.reference, args.data, args.out, progress=not args.quiet)
+        print(f"scored {idx['n']} pool samples in {len(idx['shards'])} shards -> {args.out}"
+              + (f" (skipped {idx['skipped']})" if idx["skipped"] else ""))
+    elif args.cmd == "train":
+        if args.method:
+            args.overrides = [*args.overrides, f"select.method={args.method}"]
+        cfg = _cfg(args)
+        s = stages.train_learner(cfg, args.data, args.out, args.scores, args.eval, args.tokenizer_from,
+                                 progress=not args.quiet)
+        last = s["curve"][-1] if s["curve"] else {}
+        print(f"learner ({s['method']}) trained: {s['steps']} steps, clean fraction {s['clean_fraction']:.3f}"
+              + (f", retrieval R@1 {last['retrieval_r1']:.3f}" if last else "") + f" -> {args.out}")
+    elif args.cmd == "evaluate":
+        m = stages.evaluate_model(_cfg(args), args.model, args.data, args.out)
+        print(stages.format_metrics(m))
+    elif args.cmd == "config":
+        from .config import dump
+
+        print(dump(_cfg(args)), end="")
+    elif args.cmd == "bench" and args.bench_cmd == "select":
+        from .bench import bench_select
+
+        bench_select([int(x) for x in args.sizes.split(",")], args.dim, args.filter_ratio, args.chunks,
+                     args.device, args.repeats, args.out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        return run(args)
+    except ValueError as e:
+        print(f"jestflow: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jestflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Typed configuration: nested frozen dataclasses, named presets, YAML files and ``--set`` overrides.
+
+Resolution order: defaults -> preset -> YAML file (``--config``) -> ``--set key=value`` (dotted keys,
+values parsed as YAML scalars). ``model.size`` is special: it first resets every architecture field
+to that size's values, so ``--set model.size=b16`` gives a real ViT-B/16. The resolved config is
+written beside every output (`dump`), so a result can always be traced to what produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from .demo import DemoConfig
+
+METHODS = ("jest", "uniform", "independent", "easy-reference", "hard-learner")
+LOSSES = ("sigmoid", "softmax")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    size: str = "tiny"  # label of the architecture below: tiny | small | s16 | b16
+    image_size: int = 32  # input side; images of other sizes are resized
+    patch_size: int = 4
+    width: int = 96  # image tower width
+    depth: int = 3  # image tower blocks
+    heads: int = 4
+    text_width: int = 96
+    text_depth: int = 2
+    text_heads: int = 4
+    context_length: int = 16  # caption tokens (word level), the last one is EOS
+    embed_dim: int = 64  # joint embedding dimension
+    loss: str = "sigmoid"  # sigmoid (SigLIP) | softmax (CLIP)
+
+
+MODEL_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(image_size=32, patch_size=4, width=96, depth=3, heads=4, text_width=96, text_depth=2,
+                 text_heads=4, context_length=16, embed_dim=64),
+    "small": dict(image_size=32, patch_size=4, width=192, depth=6, heads=6, text_width=192, text_depth=4,
+                  text_heads=6, context_length=16, embed_dim=128),
+    "s16": dict(image_size=224, patch_size=16, width=384, depth=12, heads=6, text_width=384, text_depth=12,
+                text_heads=6, context_length=32, embed_dim=384),
+    "b16": dict(image_size=224, patch_size=16, width=768, depth=12, heads=12, text_width=768, text_depth=12,
+                text_heads=12, context_length=32, embed_dim=768),
+}
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 2e-3  # peak learning rate (AdamW)
+    weight_decay: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.95
+    warmup_steps: int = 20  # linear warmup, then cosine to `min_lr_ratio * lr`
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0  # 0 disables
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 300  # optimiser steps (learner iterations)
+    batch_size: int = 64  # examples trained on per step (the sub-batch b for JEST)
+    seed: int = 0
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint_every: int = 100  # steps between checkpoints (also the uid-log segment length)
+    eval_every: int = 50  # steps between learning-curve evaluations; 0 disables
+    log_every: int = 10
+    shuffle_buffer: int = 1000
+    max_bad_fraction: float = 0.01  # skipped samples tolerated before a stage fails
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    method: str = "jest"  # jest | uniform | independent | easy-reference | hard-learner
+    filter_ratio: float = 0.8  # fraction of the super-batch discarded: N = b / (1 - f)
+    n_chunks: int = 16  # Algorithm 1's chunks; b must be divisible by it
+    temperature: float = 1.0  # divides the sampling logits; 1.0 is the paper's behaviour
+    block_elems: int = 1 << 26  # largest pairwise block computed at once (rows x chunk); bounds memory
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class Config:
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    reference: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, eval_every=0))
+    learner: TrainConfig = field(default_factory=TrainConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> "Config":
+        if self.model.loss not in LOSSES:
+            raise ValueError(f"model.loss={self.model.loss!r} is not one of {LOSSES}")
+        if self.model.image_size % self.model.patch_size:
+            raise ValueError(f"model.image_size={self.model.image_size} is not divisible by "
+                             f"model.patch_size={self.model.patch_size}")
+        for name in ("width", "text_width"):
+            heads = self.model.heads if name == "width" else self.model.text_heads
+            if getattr(self.model, name) % heads:
+                raise ValueError(f"model.{name}={getattr(self.model, name)} is not divisible by its heads ({heads})")
+        s = self.select
+        if s.method not in METHODS:
+            raise ValueError(f"select.method={s.method!r} is not one of {', '.join(METHODS)}")
+        if not 0 < s.filter_ratio < 1:
+            raise ValueError(f"select.filter_ratio={s.filter_ratio} must be in (0, 1)")
+        if s.n_chunks < 1:
+            raise ValueError(f"select.n_chunks={s.n_chunks} must be >= 1")
+        if s.temperature <= 0:
+            raise ValueError(f"select.temperature={s.temperature} must be > 0")
+        for stage in ("reference", "learner"):
+            t: TrainConfig = getattr(self, stage)
+            if t.steps <= 0:
+                raise ValueError(f"{stage}.steps={t.steps} must be positive")
+            if t.batch_size <= 0:
+                raise ValueError(f"{stage}.batch_size={t.batch_size} must be positive")
+            if t.optim.lr <= 0:
+                raise ValueError(f"{stage}.optim.lr={t.optim.lr} must be positive")
+            if not 0 <= t.max_bad_fraction <= 1:
+                raise ValueError(f"{stage}.max_bad_fraction={t.max_bad_fraction} must be in [0, 1]")
+            if t.device not in ("auto", "cpu", "cuda"):
+                raise ValueError(f"{stage}.device={t.device!r} must be auto, cpu or cuda")
+        if s.method != "uniform" and self.learner.batch_size % s.n_chunks:
+            raise ValueError(f"learner.batch_size={self.learner.batch_size} is not divisible by "
+                             f"select.n_chunks={s.n_chunks}")
+        return self
+
+    def super_batch_size(self) -> int:
+        """N = b / (1 - f), rounded to a whole number of examples."""
+        if self.select.method == "uniform":
+            return self.learner.batch_size
+        return int(round(self.learner.batch_size / (1 - self.select.filter_ratio)))
+
+
+PRESETS = ("smoke", "demo", "bench", "b16-h100")
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    typ = {"int": int, "float": float, "str": str, "bool": bool}.get(typ, typ) if isinstance(typ, str) else typ
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif typ is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ValueError(f"config {key}={value!r}: expected {getattr(typ, '__name__', typ)}")
+
+
+def _merge(obj: Any, updates: dict, prefix: str = "") -> Any:
+    if not isinstance(updates, dict):
+        raise ValueError(f"config {prefix or 'root'}: expected a mapping, got {updates!r}")
+    known = {f.name: f for f in fields(obj)}
+    changes = {}
+    # `model.size` first resets the architecture, then explicit fields apply on top.
+    if isinstance(obj, ModelConfig) and "size" in updates:
+        size = updates["size"]
+        if size not in MODEL_SIZES:
+            raise ValueError(f"config {prefix}size={size!r} is not one of {', '.join(MODEL_SIZES)}")
+        obj = replace(obj, size=size, **MODEL_SIZES[size])
+    for key, value in updates.items():
+        if key not in known:
+            raise ValueError(f"unknown config key {prefix}{key} (known: {', '.join(sorted(known))})")
+        current = getattr(obj, key)
+        if is_dataclass(current):
+            changes[key] = _merge(current, value, f"{prefix}{key}.")
+        elif not (isinstance(obj, ModelConfig) and key == "size"):
+            changes[key] = _coerce(value, known[key].type, prefix + key)
+    return replace(obj, **changes)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["learner.steps=200", "select.method=jest"]`` -> nested dict with YAML-typed values."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+    text = resources.files("jestflow").joinpath(f"presets/{name}.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def load_config(preset: str | None = "demo", file: str | None = None, overrides: list[str] | None = None) -> Config:
+    cfg = Config()
+    if preset:
+        cfg = _merge(cfg, load_preset(preset))
+    if file:
+        try:
+            with open(file) as f:
+                data = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise ValueError(f"config file not found: {file}") from None
+        except yaml.YAMLError as e:
+            raise ValueError(f"{file}: not valid YAML ({e})") from None
+        cfg = _merge(cfg, data)
+    cfg = _merge(cfg, parse_overrides(overrides or []))
+    return cfg.validate()
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict) -> Config:
+    return _merge(Config(), data).validate()
+
+
+def dump(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

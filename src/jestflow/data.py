@@ -1,0 +1,241 @@
+"""WebDataset-style tar shards: writing, streaming, deterministic shuffling.
+
+A split is a folder of ``*.tar`` shards. A sample is the group of consecutive tar members that share
+one key (the sample's uid): ``<uid>.png`` or ``<uid>.jpg``, ``<uid>.txt`` (UTF-8 caption) and an
+optional ``<uid>.json`` (metadata). See docs/data-format.md.
+
+The reader streams: it holds one shard's current sample plus a bounded shuffle buffer, never a split.
+Per-sample problems (undecodable image, missing or empty caption, ...) are skipped and counted in a
+`ReadStats`; past `max_bad_fraction` the read fails loudly. Structural problems (corrupt tar, unsafe
+member names, duplicate uids within a shard) raise `ValueError` naming the file and uid.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import tarfile
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from . import storage
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+MAX_CAPTION_CHARS = 2000
+
+
+@dataclass
+class Sample:
+    uid: str
+    image: np.ndarray  # H x W x 3, uint8
+    caption: str
+    meta: dict
+
+
+@dataclass
+class ReadStats:
+    """Counts what a read saw; `skipped` maps a reason to how many samples it dropped."""
+
+    samples: int = 0
+    skipped: dict = field(default_factory=dict)
+    max_bad_fraction: float = 0.01
+
+    @property
+    def bad(self) -> int:
+        return sum(self.skipped.values())
+
+    def skip(self, reason: str, where: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        seen = self.samples + self.bad
+        # Judge the fraction only once enough samples were seen for it to mean something.
+        if seen >= 100 and self.bad / seen > self.max_bad_fraction:
+            raise ValueError(
+                f"too many bad samples: {self.bad} of {seen} ({self.skipped}), "
+                f"more than max_bad_fraction={self.max_bad_fraction}; last: {where}"
+            )
+
+
+def list_shards(uri: str) -> list[str]:
+    shards = storage.list_files(uri, ".tar")
+    if not shards:
+        raise ValueError(f"no .tar shards in {uri}")
+    return shards
+
+
+def _split_key(name: str, shard: str) -> tuple[str, str]:
+    if name.startswith("/") or ".." in name.split("/"):
+        raise ValueError(f"{shard}: refusing unsafe tar member name {name!r}")
+    base = name.rsplit("/", 1)[-1]
+    if "." not in base:
+        return base, ""
+    uid, ext = base.split(".", 1)
+    return uid, "." + ext.lower()
+
+
+def _decode(uid: str, parts: dict, shard: str, image_size: int | None) -> tuple[Sample | None, str]:
+    """Turn one group of members into a Sample, or (None, reason) when the sample is bad."""
+    img_key = next((e for e in IMAGE_EXTS if e in parts), None)
+    if img_key is None:
+        return None, "missing-image"
+    if ".txt" not in parts:
+        return None, "missing-caption"
+    try:
+        caption = parts[".txt"].decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None, "caption-not-utf8"
+    if not caption:
+        return None, "empty-caption"
+    if len(caption) > MAX_CAPTION_CHARS:
+        return None, "caption-too-long"
+    try:
+        with Image.open(io.BytesIO(parts[img_key])) as im:
+            im = im.convert("RGB")
+            if image_size and im.size != (image_size, image_size):
+                im = im.resize((image_size, image_size), Image.BILINEAR)
+            image = np.asarray(im, dtype=np.uint8).copy()
+    except Exception:  # PIL raises many types for broken files
+        return None, "undecodable-image"
+    meta = {}
+    if ".json" in parts:
+        try:
+            meta = json.loads(parts[".json"])
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None, "bad-json"
+        if not isinstance(meta, dict):
+            return None, "bad-json"
+    return Sample(uid, image, caption, meta), ""
+
+
+def iter_shard(shard: str, stats: ReadStats | None = None, image_size: int | None = None) -> Iterator[Sample]:
+    """Yield the samples of one shard in file order."""
+    stats = stats if stats is not None else ReadStats()
+    seen: set[str] = set()
+
+    def flush(uid, parts):
+        if uid in seen:
+            raise ValueError(f"{shard}: duplicate uid {uid!r}")
+        seen.add(uid)
+        sample, reason = _decode(uid, parts, shard, image_size)
+        if sample is None:
+            stats.skip(reason, f"{shard}:{uid}")
+        else:
+            stats.samples += 1
+        return sample
+
+    with storage.open_read(shard) as raw:
+        try:
+            tar = tarfile.open(fileobj=raw, mode="r|*")
+        except tarfile.TarError as e:
+            raise ValueError(f"{shard}: not a readable tar file ({e})") from None
+        uid, parts = None, {}
+        try:
+            for member in tar:
+                if not member.isfile():
+                    _split_key(member.name, shard)  # still refuse unsafe names
+                    continue
+                key, ext = _split_key(member.name, shard)
+                data = tar.extractfile(member).read()
+                if key != uid and uid is not None:
+                    s = flush(uid, parts)
+                    if s is not None:
+                        yield s
+                    parts = {}
+                uid = key
+                parts[ext] = data
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise ValueError(f"{shard}: corrupt or truncated tar ({e})") from None
+        if uid is not None:
+            s = flush(uid, parts)
+            if s is not None:
+                yield s
+
+
+def iter_split(uri: str, stats: ReadStats | None = None, image_size: int | None = None) -> Iterator[Sample]:
+    """Every sample of a split, shards in name order, no shuffling (scoring, evaluation)."""
+    for shard in list_shards(uri):
+        yield from iter_shard(shard, stats, image_size)
+
+
+def stream(
+    uri: str,
+    seed: int,
+    shuffle_buffer: int = 1000,
+    stats: ReadStats | None = None,
+    image_size: int | None = None,
+    epochs: int | None = None,
+) -> Iterator[Sample]:
+    """Shuffled, endless (or `epochs`-long) stream: shard order and a bounded buffer, both from `seed`."""
+    shards = list_shards(uri)
+    epoch = 0
+    while epochs is None or epoch < epochs:
+        rng = random.Random(f"{seed}:{epoch}")
+        order = shards[:]
+        rng.shuffle(order)
+        buf: list[Sample] = []
+        produced = 0
+        for shard in order:
+            for s in iter_shard(shard, stats, image_size):
+                if len(buf) < shuffle_buffer:
+                    buf.append(s)
+                    continue
+                i = rng.randrange(len(buf))
+                buf[i], s = s, buf[i]
+                produced += 1
+                yield s
+        rng.shuffle(buf)
+        produced += len(buf)
+        yield from buf
+        if produced == 0:
+            raise ValueError(f"split {uri} has no usable samples")
+        epoch += 1
+
+
+class ShardWriter:
+    """Write samples into ``<prefix>-NNNNN.tar`` shards of `shard_size` samples, each atomically."""
+
+    def __init__(self, folder: str, prefix: str = "shard", shard_size: int = 1000):
+        self.folder, self.prefix, self.shard_size = folder, prefix, shard_size
+        self.index = 0
+        self._buf: list[tuple[str, bytes, str, dict | None]] = []
+        self.written: list[str] = []
+
+    def write(self, uid: str, image: np.ndarray | bytes, caption: str, meta: dict | None = None) -> None:
+        if isinstance(image, np.ndarray):
+            out = io.BytesIO()
+            Image.fromarray(image).save(out, format="PNG", compress_level=1)
+            image = out.getvalue()
+        self._buf.append((uid, image, caption, meta))
+        if len(self._buf) >= self.shard_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buf:
+            return
+        uri = storage.join(self.folder, f"{self.prefix}-{self.index:05d}.tar")
+        with storage.atomic_path(uri) as tmp, tarfile.open(tmp, "w") as tar:
+            for uid, png, caption, meta in self._buf:
+                members = [(f"{uid}.png", png), (f"{uid}.txt", caption.encode())]
+                if meta is not None:
+                    members.append((f"{uid}.json", json.dumps(meta, sort_keys=True).encode()))
+                for name, data in members:
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        self.written.append(uri)
+        self.index += 1
+        self._buf = []
+
+    def close(self) -> list[str]:
+        self._flush()
+        return self.written
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.close()

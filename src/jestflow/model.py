@@ -1,0 +1,131 @@
+"""Two-tower image-text model: a ViT image tower and a Transformer text tower (SigLIP/CLIP style).
+
+Attention uses PyTorch's scaled_dot_product_attention (flash / memory-efficient kernels on CUDA).
+Embeddings come out L2-normalised; the model owns the learnable temperature ``log_t`` and bias.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(approximate="tanh"), nn.Linear(4 * width, width))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, w = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + self.proj(a.transpose(1, 2).reshape(b, n, w))
+        return x + self.mlp(self.ln2(x))
+
+
+class ImageTower(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.image_size, n = c.image_size, (c.image_size // c.patch_size) ** 2
+        self.patch = nn.Conv2d(3, c.width, c.patch_size, c.patch_size)
+        self.pos = nn.Parameter(torch.randn(1, n, c.width) * 0.02)
+        self.blocks = nn.ModuleList(Block(c.width, c.heads) for _ in range(c.depth))
+        self.ln = nn.LayerNorm(c.width)
+        self.head = nn.Linear(c.width, c.embed_dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """`images`: B x H x W x 3 uint8 (or float in [0, 255])."""
+        x = images.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        x = self.patch(x.contiguous(memory_format=torch.channels_last)).flatten(2).transpose(1, 2) + self.pos
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.ln(x).mean(dim=1))
+
+
+class TextTower(nn.Module):
+    def __init__(self, c: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.tok = nn.Embedding(vocab_size, c.text_width)
+        self.pos = nn.Parameter(torch.randn(1, c.context_length, c.text_width) * 0.02)
+        self.blocks = nn.ModuleList(Block(c.text_width, c.text_heads) for _ in range(c.text_depth))
+        self.ln = nn.LayerNorm(c.text_width)
+        self.head = nn.Linear(c.text_width, c.embed_dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        valid = tokens != 0  # padding id is 0; every caption has at least its EOS token
+        x = self.tok(tokens) + self.pos[:, : tokens.shape[1]]
+        mask = valid[:, None, None, :]
+        for blk in self.blocks:
+            x = blk(x, mask)
+        x = self.ln(x)
+        w = valid.unsqueeze(-1).to(x.dtype)
+        return self.head((x * w).sum(1) / w.sum(1))
+
+
+class TwoTower(nn.Module):
+    def __init__(self, c: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.config, self.vocab_size = c, vocab_size
+        self.image = ImageTower(c)
+        self.text = TextTower(c, vocab_size)
+        # SigLIP initialisation: t = 10, b = -10. CLIP: t = 1/0.07, no bias.
+        sig = c.loss == "sigmoid"
+        self.log_t = nn.Parameter(torch.tensor(math.log(10.0) if sig else math.log(1 / 0.07)))
+        self.bias = nn.Parameter(torch.tensor(-10.0 if sig else 0.0), requires_grad=sig)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image(images).float(), dim=-1)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text(tokens).float(), dim=-1)
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode_image(images), self.encode_text(tokens)
+
+    def flops_per_example(self) -> float:
+        """Forward FLOPs for one image-caption pair (multiply-add = 2 FLOPs); training is ~3x."""
+        c = self.config
+
+        def tower(width, depth, tokens):
+            per_block = 24 * width * width * tokens + 4 * tokens * tokens * width
+            return depth * per_block + 2 * width * c.embed_dim
+
+        patches = (c.image_size // c.patch_size) ** 2
+        embed = 2 * patches * 3 * c.patch_size ** 2 * c.width
+        return float(tower(c.width, c.depth, patches) + embed + tower(c.text_width, c.text_depth, c.context_length))
+
+
+def save_model(model: TwoTower, path: str) -> None:
+    from dataclasses import asdict
+
+    from . import storage
+
+    with storage.atomic_path(path) as tmp:
+        torch.save({"config": asdict(model.config), "vocab_size": model.vocab_size,
+                    "state_dict": model.state_dict()}, tmp)
+
+
+def load_model(path: str, device: str = "cpu") -> TwoTower:
+    from . import storage
+
+    try:
+        with storage.open_read(path) as f:
+            blob = torch.load(f, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, KeyError) as e:
+        raise ValueError(f"{path}: not a jestflow model file ({e})") from None
+    model = TwoTower(ModelConfig(**blob["config"]), blob["vocab_size"])
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device)

@@ -1,0 +1,168 @@
+"""The reference scoring cache: the reference runs once over the pool; the learner only reads.
+
+Layout of a cache folder::
+
+    index.json          model facts (loss, log_t, bias, dim), one entry per pool shard, totals
+    tokenizer.json      the reference's tokenizer (the learner uses the same one)
+    <shard>.npz         uids, image and text embeddings (float16) and per-example loss, per pool shard
+
+Score files mirror pool shards one to one, so scoring resumes shard by shard and fans out over
+shards. A cache is tied to its pool by shard names, byte sizes and sample counts: a learner given a
+cache that does not match its pool stops with an error naming the first difference.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .progress import show_progress
+
+from . import storage
+from .data import ReadStats, iter_shard, list_shards
+from .losses import per_example_loss
+from .model import TwoTower
+from .selection import Embeds
+from .tokenizer import Tokenizer
+
+FORMAT = "jestflow-scores/1"
+
+
+def _shard_file(cache_uri: str, shard: str) -> str:
+    return storage.join(cache_uri, storage.basename(shard).removesuffix(".tar") + ".npz")
+
+
+def _read_npz(uri: str) -> dict:
+    with storage.open_read(uri) as f:
+        try:
+            with np.load(io.BytesIO(f.read()), allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{uri}: unreadable score shard ({e})") from None
+
+
+@torch.no_grad()
+def score_shard(model: TwoTower, tokenizer: Tokenizer, shard: str, out_uri: str, batch_size: int,
+                device: str, stats: ReadStats) -> dict:
+    """Embed one pool shard with the reference and write its score file atomically."""
+    from .evaluate import _autocast
+
+    model.eval()
+    uids, img, txt, loss = [], [], [], []
+    buf = []
+
+    def flush():
+        if not buf:
+            return
+        images = torch.from_numpy(np.stack([s.image for s in buf])).to(device)
+        tokens = tokenizer.encode([s.caption for s in buf]).to(device)
+        with _autocast(device):
+            u, v = model(images, tokens)
+        loss.append(per_example_loss(model.config.loss, u, v, model.log_t, model.bias).float().cpu())
+        uids.extend(s.uid for s in buf)
+        img.append(u.half().cpu()), txt.append(v.half().cpu())
+        buf.clear()
+
+    for s in iter_shard(shard, stats, model.config.image_size):
+        buf.append(s)
+        if len(buf) == batch_size:
+            flush()
+    flush()
+    d = model.config.embed_dim
+    arrays = {
+        "uids": np.array(uids, dtype=str),
+        "img": torch.cat(img).numpy() if img else np.zeros((0, d), np.float16),
+        "txt": torch.cat(txt).numpy() if txt else np.zeros((0, d), np.float16),
+        "loss": torch.cat(loss).numpy() if loss else np.zeros((0,), np.float32),
+    }
+    with storage.atomic_path(out_uri) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    return {"n": len(uids)}
+
+
+def score_pool(model: TwoTower, tokenizer: Tokenizer, pool_uri: str, cache_uri: str, batch_size: int = 256,
+               device: str = "cpu", max_bad_fraction: float = 0.01, extra: dict | None = None,
+               progress: bool = True, shards: list[str] | None = None) -> dict:
+    """Score every pool shard not yet scored (resumable), then write the index last."""
+    t0 = time.time()
+    shards = shards or list_shards(pool_uri)
+    stats = ReadStats(max_bad_fraction=max_bad_fraction)
+    entries = []
+    for shard in tqdm(shards, desc="score", unit="shard", disable=not show_progress(progress)):
+        out = _shard_file(cache_uri, shard)
+        if storage.exists(out):  # resume: a score file exists only once complete (atomic rename)
+            n = len(_read_npz(out)["uids"])
+        else:
+            n = score_shard(model, tokenizer, shard, out, batch_size, device, stats)["n"]
+        entries.append({"shard": storage.basename(shard), "bytes": storage.size(shard), "n": n,
+                        "file": storage.basename(out)})
+    total = sum(e["n"] for e in entries)
+    index = {
+        "format": FORMAT, "pool": pool_uri, "loss": model.config.loss, "embed_dim": model.config.embed_dim,
+        "log_t": float(model.log_t.detach()), "bias": float(model.bias.detach()), "shards": entries, "n": total,
+        "skipped": stats.skipped, "scoring_flops": model.flops_per_example() * total,
+        "seconds": time.time() - t0, **(extra or {}),
+    }
+    tokenizer.save(storage.join(cache_uri, "tokenizer.json"))
+    storage.write_json(storage.join(cache_uri, "index.json"), index)
+    return index
+
+
+class ScoreCache:
+    """The reference's cached embeddings, looked up by uid."""
+
+    def __init__(self, uri: str, pool_uri: str | None = None):
+        self.uri = uri
+        index_uri = storage.join(uri, "index.json")
+        if not storage.exists(index_uri):
+            raise ValueError(f"{uri}: not a score cache (no index.json; was `jestflow score` run?)")
+        self.index = storage.read_json(index_uri)
+        if self.index.get("format") != FORMAT:
+            raise ValueError(f"{index_uri}: unknown score cache format {self.index.get('format')!r}")
+        if pool_uri is not None:
+            self.check_matches(pool_uri)
+        uids, img, txt, loss = [], [], [], []
+        for e in self.index["shards"]:
+            z = _read_npz(storage.join(uri, e["file"]))
+            if len(z["uids"]) != e["n"]:
+                raise ValueError(f"{uri}/{e['file']}: holds {len(z['uids'])} samples, index says {e['n']}")
+            uids.extend(z["uids"].tolist()), img.append(z["img"]), txt.append(z["txt"]), loss.append(z["loss"])
+        self.row = {}
+        for i, u in enumerate(uids):
+            if u in self.row:
+                raise ValueError(f"{uri}: duplicate uid {u!r} in score cache")
+            self.row[u] = i
+        self.img = torch.from_numpy(np.concatenate(img)) if img else torch.zeros(0, self.index["embed_dim"])
+        self.txt = torch.from_numpy(np.concatenate(txt)) if txt else torch.zeros(0, self.index["embed_dim"])
+        self.loss = torch.from_numpy(np.concatenate(loss)) if loss else torch.zeros(0)
+        self.log_t = torch.tensor(self.index["log_t"])
+        self.bias = torch.tensor(self.index["bias"])
+
+    def check_matches(self, pool_uri: str) -> None:
+        have = {e["shard"]: e for e in self.index["shards"]}
+        pool = {storage.basename(s): s for s in list_shards(pool_uri)}
+        if set(have) != set(pool):
+            missing = sorted(set(pool) - set(have))[:3]
+            extra = sorted(set(have) - set(pool))[:3]
+            raise ValueError(f"score cache {self.uri} does not match pool {pool_uri}: "
+                             f"pool shards not scored {missing}, scored shards not in pool {extra}")
+        for name, shard in pool.items():
+            if storage.size(shard) != have[name]["bytes"]:
+                raise ValueError(f"score cache {self.uri} does not match pool {pool_uri}: shard {name} "
+                                 f"changed since scoring ({storage.size(shard)} bytes, scored {have[name]['bytes']})")
+
+    def lookup(self, uids: list[str], device="cpu") -> Embeds:
+        try:
+            rows = torch.tensor([self.row[u] for u in uids])
+        except KeyError as e:
+            raise ValueError(f"uid {e.args[0]!r} is not in score cache {self.uri}: the cache does not match the pool") from None
+        return Embeds(self.img[rows].to(device).float(), self.txt[rows].to(device).float(),
+                      self.log_t.to(device), self.bias.to(device))
+
+    def __len__(self) -> int:
+        return len(self.row)

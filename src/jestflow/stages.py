@@ -1,0 +1,87 @@
+"""The four JEST stages as plain functions: what the CLI, the KFP components and the tests call."""
+
+from __future__ import annotations
+
+import json
+
+from . import config as C
+from . import storage
+from .data import ReadStats, iter_split
+from .evaluate import EvalSet, evaluate
+from .model import load_model
+from .scoring import ScoreCache, score_pool
+from .tokenizer import Tokenizer
+from .train import Callback, resolve_device, train
+
+
+def _write_config(cfg: C.Config, out_dir: str, name: str = "config.yaml") -> None:
+    storage.write_bytes(storage.join(out_dir, name), C.dump(cfg).encode())
+
+
+def train_reference(cfg: C.Config, curated: str, out: str, eval_uri: str | None = None,
+                    callbacks: list[Callback] = (), progress: bool = True) -> dict:
+    """Stage 1: build the tokenizer from the curated captions and train the reference on them."""
+    _write_config(cfg, out)
+    stats = ReadStats(max_bad_fraction=cfg.reference.max_bad_fraction)
+    captions = (s.caption for s in iter_split(curated, stats, cfg.model.image_size))
+    tokenizer = Tokenizer.build(captions, cfg.model.context_length)
+    return train(cfg, "reference", curated, out, tokenizer, eval_uri=eval_uri, callbacks=callbacks, progress=progress)
+
+
+def score(cfg: C.Config, reference: str, pool: str, out: str, progress: bool = True,
+          shards: list[str] | None = None) -> dict:
+    """Stage 2: run the reference once over the pool and cache embeddings and losses by uid."""
+    _write_config(cfg, out, "score-config.yaml")
+    device = resolve_device(cfg.reference.device)
+    model = load_model(storage.join(reference, "model.pt"), device)
+    tokenizer = Tokenizer.load(storage.join(reference, "tokenizer.json"))
+    ref_summary = storage.read_json(storage.join(reference, "train.json"))
+    extra = {"reference": reference, "reference_flops": ref_summary["flops_total"]}
+    return score_pool(model, tokenizer, pool, out, cfg.eval.batch_size, device,
+                      cfg.reference.max_bad_fraction, extra, progress, shards)
+
+
+def train_learner(cfg: C.Config, pool: str, out: str, scores: str | None = None, eval_uri: str | None = None,
+                  tokenizer_from: str | None = None, callbacks: list[Callback] = (), progress: bool = True) -> dict:
+    """Stage 3: train the learner on the pool with `cfg.select.method` choosing each sub-batch."""
+    _write_config(cfg, out)
+    cache = ScoreCache(scores, pool) if scores else None
+    source = tokenizer_from or scores
+    if source:
+        tokenizer = Tokenizer.load(storage.join(source, "tokenizer.json"))
+    else:
+        captions = (s.caption for s in iter_split(pool, ReadStats(max_bad_fraction=1.0), cfg.model.image_size))
+        tokenizer = Tokenizer.build(captions, cfg.model.context_length)
+    extra = {}
+    if cache is not None and cfg.select.method != "uniform":
+        # Curation's fixed costs: the reference's training and its one pass over the pool.
+        extra = {"reference_flops": cache.index.get("reference_flops", 0.0),
+                 "reference_scoring_flops": cache.index.get("scoring_flops", 0.0)}
+    summary = train(cfg, "learner", pool, out, tokenizer, cache, eval_uri, callbacks, progress, extra)
+    return summary
+
+
+def total_flops(summary: dict) -> float:
+    """All compute behind a learner: its scoring, selection and training, plus the reference's."""
+    return summary["flops_total"] + summary.get("reference_flops", 0.0) + summary.get("reference_scoring_flops", 0.0)
+
+
+def evaluate_model(cfg: C.Config, model_dir: str, eval_uri: str, out: str | None = None) -> dict:
+    """Stage 4: zero-shot top-1 and retrieval recall of a trained model on a held-out split."""
+    device = resolve_device(cfg.learner.device)
+    model = load_model(storage.join(model_dir, "model.pt"), device)
+    tokenizer = Tokenizer.load(storage.join(model_dir, "tokenizer.json"))
+    ev = EvalSet.load(eval_uri, model.config.image_size, cfg.learner.max_bad_fraction)
+    metrics = evaluate(model, tokenizer, ev, cfg.eval.batch_size, device)
+    summary_uri = storage.join(model_dir, "train.json")
+    if storage.exists(summary_uri):
+        s = storage.read_json(summary_uri)
+        metrics.update(method=s["method"], steps=s["steps"], total_flops=total_flops(s),
+                       clean_fraction=s["clean_fraction"])
+    if out:
+        storage.write_json(out, metrics)
+    return metrics
+
+
+def format_metrics(m: dict) -> str:
+    return json.dumps(m, indent=2, sort_keys=True)

@@ -1,0 +1,142 @@
+"""Where bytes live. Everything that reads or writes datasets, caches and artifacts goes through here.
+
+Only local paths are implemented in this module's `LocalStore`; other schemes (``gs://``) plug in
+through `register_scheme` so the rest of jestflow never cares where a file is.
+Writes are atomic: data goes to a temporary name in the same folder and is renamed at the end, so a
+crash never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Callable, Iterator
+
+
+class Store:
+    """Minimal file interface: list, read, atomic write."""
+
+    def list(self, uri: str, suffix: str = "") -> list[str]:
+        raise NotImplementedError
+
+    def open_read(self, uri: str) -> IO[bytes]:
+        raise NotImplementedError
+
+    def exists(self, uri: str) -> bool:
+        raise NotImplementedError
+
+    def size(self, uri: str) -> int:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def atomic_path(self, uri: str) -> Iterator[str]:
+        """Yield a local path to write; it appears at `uri` only if the block finishes."""
+        raise NotImplementedError
+
+
+class LocalStore(Store):
+    def list(self, uri: str, suffix: str = "") -> list[str]:
+        root = Path(uri)
+        if not root.is_dir():
+            raise ValueError(f"not a folder: {uri}")
+        return sorted(str(p) for p in root.iterdir() if p.is_file() and p.name.endswith(suffix))
+
+    def open_read(self, uri: str) -> IO[bytes]:
+        try:
+            return open(uri, "rb")
+        except FileNotFoundError:
+            raise ValueError(f"no such file: {uri}") from None
+
+    def exists(self, uri: str) -> bool:
+        return os.path.exists(uri)
+
+    def size(self, uri: str) -> int:
+        try:
+            return os.path.getsize(uri)
+        except FileNotFoundError:
+            raise ValueError(f"no such file: {uri}") from None
+
+    @contextlib.contextmanager
+    def atomic_path(self, uri: str) -> Iterator[str]:
+        final = Path(uri)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
+        try:
+            yield tmp
+            os.replace(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+_SCHEMES: dict[str, Callable[[], Store]] = {}
+_LOCAL = LocalStore()
+
+
+def register_scheme(prefix: str, factory: Callable[[], Store]) -> None:
+    _SCHEMES[prefix] = factory
+
+
+def store_for(uri: str) -> Store:
+    for prefix, factory in _SCHEMES.items():
+        if uri.startswith(prefix):
+            return factory()
+    if "://" in uri:
+        raise ValueError(f"unsupported storage URI scheme: {uri}")
+    return _LOCAL
+
+
+def join(uri: str, *parts: str) -> str:
+    if "://" in uri:
+        return "/".join([uri.rstrip("/"), *parts])
+    return str(Path(uri, *parts))
+
+
+def list_files(uri: str, suffix: str = "") -> list[str]:
+    return store_for(uri).list(uri, suffix)
+
+
+def open_read(uri: str) -> IO[bytes]:
+    return store_for(uri).open_read(uri)
+
+
+def exists(uri: str) -> bool:
+    return store_for(uri).exists(uri)
+
+
+def size(uri: str) -> int:
+    return store_for(uri).size(uri)
+
+
+def basename(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+@contextlib.contextmanager
+def atomic_path(uri: str) -> Iterator[str]:
+    with store_for(uri).atomic_path(uri) as tmp:
+        yield tmp
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    with atomic_path(uri) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def write_json(uri: str, obj) -> None:
+    write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(uri: str):
+    with open_read(uri) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{uri}: not valid JSON ({e})") from None

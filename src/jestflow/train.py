@@ -1,0 +1,372 @@
+"""One training loop for the reference, the baselines and the JEST learner.
+
+What differs between them is the `Selector`: it sees a super-batch and returns the sub-batch to
+train on. `TakeAll` (reference, uniform) trains on what the stream gives; `ScoreSelect` runs the
+learner forward over the super-batch, looks the reference up in the score cache by uid and picks the
+sub-batch with `selection.select`.
+
+Every `checkpoint_every` steps the run writes `checkpoint.pt` (model, optimiser, scheduler, step,
+samples consumed, selection RNG, accounting) and a segment of the uid log, both atomically; a
+restarted run with the same arguments resumes from there. FLOPs are accounted separately for the
+learner's scoring forward, the selection and the training step.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import queue
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .progress import show_progress
+
+from . import config as C
+from . import storage
+from .data import ReadStats, Sample, stream
+from .evaluate import EvalSet, _autocast, evaluate
+from .losses import batch_loss
+from .model import TwoTower, save_model
+from .scoring import ScoreCache
+from .selection import Embeds, METHOD_TABLE, select
+from .tokenizer import Tokenizer
+
+
+@dataclass
+class Batch:
+    uids: list
+    images: torch.Tensor  # B x H x W x 3 uint8
+    tokens: torch.Tensor  # B x context
+    noise: list  # the pool's recorded noise type per sample ("" when unknown)
+
+    def take(self, idx: torch.Tensor) -> "Batch":
+        i = idx.cpu()
+        il = i.tolist()
+        return Batch([self.uids[k] for k in il], self.images[i], self.tokens[i], [self.noise[k] for k in il])
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+
+def make_batches(samples: Iterator[Sample], size: int, tokenizer: Tokenizer) -> Iterator[Batch]:
+    while True:
+        chunk = [s for _, s in zip(range(size), samples)]
+        if len(chunk) < size:
+            return
+        yield Batch([s.uid for s in chunk], torch.from_numpy(np.stack([s.image for s in chunk])),
+                    tokenizer.encode([s.caption for s in chunk]), [str(s.meta.get("noise", "")) for s in chunk])
+
+
+class Prefetcher:
+    """Decode the next batches on a background thread; `wait_seconds` is the time the loop waited."""
+
+    def __init__(self, it: Iterator[Batch], depth: int = 2):
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.wait_seconds = 0.0
+        self._stop = False
+        self.t = threading.Thread(target=self._run, args=(it,), daemon=True)
+        self.t.start()
+
+    def _run(self, it):
+        try:
+            for b in it:
+                while not self._stop:
+                    try:
+                        self.q.put(b, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop:
+                    return
+            self.q.put(StopIteration())
+        except BaseException as e:  # surface reader errors in the training thread
+            self.q.put(e)
+
+    def __next__(self) -> Batch:
+        t0 = time.perf_counter()
+        item = self.q.get()
+        self.wait_seconds = time.perf_counter() - t0
+        if isinstance(item, StopIteration):
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self):
+        self._stop = True
+
+
+# --------------------------------------------------------------------------------------------------
+# Selectors
+
+
+@dataclass
+class Picked:
+    batch: Batch
+    scoring_flops: float = 0.0
+    selection_flops: float = 0.0
+    selection_seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+
+class TakeAll:
+    """Train on the whole (super-)batch as drawn: reference training and the uniform baseline."""
+
+    name = "uniform"
+
+    def super_batch(self, b: int) -> int:
+        return b
+
+    def __call__(self, model, batch, generator, device) -> Picked:
+        return Picked(batch)
+
+
+class ScoreSelect:
+    """Score the super-batch with the learner (and the cached reference), then select jointly."""
+
+    def __init__(self, cfg: C.Config, cache: ScoreCache | None):
+        self.cfg, self.cache = cfg, cache
+        self.name = cfg.select.method
+        _, score = METHOD_TABLE[self.name]
+        self.needs_learner = score in ("learnability", "hard-learner")
+        if score in ("learnability", "easy-reference") and cache is None:
+            raise ValueError(f"method {self.name!r} needs a reference score cache (--scores)")
+
+    def super_batch(self, b: int) -> int:
+        return self.cfg.super_batch_size()
+
+    @torch.no_grad()
+    def __call__(self, model: TwoTower, batch: Batch, generator, device) -> Picked:
+        s, b = self.cfg.select, self.cfg.learner.batch_size
+        n = len(batch)
+        learner = None
+        scoring_flops = 0.0
+        if self.needs_learner:
+            model.eval()
+            with _autocast(device):
+                u, v = model(batch.images.to(device), batch.tokens.to(device))
+            model.train()
+            learner = Embeds(u.float(), v.float(), model.log_t.detach().float(), model.bias.detach().float())
+            scoring_flops = model.flops_per_example() * n
+        ref = self.cache.lookup(batch.uids, device) if self.cache is not None else None
+        t0 = time.perf_counter()
+        sel = select(self.name, learner, ref, b, s.n_chunks, generator, self.cfg.model.loss, s.temperature,
+                     s.block_elems)
+        if device != "cpu" and torch.cuda.is_available():
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        d = self.cfg.model.embed_dim
+        n_models = (learner is not None) + (ref is not None)
+        # Chunk blocks: per model two N x c products per chunk; sum over chunks gives 2 * 2*N*b*d.
+        sel_flops = n_models * 4.0 * n * b * d
+        info = {"chosen_diag": sel.chosen_diag, "pool_diag": sel.pool_diag, "chosen_score": sel.chosen_score}
+        return Picked(batch.take(sel.indices), scoring_flops, sel_flops, seconds, info)
+
+
+def make_selector(cfg: C.Config, cache: ScoreCache | None):
+    return TakeAll() if cfg.select.method == "uniform" else ScoreSelect(cfg, cache)
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+
+
+class Callback:
+    """Hooks for metrics and logging; see metrics.py for the Prometheus one."""
+
+    def on_step(self, stage: str, method: str, s: dict) -> None: ...
+
+    def on_eval(self, stage: str, method: str, s: dict) -> None: ...
+
+    def on_end(self, stage: str, method: str, summary: dict) -> None: ...
+
+
+def lr_lambda(o: C.OptimConfig, steps: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < o.warmup_steps:
+            return (step + 1) / o.warmup_steps
+        p = (step - o.warmup_steps) / max(1, steps - o.warmup_steps)
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+    return f
+
+
+def make_optimizer(model: TwoTower, t: C.TrainConfig):
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and "pos" not in n]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not (p.ndim >= 2 and "pos" not in n)]
+    o = t.optim
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                            lr=o.lr, betas=(o.beta1, o.beta2))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o, t.steps))
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda asked for, but no CUDA device is available")
+    return name
+
+
+class _Preempted(Exception):
+    pass
+
+
+def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tokenizer,
+          cache: ScoreCache | None = None, eval_uri: str | None = None, callbacks: list[Callback] = (),
+          progress: bool = True, extra_summary: dict | None = None) -> dict:
+    """Train one model; `stage` is "reference" or "learner". Returns (and writes) the summary."""
+    t = cfg.reference if stage == "reference" else cfg.learner
+    selector = TakeAll() if stage == "reference" else make_selector(cfg, cache)
+    method = "reference" if stage == "reference" else selector.name
+    device = resolve_device(t.device)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    torch.manual_seed(t.seed)
+    model = TwoTower(cfg.model, len(tokenizer)).to(device)
+    opt, sched = make_optimizer(model, t)
+    gen = torch.Generator(device=device).manual_seed(t.seed + 1)
+    fwd = model.flops_per_example()
+    ev = EvalSet.load(eval_uri, cfg.model.image_size, t.max_bad_fraction) if eval_uri and t.eval_every else None
+    N = selector.super_batch(t.batch_size)
+
+    state = {"step": 0, "consumed": 0, "flops": Counter(), "noise": Counter(), "curve": [], "seconds": 0.0,
+             "uid_segments": []}
+    ckpt_uri = storage.join(out_dir, "checkpoint.pt")
+    if storage.exists(ckpt_uri):
+        with storage.open_read(ckpt_uri) as f:
+            ck = torch.load(f, map_location=device, weights_only=False)
+        if ck["config"] != C.to_dict(cfg) or ck["stage"] != stage:
+            raise ValueError(f"{ckpt_uri} was written by a different configuration or stage; "
+                             "use a new --out or delete the checkpoint")
+        model.load_state_dict(ck["model"]), opt.load_state_dict(ck["opt"]), sched.load_state_dict(ck["sched"])
+        gen.set_state(ck["gen"].cpu())
+        state = ck["state"]
+        state["flops"], state["noise"] = Counter(state["flops"]), Counter(state["noise"])
+
+    stats = ReadStats(max_bad_fraction=t.max_bad_fraction)
+    samples = stream(data_uri, t.seed, t.shuffle_buffer, stats, cfg.model.image_size)
+    for _ in range(state["consumed"]):  # deterministic stream: skip what earlier attempts trained on
+        next(samples)
+    batches = Prefetcher(make_batches(samples, N, tokenizer))
+    uid_log: list[dict] = []
+
+    def checkpoint():
+        seg = storage.join(out_dir, "uids", f"steps-{state['step'] - len(uid_log):07d}-{state['step'] - 1:07d}.jsonl.gz")
+        if uid_log:
+            storage.write_bytes(seg, gzip.compress("".join(json.dumps(r) + "\n" for r in uid_log).encode()))
+            state["uid_segments"].append(storage.basename(seg))
+            uid_log.clear()
+        blob = {"config": C.to_dict(cfg), "stage": stage, "model": model.state_dict(), "opt": opt.state_dict(),
+                "sched": sched.state_dict(), "gen": gen.get_state(),
+                "state": {**state, "flops": dict(state["flops"]), "noise": dict(state["noise"])}}
+        with storage.atomic_path(ckpt_uri) as tmp:
+            torch.save(blob, tmp)
+
+    preempted = {"flag": False}
+
+    def on_sigterm(signum, frame):  # Kubernetes preemption: finish this step, checkpoint, exit
+        preempted["flag"] = True
+
+    old = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    bar = tqdm(total=t.steps, initial=state["step"], desc=f"{stage}:{method}", unit="step", disable=not show_progress(progress),
+               mininterval=1.0)
+    t_start = time.time() - state["seconds"]
+    try:
+        while state["step"] < t.steps:
+            step = state["step"]
+            t0 = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                raise ValueError(f"{data_uri}: ran out of samples") from None
+            picked = selector(model, batch, gen, device)
+            chosen = picked.batch
+            with _autocast(device):
+                img, txt = model(chosen.images.to(device, non_blocking=True), chosen.tokens.to(device, non_blocking=True))
+                loss = batch_loss(cfg.model.loss, img, txt, model.log_t, model.bias)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.optim.grad_clip)
+            opt.step()
+            sched.step()
+            lossf = float(loss.detach())
+            if not math.isfinite(lossf):
+                raise ValueError(f"{stage}: loss became {lossf} at step {step}; lower the learning rate")
+            state["step"] = step + 1
+            state["consumed"] += len(batch)
+            fl = state["flops"]
+            fl["train"] += 3 * fwd * len(chosen)
+            fl["scoring"] += picked.scoring_flops
+            fl["selection"] += picked.selection_flops
+            state["noise"].update(n for n in chosen.noise if n)
+            uid_log.append({"step": step, "uids": chosen.uids})
+            dt = time.perf_counter() - t0
+            noisy = [n for n in chosen.noise if n]
+            s = {"step": step + 1, "loss": lossf, "lr": sched.get_last_lr()[0], "step_seconds": dt,
+                 "data_wait_seconds": batches.wait_seconds, "selection_seconds": picked.selection_seconds,
+                 "examples": len(chosen), "examples_per_second": len(chosen) / max(dt, 1e-9),
+                 "noisy_fraction": (sum(n != "clean" for n in noisy) / len(noisy)) if noisy else float("nan"),
+                 "skipped": stats.bad, **picked.info}
+            for cb in callbacks:
+                cb.on_step(stage, method, s)
+            bar.update(1)
+            if step % t.log_every == 0:
+                bar.set_postfix(loss=f"{lossf:.3f}")
+            last = state["step"] == t.steps
+            if ev is not None and (state["step"] % t.eval_every == 0 or last):
+                m = evaluate(model, tokenizer, ev, cfg.eval.batch_size, device)
+                point = {"step": state["step"], "flops": sum(fl.values()), **m}
+                state["curve"].append(point)
+                for cb in callbacks:
+                    cb.on_eval(stage, method, point)
+            state["seconds"] = time.time() - t_start
+            if state["step"] % t.checkpoint_every == 0 or last or preempted["flag"]:
+                checkpoint()
+            if preempted["flag"] and not last:
+                raise _Preempted
+    except _Preempted:
+        bar.close()
+        raise SystemExit(f"{stage}: SIGTERM received; checkpoint written at step {state['step']}, rerun to resume")
+    finally:
+        batches.close()
+        bar.close()
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+    save_model(model, storage.join(out_dir, "model.pt"))
+    tokenizer.save(storage.join(out_dir, "tokenizer.json"))
+    storage.write_bytes(storage.join(out_dir, "config.yaml"), C.dump(cfg).encode())
+    trained = sum(state["noise"].values())
+    summary = {
+        "stage": stage, "method": method, "steps": state["step"], "batch_size": t.batch_size,
+        "super_batch_size": N, "examples_seen": state["consumed"], "flops": dict(state["flops"]),
+        "flops_total": float(sum(state["flops"].values())), "forward_flops_per_example": fwd,
+        "noise_mix": {k: v / trained for k, v in sorted(state["noise"].items())} if trained else {},
+        "clean_fraction": state["noise"].get("clean", 0) / trained if trained else float("nan"),
+        "skipped": dict(stats.skipped), "wall_seconds": state["seconds"], "device": device,
+        "curve": state["curve"], "uid_log": state["uid_segments"], **(extra_summary or {}),
+    }
+    storage.write_json(storage.join(out_dir, "train.json"), summary)
+    for cb in callbacks:
+        cb.on_end(stage, method, summary)
+    return summary
+
+
+def read_uid_log(out_dir: str) -> list[dict]:
+    """All steps' chosen uids of a finished run, in order (for audits and replays)."""
+    summary = storage.read_json(storage.join(out_dir, "train.json"))
+    rows = []
+    for name in summary["uid_log"]:
+        with storage.open_read(storage.join(out_dir, "uids", name)) as f:
+            rows += [json.loads(line) for line in gzip.decompress(f.read()).decode().splitlines()]
+    return rows

@@ -1,0 +1,56 @@
+import pytest
+
+from jestflow.config import PRESETS, dump, from_dict, load_config, parse_overrides, to_dict
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_resolve(preset):
+    cfg = load_config(preset)
+    assert cfg.learner.batch_size % cfg.select.n_chunks == 0
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_overrides_are_typed():
+    cfg = load_config("smoke", overrides=["learner.steps=7", "select.filter_ratio=0.5", "learner.optim.lr=1e-3",
+                                          "select.method=uniform"])
+    assert cfg.learner.steps == 7 and cfg.select.filter_ratio == 0.5 and cfg.learner.optim.lr == 1e-3
+    assert cfg.select.method == "uniform"
+    assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
+
+
+def test_model_size_resets_architecture():
+    cfg = load_config("smoke", overrides=["model.size=b16"])
+    assert (cfg.model.width, cfg.model.depth, cfg.model.image_size, cfg.model.patch_size) == (768, 12, 224, 16)
+    cfg = load_config("smoke", overrides=["model.size=s16", "model.depth=2"])
+    assert cfg.model.width == 384 and cfg.model.depth == 2
+
+
+def test_yaml_file_and_dump(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("learner:\n  steps: 11\n")
+    cfg = load_config("smoke", str(f))
+    assert cfg.learner.steps == 11
+    assert "steps: 11" in dump(cfg)
+
+
+@pytest.mark.parametrize("override,message", [
+    pytest.param("learner.steps=-5", "learner.steps=-5 must be positive", id="negative-steps"),
+    pytest.param("select.filter_ratio=1.0", r"filter_ratio=1.0 must be in \(0, 1\)", id="ratio-one"),
+    pytest.param("select.filter_ratio=-0.2", r"filter_ratio=-0.2 must be in \(0, 1\)", id="ratio-negative"),
+    pytest.param("learner.batch_size=30", "batch_size=30 is not divisible by select.n_chunks=4", id="indivisible"),
+    pytest.param("select.method=magic", "select.method='magic' is not one of", id="unknown-method"),
+    pytest.param("learner.stepz=3", "unknown config key learner.stepz", id="unknown-key"),
+    pytest.param("learner.steps=many", "learner.steps='many': expected int", id="wrong-type"),
+    pytest.param("model.size=huge", "model.size='huge' is not one of", id="unknown-size"),
+    pytest.param("model.loss=hinge", "model.loss='hinge'", id="unknown-loss"),
+])
+def test_nonsense_configuration_is_rejected(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config("smoke", overrides=[override])
+
+
+def test_unknown_preset_and_missing_file():
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_config("giant")
+    with pytest.raises(ValueError, match="config file not found"):
+        load_config("smoke", "/nonexistent.yaml")

@@ -1,0 +1,125 @@
+import io
+import tarfile
+
+import numpy as np
+import pytest
+
+from jestflow.data import ReadStats, ShardWriter, iter_shard, iter_split, stream
+
+
+def write_split(folder, n=30, shard_size=10, prefix="s"):
+    rng = np.random.default_rng(0)
+    with ShardWriter(str(folder), prefix, shard_size) as w:
+        for i in range(n):
+            w.write(f"{prefix}{i:04d}", rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), f"caption {i}",
+                    {"label": i % 3, "noise": "clean"})
+    return folder
+
+
+def raw_tar(path, members):
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def png_bytes():
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_round_trip(tmp_path):
+    write_split(tmp_path)
+    samples = list(iter_split(str(tmp_path)))
+    assert [s.uid for s in samples] == [f"s{i:04d}" for i in range(30)]
+    assert samples[7].caption == "caption 7" and samples[7].meta == {"label": 1, "noise": "clean"}
+    assert samples[0].image.shape == (8, 8, 3) and samples[0].image.dtype == np.uint8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s-00000.tar", "s-00001.tar", "s-00002.tar"]
+
+
+def test_resize_on_read(tmp_path):
+    write_split(tmp_path, n=3)
+    assert next(iter_split(str(tmp_path), image_size=16)).image.shape == (16, 16, 3)
+
+
+def test_stream_is_deterministic_and_covers_every_sample(tmp_path):
+    write_split(tmp_path, n=40, shard_size=7)
+    a = [s.uid for s in stream(str(tmp_path), seed=3, shuffle_buffer=5, epochs=1)]
+    b = [s.uid for s in stream(str(tmp_path), seed=3, shuffle_buffer=5, epochs=1)]
+    c = [s.uid for s in stream(str(tmp_path), seed=4, shuffle_buffer=5, epochs=1)]
+    assert a == b and a != c
+    assert sorted(a) == [f"s{i:04d}" for i in range(40)]
+    assert a != sorted(a)
+
+
+def test_stream_holds_only_a_bounded_buffer(tmp_path):
+    """The shuffled stream yields samples before it has read the whole split."""
+    write_split(tmp_path, n=50, shard_size=10)
+    import jestflow.data as data
+
+    opened = []
+    orig = data.iter_shard
+    data.iter_shard = lambda shard, *a, **k: (opened.append(shard), orig(shard, *a, **k))[1]
+    try:
+        it = stream(str(tmp_path), seed=0, shuffle_buffer=4)
+        next(it)
+    finally:
+        data.iter_shard = orig
+    assert len(opened) == 1
+
+
+@pytest.mark.parametrize("members,reason", [
+    pytest.param([("a.png", b"not a png"), ("a.txt", b"hello")], "undecodable-image", id="undecodable-image"),
+    pytest.param([("a.png", "PNG"), ("a.txt", b"   ")], "empty-caption", id="empty-caption"),
+    pytest.param([("a.png", "PNG")], "missing-caption", id="missing-caption"),
+    pytest.param([("a.txt", b"x")], "missing-image", id="missing-image"),
+    pytest.param([("a.png", "PNG"), ("a.txt", b"x" * 5000)], "caption-too-long", id="caption-too-long"),
+    pytest.param([("a.png", "PNG"), ("a.txt", b"\xff\xfe")], "caption-not-utf8", id="caption-not-utf8"),
+    pytest.param([("a.png", "PNG"), ("a.txt", b"ok"), ("a.json", b"{nope")], "bad-json", id="bad-json"),
+])
+def test_bad_samples_are_skipped_and_counted(tmp_path, members, reason):
+    members = [(n, png_bytes() if d == "PNG" else d) for n, d in members]
+    good = [("b.png", png_bytes()), ("b.txt", b"fine")]
+    raw_tar(tmp_path / "x.tar", members + good)
+    stats = ReadStats(max_bad_fraction=1.0)
+    assert [s.uid for s in iter_shard(str(tmp_path / "x.tar"), stats)] == ["b"]
+    assert stats.skipped == {reason: 1} and stats.samples == 1
+
+
+@pytest.mark.parametrize("name", ["/etc/a.png", "../a.png", "x/../../a.png"])
+def test_unsafe_member_names_are_refused(tmp_path, name):
+    raw_tar(tmp_path / "x.tar", [(name, png_bytes())])
+    with pytest.raises(ValueError, match="unsafe tar member"):
+        list(iter_shard(str(tmp_path / "x.tar")))
+
+
+def test_duplicate_uid_names_file_and_uid(tmp_path):
+    raw_tar(tmp_path / "x.tar", [("a.png", png_bytes()), ("a.txt", b"1"), ("b.txt", b"2"), ("a.png", png_bytes())])
+    with pytest.raises(ValueError, match=r"x\.tar: duplicate uid 'a'"):
+        list(iter_shard(str(tmp_path / "x.tar"), ReadStats(max_bad_fraction=1.0)))
+
+
+def test_truncated_tar_names_the_file(tmp_path):
+    write_split(tmp_path, n=10, shard_size=10)
+    shard = tmp_path / "s-00000.tar"
+    shard.write_bytes(shard.read_bytes()[:3000])
+    with pytest.raises(ValueError, match=r"s-00000\.tar: corrupt or truncated"):
+        list(iter_shard(str(shard)))
+
+
+def test_too_many_bad_samples_fail_loudly(tmp_path):
+    members = []
+    for i in range(120):
+        members += [(f"u{i}.png", png_bytes() if i % 2 else b"junk"), (f"u{i}.txt", b"c")]
+    raw_tar(tmp_path / "x.tar", members)
+    with pytest.raises(ValueError, match="too many bad samples"):
+        list(iter_shard(str(tmp_path / "x.tar"), ReadStats(max_bad_fraction=0.1)))
+
+
+def test_empty_folder_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no .tar shards"):
+        list(iter_split(str(tmp_path)))

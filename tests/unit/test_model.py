@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from jestflow.config import ModelConfig, load_config
+from jestflow.losses import per_example_loss, sigmoid_loss
+from jestflow.model import TwoTower, load_model, save_model
+from jestflow.tokenizer import Tokenizer
+
+
+def test_tokenizer_round_trip(tmp_path):
+    tok = Tokenizer.build(["a red t-shirt", "a blue bag"], context_length=5)
+    ids = tok.encode(["a red bag", "unknown words here and more"])
+    assert ids.shape == (2, 5)
+    assert ids[0].tolist() == [tok.ids["a"], tok.ids["red"], tok.ids["bag"], 2, 0]
+    assert ids[1].tolist()[-1] == 2 and ids[1].tolist()[0] == 1  # unk, truncated, EOS kept
+    tok.save(str(tmp_path / "t.json"))
+    assert Tokenizer.load(str(tmp_path / "t.json")).vocab == tok.vocab
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "softmax"])
+def test_two_tower_shapes_and_save_load(tmp_path, loss):
+    cfg = load_config("smoke", overrides=[f"model.loss={loss}"]).model
+    m = TwoTower(cfg, vocab_size=20)
+    images = torch.randint(0, 255, (3, 40, 40, 3), dtype=torch.uint8)  # resized to 32 inside
+    tokens = torch.tensor([[3, 4, 2, 0], [5, 2, 0, 0], [2, 0, 0, 0]])
+    u, v = m(images, tokens)
+    assert u.shape == v.shape == (3, cfg.embed_dim)
+    torch.testing.assert_close(u.norm(dim=1), torch.ones(3))
+    assert torch.isfinite(per_example_loss(loss, u, v, m.log_t, m.bias)).all()
+    save_model(m, str(tmp_path / "m.pt"))
+    m2 = load_model(str(tmp_path / "m.pt"))
+    torch.testing.assert_close(m2(images, tokens)[0], u)
+
+
+def test_padding_does_not_change_text_embedding():
+    m = TwoTower(ModelConfig(context_length=8), vocab_size=10).eval()
+    a = m.encode_text(torch.tensor([[3, 4, 2, 0, 0, 0, 0, 0]]))
+    b = m.encode_text(torch.tensor([[3, 4, 2, 0, 0, 0, 0, 0]]))
+    torch.testing.assert_close(a, b)
+
+
+def test_flops_scale_with_size():
+    tiny = TwoTower(load_config("smoke").model, 50).flops_per_example()
+    small = TwoTower(load_config("smoke", overrides=["model.size=small"]).model, 50).flops_per_example()
+    assert 0 < tiny < small
+
+
+def test_sigmoid_loss_learns_on_a_fixed_batch():
+    torch.manual_seed(0)
+    m = TwoTower(ModelConfig(), vocab_size=30)
+    images = torch.randint(0, 255, (16, 32, 32, 3), dtype=torch.uint8)
+    tokens = torch.randint(3, 30, (16, 16))
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
+    first = None
+    for _ in range(30):
+        u, v = m(images, tokens)
+        loss = sigmoid_loss(u, v, m.log_t, m.bias)
+        first = first if first is not None else float(loss.detach())
+        opt.zero_grad(), loss.backward(), opt.step()
+    assert float(loss) < 0.5 * first
