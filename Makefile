@@ -29,10 +29,17 @@ run: $(STAMP)/installed ## the whole pipeline (reference -> score -> JEST & unif
 test: $(STAMP)/installed ## all tests (smoke preset)
 	$(PYTHON) -m pytest -q tests
 
+compile: $(STAMP)/installed ## compile the pipeline into pipelines/compiled/ (the only way those files change)
+	$(PYTHON) -m jestflow_pipelines.compile
+
+KFP_HOST ?= http://localhost:8080
+submit: $(STAMP)/installed ## submit the GPU pipeline to KFP_HOST (PARAMS="steps=2000 pool_uri=gs://..." EXPERIMENT=jestflow)
+	jestflow submit --host $(KFP_HOST) --experiment $(or $(EXPERIMENT),jestflow) $(foreach p,$(PARAMS),--param $(p))
+
 bench-select: $(STAMP)/installed ## dense vs chunked selection: time and peak memory (writes bench/select.md)
 	jestflow bench select --out bench
 
 clean: ## remove runs, data and caches made by these targets
 	rm -rf runs data bench $(STAMP) .pytest_cache
 
-.PHONY: help install data run test bench-select clean
+.PHONY: help install data run test compile submit bench-select clean

@@ -79,6 +79,29 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="write metrics JSON here (default: print only)")
     _common(e)
 
+    rn = sub.add_parser("run", help="the whole Kubeflow pipeline, run locally (KFP local runner)",
+                        description="Run prepare -> reference -> score -> {selected method, uniform, uniform at "
+                        "equal FLOPs} -> evaluate -> report through kfp.local on this machine. Without data URIs "
+                        "the demo dataset is written to --data (default data/PRESET) first.")
+    rn.add_argument("--out", required=True, help="output folder: results.json, report.md, curve_*.png, kfp/")
+    rn.add_argument("--data", help="demo data folder (default data/PRESET; written if missing)")
+    rn.add_argument("--curated", default="", help="curated split URI (your own data; give all three)")
+    rn.add_argument("--pool", default="", help="pool split URI")
+    rn.add_argument("--eval", default="", help="evaluation split URI (with classes.json for zero-shot)")
+    rn.add_argument("--method", help="selection method for the curated learner (default: select.method)")
+    _common(rn)
+
+    sm = sub.add_parser("submit", help="compile the pipeline and start a run on a Kubeflow Pipelines endpoint",
+                        description="Compile the pipeline, check the parameters and the configuration they "
+                        "resolve to, and create a run with kfp.Client. Prints the run's URL.")
+    sm.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+    sm.add_argument("--experiment", default="jestflow", help="experiment name (created if missing)")
+    sm.add_argument("--run-name", help="run name (default: generated)")
+    sm.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
+    sm.add_argument("--cpu", action="store_true", help="submit the CPU variant (no GPU requests), e.g. on kind")
+    sm.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="pipeline parameter, e.g. --param steps=2000 --param pool_uri=gs://b/pool (repeatable)")
+
     c = sub.add_parser("config", help="print the resolved configuration as YAML")
     _common(c)
 
@@ -128,6 +151,27 @@ def run(args) -> int:
     elif args.cmd == "evaluate":
         m = stages.evaluate_model(_cfg(args), args.model, args.data, args.out)
         print(stages.format_metrics(m))
+    elif args.cmd == "run":
+        from .localrun import run_local
+        from .report import table
+
+        res = run_local(args.preset, args.overrides, args.out, args.data, args.curated, args.pool, args.eval,
+                        args.method)
+        print("\n" + table(res["rows"]))
+        for name, c in res["speedup_retrieval_r1"].items():
+            if name != res["baseline"]:
+                if c["iteration_speedup"] is None:
+                    print(f"{name}: did not reach uniform's final retrieval R@1 ({c['target']:.3f})")
+                    continue
+                print(f"{name}: reached uniform's final retrieval R@1 ({c['target']:.3f}) after "
+                      f"{c['iterations_to_target']:.0f} iterations and {c['flops_to_target']:.3g} total FLOPs: "
+                      f"iteration speed-up {c['iteration_speedup']:.2f}x, compute speed-up {c['flops_speedup']:.2f}x "
+                      "(>1 is better than uniform)")
+        print(f"pipeline finished in {res['pipeline_seconds']:.0f} s; report: {args.out}/report.md")
+    elif args.cmd == "submit":
+        from .submit import submit
+
+        print(submit(args.host, args.param, args.experiment, args.run_name, not args.cpu, args.namespace))
     elif args.cmd == "config":
         from .config import dump
 

@@ -57,4 +57,4 @@ def test_sigmoid_loss_learns_on_a_fixed_batch():
         loss = sigmoid_loss(u, v, m.log_t, m.bias)
         first = first if first is not None else float(loss.detach())
         opt.zero_grad(), loss.backward(), opt.step()
-    assert float(loss) < 0.5 * first
+    assert float(loss.detach()) < 0.5 * first

@@ -1,0 +1,95 @@
+"""The JEST pipeline: prepare -> reference -> score -> {curated learner, uniform x2} -> evaluate -> report.
+
+Two compiled variants come from `build(gpu=...)`: the GPU one for real clusters (training and
+scoring request `nvidia.com/gpu`, tolerate GPU taints, select GPU nodes, retry) and a CPU one for
+kind. Only the standard library and kfp are imported here, so the pipeline compiles without torch.
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl, kubernetes
+from kfp.dsl import Artifact, Markdown
+
+from jestflow_components.evaluate.component import evaluate
+from jestflow_components.prepare.component import prepare
+from jestflow_components.report.component import report
+from jestflow_components.score.component import score
+from jestflow_components.train_learner.component import train_learner
+from jestflow_components.train_reference.component import train_reference
+
+DATA_PVC = "jestflow-data"  # created by manifests/base; holds demo data and local-path datasets
+DATA_MOUNT = "/data"
+GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")  # set by NVIDIA GPU feature discovery
+
+def _common(task, cpu: str, memory: str, cache: bool):
+    task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(cache)
+    kubernetes.mount_pvc(task, pvc_name=DATA_PVC, mount_path=DATA_MOUNT)
+    return task
+
+def _accelerated(task, gpu: bool, cpu: str, memory: str, cache: bool):
+    _common(task, cpu, memory, cache)
+    if gpu:
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+        kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+        kubernetes.add_node_selector(task, label_key=GPU_NODE_LABEL[0], label_value=GPU_NODE_LABEL[1])
+        # GPU nodes are often preemptible: retry; training resumes from its last checkpoint.
+        task.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0)
+    return task
+
+def build(gpu: bool = True):
+    suffix = "" if gpu else "-cpu"
+
+    @dsl.pipeline(name=f"jestflow-jest{suffix}",
+                  description="JEST data curation: reference -> score -> joint-selection learner vs uniform -> "
+                              "evaluate -> report")
+    def jest_pipeline(
+        curated_uri: str = "",
+        pool_uri: str = "",
+        eval_uri: str = "",
+        demo_dir: str = f"{DATA_MOUNT}/demo",
+        preset: str = "demo",
+        model_size: str = "",
+        reference_steps: int = 0,
+        steps: int = 0,
+        batch_size: int = 0,
+        filter_ratio: float = 0.0,
+        n_chunks: int = 0,
+        method: str = "jest",
+        seed: int = 0,
+        overrides: list = [],
+    ) -> NamedTuple("Outputs", summary=Artifact, report=Markdown):
+        # Cheap and reads external state (data URIs, the demo folder): never cached.
+        prep = _common(prepare(curated_uri=curated_uri, pool_uri=pool_uri, eval_uri=eval_uri, demo_dir=demo_dir,
+                               preset=preset, model_size=model_size, reference_steps=reference_steps, steps=steps,
+                               batch_size=batch_size, filter_ratio=filter_ratio, n_chunks=n_chunks, seed=seed,
+                               overrides=overrides), "1", "4Gi", cache=False).set_display_name("prepare")
+        cfg = prep.outputs["config"]
+        # Expensive and deterministic given config and data: cached, so re-runs reuse the reference.
+        ref = _accelerated(train_reference(config=cfg, curated_uri=prep.outputs["curated"]), gpu, "4", "16Gi",
+                           cache=True).set_display_name("train reference")
+        scr = _accelerated(score(config=cfg, reference=ref.outputs["reference"], pool_uri=prep.outputs["pool"]),
+                           gpu, "4", "16Gi", cache=True).set_display_name("score pool")
+        # Learners are the measurement: not cached, so each submitted run trains afresh. Three of them:
+        # the chosen method, uniform at equal iterations, and uniform at equal total FLOPs.
+        def learner(meth, match_flops: bool, label: str):
+            t = _accelerated(train_learner(config=cfg, method=meth, match_flops=match_flops,
+                                           pool_uri=prep.outputs["pool"], eval_uri=prep.outputs["eval"],
+                                           scores=scr.outputs["scores"], reference=ref.outputs["reference"]),
+                             gpu, "4", "16Gi", cache=False).set_display_name(f"learner: {label}")
+            # Pure function of the model: cached.
+            e = _common(evaluate(config=cfg, model=t.outputs["model"], eval_uri=prep.outputs["eval"]), "2", "8Gi",
+                        cache=True).set_display_name(f"evaluate: {label}")
+            return t.outputs["model"], e.outputs["results"]
+
+        sel_m, sel_e = learner(method, False, "selected")
+        uni_m, uni_e = learner("uniform", False, "uniform")
+        fl_m, fl_e = learner("uniform", True, "uniform at equal FLOPs")
+        rep = _common(report(method=method, jest_model=sel_m, jest_eval=sel_e, uniform_model=uni_m,
+                             uniform_eval=uni_e, uniform_flops_model=fl_m, uniform_flops_eval=fl_e),
+                      "1", "2Gi", cache=False).set_display_name("report")
+        return NamedTuple("Outputs", summary=Artifact, report=Markdown)(rep.outputs["summary"], rep.outputs["report"])
+
+    return jest_pipeline
+
+jest_pipeline = build(gpu=True)
+jest_pipeline_cpu = build(gpu=False)

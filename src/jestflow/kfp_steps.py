@@ -1,0 +1,131 @@
+"""What the Kubeflow component bodies call: one function per component.
+
+Components pass plain values and artifact objects (anything with ``.path`` and, for metrics,
+``.log_metric``); these functions map them onto `jestflow.stages`. The pipeline's knobs are resolved
+once, in `prepare`, into a config artifact (``config.yaml``) that every later step reads, so a bad
+parameter fails before any GPU is requested.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from . import config as C
+from . import stages, storage
+
+
+def _knob_overrides(model_size: str, reference_steps: int, steps: int, batch_size: int, filter_ratio: float,
+                    n_chunks: int, seed: int, extra: list) -> list[str]:
+    """Pipeline parameters -> --set overrides; 0 / "" leave the preset's value."""
+    out = []
+    if model_size:
+        out.append(f"model.size={model_size}")
+    if reference_steps:
+        out.append(f"reference.steps={reference_steps}")
+    if steps:
+        out.append(f"learner.steps={steps}")
+    if batch_size:
+        out.append(f"learner.batch_size={batch_size}")
+    if filter_ratio:
+        out.append(f"select.filter_ratio={filter_ratio}")
+    if n_chunks:
+        out.append(f"select.n_chunks={n_chunks}")
+    if seed >= 0:
+        out += [f"reference.seed={seed}", f"learner.seed={seed}", f"demo.seed={seed}"]
+    return out + [str(x) for x in (extra or [])]
+
+
+def prepare(curated_uri: str, pool_uri: str, eval_uri: str, demo_dir: str, preset: str, model_size: str,
+            reference_steps: int, steps: int, batch_size: int, filter_ratio: float, n_chunks: int, seed: int,
+            overrides: list, config_out) -> tuple[str, str, str]:
+    """Resolve and validate the configuration; write the demo data when no data URIs are given."""
+    cfg = C.load_config(preset, None, _knob_overrides(model_size, reference_steps, steps, batch_size, filter_ratio,
+                                                      n_chunks, seed, overrides))
+    os.makedirs(os.path.dirname(config_out.path) or ".", exist_ok=True)
+    storage.write_bytes(config_out.path, C.dump(cfg).encode())
+    given = [u for u in (curated_uri, pool_uri, eval_uri) if u]
+    if given and len(given) != 3:
+        raise ValueError("give all three of curated_uri, pool_uri and eval_uri, or none (demo data)")
+    if given:
+        return curated_uri, pool_uri, eval_uri
+    if not demo_dir:
+        raise ValueError("no data URIs and no demo_dir: nowhere to put the demo data")
+    from .demo import demo_complete, make_demo
+
+    if not demo_complete(demo_dir):
+        make_demo(demo_dir, cfg.demo)
+    return (storage.join(demo_dir, "curated"), storage.join(demo_dir, "pool"), storage.join(demo_dir, "eval"))
+
+
+def _load(config_path: str, method: str | None = None) -> C.Config:
+    import yaml
+
+    with storage.open_read(config_path) as f:
+        cfg = C.from_dict(yaml.safe_load(f))
+    if method:
+        cfg = C.from_dict({**C.to_dict(cfg), "select": {**C.to_dict(cfg)["select"], "method": method}})
+    return cfg
+
+
+def _log(metrics, values: dict, prefix: str = "") -> None:
+    for k, v in values.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            metrics.log_metric(prefix + k, float(v))
+
+
+def train_reference(config, curated_uri: str, reference, metrics) -> None:
+    cfg = _load(config.path)
+    s = stages.train_reference(cfg, curated_uri, reference.path)
+    _log(metrics, {"steps": s["steps"], "flops_total": s["flops_total"], "wall_seconds": s["wall_seconds"]})
+
+
+def score(config, reference, pool_uri: str, scores) -> None:
+    idx = stages.score(_load(config.path), reference.path, pool_uri, scores.path)
+    scores.metadata.update({"n": idx["n"], "shards": len(idx["shards"]), "skipped": sum(idx["skipped"].values())})
+
+
+def matched_steps(cfg: C.Config, scores_path: str) -> int:
+    """Uniform steps whose total FLOPs equal a JEST run's with this config (reference costs included)."""
+    from .model import TwoTower
+
+    index = storage.read_json(storage.join(scores_path, "index.json"))
+    f = TwoTower(cfg.model, 8).flops_per_example()  # vocabulary size does not enter the FLOPs
+    b = cfg.learner.batch_size
+    n = int(round(b / (1 - cfg.select.filter_ratio)))  # the curated learner's super-batch, whatever cfg's method
+    per_jest_step = 3 * f * b + f * n + 2 * 4.0 * n * b * cfg.model.embed_dim
+    total = cfg.learner.steps * per_jest_step + index.get("reference_flops", 0.0) + index.get("scoring_flops", 0.0)
+    return max(1, math.ceil(total / (3 * f * b)))
+
+
+def train_learner(config, method: str, match_flops: bool, pool_uri: str, eval_uri: str, scores, reference,
+                  model, metrics) -> None:
+    cfg = _load(config.path, method)
+    if match_flops:  # the uniform baseline at equal total compute: more, cheaper steps
+        steps = matched_steps(cfg, scores.path)
+        cfg = C.from_dict({**C.to_dict(cfg), "learner": {**C.to_dict(cfg)["learner"], "steps": steps,
+                                                         "eval_every": max(1, math.ceil(steps / 12))}})
+    s = stages.train_learner(cfg, pool_uri, model.path, scores.path if method != "uniform" else None, eval_uri,
+                             tokenizer_from=reference.path)
+    model.metadata.update({"method": s["method"], "steps": s["steps"]})
+    _log(metrics, {"steps": s["steps"], "flops_total": stages.total_flops(s), "clean_fraction": s["clean_fraction"],
+                   "wall_seconds": s["wall_seconds"]})
+
+
+def evaluate(config, model, eval_uri: str, metrics, results) -> None:
+    m = stages.evaluate_model(_load(config.path), model.path, eval_uri, results.path)
+    _log(metrics, {k: v for k, v in m.items() if k not in ("n",)})
+
+
+def report(named: dict, report_md, summary) -> None:
+    """`named`: run name -> (model artifact, evaluation-results artifact)."""
+    from .report import inline_images, write_report
+
+    runs = {name: {"summary": storage.read_json(storage.join(m.path, "train.json")), "final": storage.read_json(e.path)}
+            for name, (m, e) in named.items()}
+    results = write_report(runs, summary.path)
+    os.makedirs(os.path.dirname(report_md.path) or ".", exist_ok=True)
+    with storage.open_read(storage.join(summary.path, "report.md")) as f:
+        storage.write_bytes(report_md.path, inline_images(f.read().decode(), summary.path).encode())
+    summary.metadata.update({"runs": list(named)})
+    return results

@@ -1,0 +1,63 @@
+"""A minimal stand-in for the Kubeflow Pipelines v2beta1 REST API, on 127.0.0.1.
+
+It answers the calls `kfp.Client.create_run_from_pipeline_package` makes (health check, experiment
+lookup and creation, run creation) with the shapes the real API server returns, and records every
+request so tests can check what jestflow sent. A real KFP backend cannot run here.
+"""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeKFP:
+    def __init__(self):
+        self.requests = []
+        self.experiments = {}
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _reply(self, code, body):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                outer.requests.append(("GET", self.path, None))
+                if self.path.startswith("/apis/v2beta1/healthz"):
+                    return self._reply(200, {"multi_user": False})
+                if self.path.startswith("/apis/v2beta1/experiments"):
+                    return self._reply(200, {"experiments": list(outer.experiments.values()),
+                                             "total_size": len(outer.experiments)})
+                return self._reply(404, {"error": "not found", "code": 5})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                outer.requests.append(("POST", self.path, body))
+                if self.path == "/apis/v2beta1/experiments":
+                    exp = {"experiment_id": f"exp-{len(outer.experiments) + 1}", "display_name": body["display_name"]}
+                    outer.experiments[exp["experiment_id"]] = exp
+                    return self._reply(200, exp)
+                if self.path.startswith("/apis/v2beta1/runs"):
+                    run = {"run_id": "run-0001", "display_name": body.get("display_name", ""),
+                           "experiment_id": body.get("experiment_id"), "state": "PENDING"}
+                    return self._reply(200, run)
+                return self._reply(404, {"error": "not found", "code": 5})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,125 @@
+"""The compiled pipeline: kept identical to its source, and shaped as a cluster needs it."""
+
+import filecmp
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jestflow import __version__
+from jestflow_pipelines.compile import TARGETS, compile_all
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPILED = ROOT / "pipelines" / "compiled"
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compiled")
+    compile_all(str(out))
+    return out
+
+
+def docs(path):
+    with open(path) as f:
+        spec, platform = list(yaml.safe_load_all(f))
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_committed_yaml_matches_source(fresh, name):
+    assert (COMPILED / name).exists(), f"run `make compile`: {name} is missing"
+    assert filecmp.cmp(fresh / name, COMPILED / name, shallow=False), f"pipelines/compiled/{name} is stale: run `make compile`"
+
+
+def tasks(spec):
+    return spec["root"]["dag"]["tasks"]
+
+
+def executor(spec, task_name):
+    comp = tasks(spec)[task_name]["componentRef"]["name"]
+    return spec["deploymentSpec"]["executors"][spec["components"][comp]["executorLabel"]]
+
+
+TRAINING = ["train-reference", "score", "train-learner", "train-learner-2", "train-learner-3"]
+
+
+def test_gpu_variant_requests_gpus_on_training_and_scoring(fresh):
+    spec, k8s = docs(fresh / "jest_pipeline.yaml")
+    for t in TRAINING:
+        res = executor(spec, t)["container"]["resources"]
+        assert res["accelerator"]["resourceType"] == "nvidia.com/gpu" and res["accelerator"]["resourceCount"] == "1", t
+        ex = spec["components"][tasks(spec)[t]["componentRef"]["name"]]["executorLabel"]
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s[ex]["tolerations"]
+        assert k8s[ex]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+        assert tasks(spec)[t]["retryPolicy"]["maxRetryCount"] == 3
+    for t in ("prepare", "evaluate", "report"):
+        assert "accelerator" not in executor(spec, t)["container"].get("resources", {}), t
+
+
+def test_cpu_variant_requests_no_gpu(fresh):
+    spec, k8s = docs(fresh / "jest_pipeline_cpu.yaml")
+    for t in tasks(spec):
+        assert "accelerator" not in executor(spec, t)["container"].get("resources", {}), t
+    assert all("tolerations" not in e for e in k8s.values())
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_every_task_sets_requests_mounts_data_and_chooses_caching(fresh, name):
+    spec, k8s = docs(fresh / name)
+    for t, task in tasks(spec).items():
+        res = executor(spec, t)["container"]["resources"]
+        assert res["cpuRequest"] > 0 and res["memoryRequest"] > 0, t
+        ex = spec["components"][task["componentRef"]["name"]]["executorLabel"]
+        assert k8s[ex]["pvcMount"][0]["mountPath"] == "/data", t
+        assert "cachingOptions" in task, t
+    caching = {t: task["cachingOptions"].get("enableCache", False) for t, task in tasks(spec).items()}
+    assert caching["train-reference"] and caching["score"] and caching["evaluate"]
+    assert not caching["prepare"] and not caching["train-learner"] and not caching["report"]
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_images_are_versioned_and_nothing_is_pip_installed(fresh, name):
+    spec, _ = docs(fresh / name)
+    for label, ex in spec["deploymentSpec"]["executors"].items():
+        c = ex["container"]
+        assert c["image"].endswith(f":{__version__}") and ":latest" not in c["image"], label
+        assert "pip install" not in " ".join(c.get("command", []) + c.get("args", [])), label
+
+
+def test_scoring_output_feeds_the_learners(fresh):
+    spec, _ = docs(fresh / "jest_pipeline.yaml")
+    for t in ("train-learner", "train-learner-2", "train-learner-3"):
+        scores = tasks(spec)[t]["inputs"]["artifacts"]["scores"]["taskOutputArtifact"]
+        assert scores == {"outputArtifactKey": "scores", "producerTask": "score"}
+        assert tasks(spec)[t]["inputs"]["artifacts"]["reference"]["taskOutputArtifact"]["producerTask"] == "train-reference"
+    assert tasks(spec)["score"]["inputs"]["artifacts"]["reference"]["taskOutputArtifact"]["producerTask"] == "train-reference"
+    rep = tasks(spec)["report"]["inputs"]["artifacts"]
+    assert {a["taskOutputArtifact"]["producerTask"] for a in rep.values()} >= {"evaluate", "evaluate-2", "evaluate-3"}
+
+
+def test_parameters_cover_the_knobs(fresh):
+    spec, _ = docs(fresh / "jest_pipeline.yaml")
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for p in ("curated_uri", "pool_uri", "eval_uri", "model_size", "steps", "batch_size", "filter_ratio",
+              "n_chunks", "method", "seed", "preset"):
+        assert p in params, p
+    assert params["filter_ratio"]["parameterType"] == "NUMBER_DOUBLE"
+    assert params["steps"]["parameterType"] == "NUMBER_INTEGER"
+    methods = {t: task["inputs"]["parameters"]["method"] for t, task in tasks(spec).items() if t.startswith("train-learner")}
+    assert methods["train-learner"] == {"componentInputParameter": "method"}
+    assert methods["train-learner-2"]["runtimeValue"]["constant"] == "uniform"
+
+
+def test_make_compile_is_what_wrote_them():
+    """`python -m jestflow_pipelines.compile DIR` (what `make compile` runs) writes both files."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run([sys.executable, "-m", "jestflow_pipelines.compile", d], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert sorted(os.listdir(d)) == sorted(TARGETS)
