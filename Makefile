@@ -36,10 +36,13 @@ KFP_HOST ?= http://localhost:8080
 submit: $(STAMP)/installed ## submit the GPU pipeline to KFP_HOST (PARAMS="steps=2000 pool_uri=gs://..." EXPERIMENT=jestflow)
 	jestflow submit --host $(KFP_HOST) --experiment $(or $(EXPERIMENT),jestflow) $(foreach p,$(PARAMS),--param $(p))
 
+bench: $(STAMP)/installed ## curation benchmark: every method vs uniform, 3 seeds (bench preset, ~40 min on 2 cores) -> BENCHMARKS.md
+	jestflow bench curation --preset bench --out bench/curation --benchmarks BENCHMARKS.md
+
 bench-select: $(STAMP)/installed ## dense vs chunked selection: time and peak memory (writes bench/select.md)
 	jestflow bench select --out bench
 
 clean: ## remove runs, data and caches made by these targets
 	rm -rf runs data bench $(STAMP) .pytest_cache
 
-.PHONY: help install data run test compile submit bench-select clean
+.PHONY: help install data run test compile submit bench bench-select clean

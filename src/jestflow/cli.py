@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="stage 3: train a learner with a data-selection method",
                        description="Train the learner on the pool; each step draws a super-batch and the "
                        "method picks the sub-batch to train on.")
-    t.add_argument("--method", choices=["jest", "uniform", "independent", "easy-reference", "hard-learner"],
+    t.add_argument("--method", choices=["jest", "uniform", "independent", "easy-reference", "hard-learner",
+                                        "flexi-jest", "offline-easy-reference", "oracle"],
                    help="selection method (default: the config's select.method)")
     t.add_argument("--data", required=True, help="pool split")
     t.add_argument("--scores", help="score cache from `jestflow score` (needed by jest, independent, easy-reference)")
@@ -106,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(c)
 
     b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True, metavar="SUBCOMMAND")
+    bc = b.add_parser("curation", help="every curation method vs uniform, 3 seeds, on held-out data",
+                      description="Train uniform, offline easy-reference filtering, independent, JEST, Flexi-JEST "
+                      "and an oracle (clean samples only) with the same model and iteration budget over several "
+                      "seeds, plus JEST ablations; report speed-ups against uniform, plots and diagnostics. "
+                      "Resumable: finished runs in OUT are reused.")
+    bc.add_argument("--out", required=True, help="output folder (data, reference, scores, runs, results, plots)")
+    bc.add_argument("--seeds", type=int, default=3)
+    bc.add_argument("--workers", type=int, default=2, help="learner runs in parallel (threads split among them)")
+    bc.add_argument("--no-ablations", action="store_true", help="skip the n_chunks / filter_ratio ablation runs")
+    bc.add_argument("--benchmarks", metavar="FILE", help="also write the report to FILE (e.g. BENCHMARKS.md), "
+                    "plots to docs/bench/ beside it")
+    _common(bc, default_preset="bench")
+
     bs = b.add_parser("select", help="time and peak memory of dense vs chunked joint selection",
                       description="Each case runs in a fresh subprocess; peak memory is the growth of the "
                       "process's peak RSS (CPU) or torch's peak allocation (CUDA) during the selection.")
@@ -176,6 +190,12 @@ def run(args) -> int:
         from .config import dump
 
         print(dump(_cfg(args)), end="")
+    elif args.cmd == "bench" and args.bench_cmd == "curation":
+        from .bench_curation import bench_curation
+
+        command = "jestflow " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("jestflow") else "jestflow bench curation"
+        bench_curation(args.preset, args.overrides, args.out, args.seeds, args.workers, not args.no_ablations,
+                       args.benchmarks, command)
     elif args.cmd == "bench" and args.bench_cmd == "select":
         from .bench import bench_select
 

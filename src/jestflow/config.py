@@ -17,7 +17,9 @@ import yaml
 
 from .demo import DemoConfig
 
-METHODS = ("jest", "uniform", "independent", "easy-reference", "hard-learner")
+METHODS = ("jest", "uniform", "independent", "easy-reference", "hard-learner", "flexi-jest",
+           "offline-easy-reference", "oracle")
+UNIFORM_SAMPLING = ("uniform", "offline-easy-reference", "oracle")  # no super-batch, no online selection
 LOSSES = ("sigmoid", "softmax")
 
 
@@ -77,10 +79,13 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SelectConfig:
-    method: str = "jest"  # jest | uniform | independent | easy-reference | hard-learner
+    method: str = "jest"  # jest | uniform | independent | easy-reference | hard-learner | flexi-jest |
+    #                       offline-easy-reference | oracle
     filter_ratio: float = 0.8  # fraction of the super-batch discarded: N = b / (1 - f)
     n_chunks: int = 16  # Algorithm 1's chunks; b must be divisible by it
     temperature: float = 1.0  # divides the sampling logits; 1.0 is the paper's behaviour
+    flexi_stride: int = 2  # flexi-jest: score (and train half the batch) with every s-th patch row/column
+    offline_keep: float = 0.0  # offline-easy-reference: pool fraction kept; 0 = 1 - filter_ratio
     block_elems: int = 1 << 26  # largest pairwise block computed at once (rows x chunk); bounds memory
 
 
@@ -129,14 +134,18 @@ class Config:
                 raise ValueError(f"{stage}.max_bad_fraction={t.max_bad_fraction} must be in [0, 1]")
             if t.device not in ("auto", "cpu", "cuda"):
                 raise ValueError(f"{stage}.device={t.device!r} must be auto, cpu or cuda")
-        if s.method != "uniform" and self.learner.batch_size % s.n_chunks:
+        if s.flexi_stride < 1:
+            raise ValueError(f"select.flexi_stride={s.flexi_stride} must be >= 1")
+        if not 0 <= s.offline_keep <= 1:
+            raise ValueError(f"select.offline_keep={s.offline_keep} must be in [0, 1]")
+        if s.method not in UNIFORM_SAMPLING and self.learner.batch_size % s.n_chunks:
             raise ValueError(f"learner.batch_size={self.learner.batch_size} is not divisible by "
                              f"select.n_chunks={s.n_chunks}")
         return self
 
     def super_batch_size(self) -> int:
         """N = b / (1 - f), rounded to a whole number of examples."""
-        if self.select.method == "uniform":
+        if self.select.method in UNIFORM_SAMPLING:
             return self.learner.batch_size
         return int(round(self.learner.batch_size / (1 - self.select.filter_ratio)))
 

@@ -105,7 +105,7 @@ def train_learner(config, method: str, match_flops: bool, pool_uri: str, eval_ur
         steps = matched_steps(cfg, scores.path)
         cfg = C.from_dict({**C.to_dict(cfg), "learner": {**C.to_dict(cfg)["learner"], "steps": steps,
                                                          "eval_every": max(1, math.ceil(steps / 12))}})
-    s = stages.train_learner(cfg, pool_uri, model.path, scores.path if method != "uniform" else None, eval_uri,
+    s = stages.train_learner(cfg, pool_uri, model.path, scores.path if method not in ("uniform", "oracle") else None, eval_uri,
                              tokenizer_from=reference.path)
     model.metadata.update({"method": s["method"], "steps": s["steps"]})
     _log(metrics, {"steps": s["steps"], "flops_total": stages.total_flops(s), "clean_fraction": s["clean_fraction"],

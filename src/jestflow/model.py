@@ -44,12 +44,19 @@ class ImageTower(nn.Module):
         self.ln = nn.LayerNorm(c.width)
         self.head = nn.Linear(c.width, c.embed_dim)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """`images`: B x H x W x 3 uint8 (or float in [0, 255])."""
+    def forward(self, images: torch.Tensor, patch_stride: int = 1) -> torch.Tensor:
+        """`images`: B x H x W x 3 uint8 (or float in [0, 255]).
+
+        `patch_stride` > 1 keeps every s-th patch row and column (1/s² of the tokens): the cheap,
+        coarse view Flexi-JEST scores and partly trains with."""
         x = images.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        x = self.patch(x.contiguous(memory_format=torch.channels_last)).flatten(2).transpose(1, 2) + self.pos
+        x = self.patch(x.contiguous(memory_format=torch.channels_last))
+        x = x.flatten(2).transpose(1, 2) + self.pos
+        if patch_stride > 1:
+            g = self.image_size // self.patch.stride[0]
+            x = x.view(x.shape[0], g, g, -1)[:, ::patch_stride, ::patch_stride].reshape(x.shape[0], -1, x.shape[-1])
         for blk in self.blocks:
             x = blk(x)
         return self.head(self.ln(x).mean(dim=1))
@@ -86,26 +93,29 @@ class TwoTower(nn.Module):
         self.log_t = nn.Parameter(torch.tensor(math.log(10.0) if sig else math.log(1 / 0.07)))
         self.bias = nn.Parameter(torch.tensor(-10.0 if sig else 0.0), requires_grad=sig)
 
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.image(images).float(), dim=-1)
+    def encode_image(self, images: torch.Tensor, patch_stride: int = 1) -> torch.Tensor:
+        return F.normalize(self.image(images, patch_stride).float(), dim=-1)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text(tokens).float(), dim=-1)
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encode_image(images), self.encode_text(tokens)
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor, patch_stride: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode_image(images, patch_stride), self.encode_text(tokens)
 
-    def flops_per_example(self) -> float:
-        """Forward FLOPs for one image-caption pair (multiply-add = 2 FLOPs); training is ~3x."""
+    def flops_per_example(self, patch_stride: int = 1) -> float:
+        """Forward FLOPs for one image-caption pair (multiply-add = 2 FLOPs); training is ~3x.
+        With `patch_stride` s the image tower sees 1/s² of the patches (the patch embedding still
+        runs over the whole image)."""
         c = self.config
 
         def tower(width, depth, tokens):
             per_block = 24 * width * width * tokens + 4 * tokens * tokens * width
             return depth * per_block + 2 * width * c.embed_dim
 
-        patches = (c.image_size // c.patch_size) ** 2
-        embed = 2 * patches * 3 * c.patch_size ** 2 * c.width
-        return float(tower(c.width, c.depth, patches) + embed + tower(c.text_width, c.text_depth, c.context_length))
+        grid = c.image_size // c.patch_size
+        embed = 2 * grid * grid * 3 * c.patch_size ** 2 * c.width
+        kept = math.ceil(grid / patch_stride) ** 2
+        return float(tower(c.width, c.depth, kept) + embed + tower(c.text_width, c.text_depth, c.context_length))
 
 
 def save_model(model: TwoTower, path: str) -> None:

@@ -30,7 +30,11 @@ METHOD_TABLE = {
     "hard-learner": ("joint", "hard-learner"),
     "easy-reference": ("joint", "easy-reference"),
     "independent": ("independent", "learnability"),
+    "flexi-jest": ("joint", "learnability"),  # scored at a coarse patch stride; see train.ScoreSelect
     "uniform": ("uniform", None),
+    # Offline filters: uniform sampling from a pool filtered once before training (train.stages).
+    "offline-easy-reference": ("uniform", None),  # keep the pool's top fraction by reference CLIP score
+    "oracle": ("uniform", None),  # keep only samples whose recorded noise type is clean (upper bound)
 }
 
 

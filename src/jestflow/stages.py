@@ -46,6 +46,8 @@ def train_learner(cfg: C.Config, pool: str, out: str, scores: str | None = None,
     """Stage 3: train the learner on the pool with `cfg.select.method` choosing each sub-batch."""
     _write_config(cfg, out)
     cache = ScoreCache(scores, pool) if scores else None
+    if cfg.select.method == "offline-easy-reference" and cache is None:
+        raise ValueError("method offline-easy-reference needs a reference score cache (--scores)")
     source = tokenizer_from or scores
     if source:
         tokenizer = Tokenizer.load(storage.join(source, "tokenizer.json"))
@@ -53,12 +55,39 @@ def train_learner(cfg: C.Config, pool: str, out: str, scores: str | None = None,
         captions = (s.caption for s in iter_split(pool, ReadStats(max_bad_fraction=1.0), cfg.model.image_size))
         tokenizer = Tokenizer.build(captions, cfg.model.context_length)
     extra = {}
-    if cache is not None and cfg.select.method != "uniform":
+    if cache is not None and cfg.select.method not in ("uniform", "oracle"):
         # Curation's fixed costs: the reference's training and its one pass over the pool.
         extra = {"reference_flops": cache.index.get("reference_flops", 0.0),
                  "reference_scoring_flops": cache.index.get("scoring_flops", 0.0)}
-    summary = train(cfg, "learner", pool, out, tokenizer, cache, eval_uri, callbacks, progress, extra)
+    keep = offline_filter(cfg, cache)
+    summary = train(cfg, "learner", pool, out, tokenizer, cache, eval_uri, callbacks, progress, extra, keep)
     return summary
+
+
+def offline_filter(cfg: C.Config, cache: ScoreCache | None):
+    """The pool filter of the offline baselines, or None.
+
+    offline-easy-reference: keep the top fraction of the pool by the reference's CLIP score (cosine
+    similarity of a sample's own image and text embeddings), as CLIP-score filtering does.
+    oracle: keep the samples whose recorded noise type is "clean" (an upper bound; needs the demo's
+    noise records)."""
+    m = cfg.select.method
+    if m == "oracle":
+        def clean(sample):
+            if "noise" not in sample.meta:
+                raise ValueError(f"method oracle needs each sample's recorded noise type; {sample.uid} has none")
+            return sample.meta["noise"] == "clean"
+        return clean
+    if m != "offline-easy-reference":
+        return None
+    if cache is None:
+        raise ValueError("method offline-easy-reference needs a reference score cache (--scores)")
+    keep_frac = cfg.select.offline_keep or (1 - cfg.select.filter_ratio)
+    score = (cache.img.float() * cache.txt.float()).sum(1)
+    n_keep = max(1, int(round(keep_frac * len(score))))
+    cut = float(score.topk(n_keep).values[-1])
+    uids = {u for u, i in cache.row.items() if float(score[i]) >= cut}
+    return lambda sample: sample.uid in uids
 
 
 def total_flops(summary: dict) -> float:

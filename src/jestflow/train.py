@@ -119,9 +119,11 @@ class Picked:
 
 
 class TakeAll:
-    """Train on the whole (super-)batch as drawn: reference training and the uniform baseline."""
+    """Train on the whole (super-)batch as drawn: reference training, the uniform baseline and the
+    offline filters (which sample uniformly from a filtered pool)."""
 
-    name = "uniform"
+    def __init__(self, name: str = "uniform"):
+        self.name = name
 
     def super_batch(self, b: int) -> int:
         return b
@@ -136,6 +138,8 @@ class ScoreSelect:
     def __init__(self, cfg: C.Config, cache: ScoreCache | None):
         self.cfg, self.cache = cfg, cache
         self.name = cfg.select.method
+        # Flexi-JEST scores the super-batch with a coarse view of each image (fewer patches).
+        self.stride = cfg.select.flexi_stride if self.name == "flexi-jest" else 1
         _, score = METHOD_TABLE[self.name]
         self.needs_learner = score in ("learnability", "hard-learner")
         if score in ("learnability", "easy-reference") and cache is None:
@@ -153,10 +157,10 @@ class ScoreSelect:
         if self.needs_learner:
             model.eval()
             with _autocast(device):
-                u, v = model(batch.images.to(device), batch.tokens.to(device))
+                u, v = model(batch.images.to(device), batch.tokens.to(device), self.stride)
             model.train()
             learner = Embeds(u.float(), v.float(), model.log_t.detach().float(), model.bias.detach().float())
-            scoring_flops = model.flops_per_example() * n
+            scoring_flops = model.flops_per_example(self.stride) * n
         ref = self.cache.lookup(batch.uids, device) if self.cache is not None else None
         t0 = time.perf_counter()
         sel = select(self.name, learner, ref, b, s.n_chunks, generator, self.cfg.model.loss, s.temperature,
@@ -173,7 +177,9 @@ class ScoreSelect:
 
 
 def make_selector(cfg: C.Config, cache: ScoreCache | None):
-    return TakeAll() if cfg.select.method == "uniform" else ScoreSelect(cfg, cache)
+    if cfg.select.method in C.UNIFORM_SAMPLING:
+        return TakeAll(cfg.select.method)
+    return ScoreSelect(cfg, cache)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,8 +228,11 @@ class _Preempted(Exception):
 
 def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tokenizer,
           cache: ScoreCache | None = None, eval_uri: str | None = None, callbacks: list[Callback] = (),
-          progress: bool = True, extra_summary: dict | None = None) -> dict:
-    """Train one model; `stage` is "reference" or "learner". Returns (and writes) the summary."""
+          progress: bool = True, extra_summary: dict | None = None,
+          keep: Callable[[Sample], bool] | None = None) -> dict:
+    """Train one model; `stage` is "reference" or "learner". Returns (and writes) the summary.
+
+    `keep` filters the pool before anything is drawn (the offline-filter baselines)."""
     t = cfg.reference if stage == "reference" else cfg.learner
     selector = TakeAll() if stage == "reference" else make_selector(cfg, cache)
     method = "reference" if stage == "reference" else selector.name
@@ -237,6 +246,7 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
     fwd = model.flops_per_example()
     ev = EvalSet.load(eval_uri, cfg.model.image_size, t.max_bad_fraction) if eval_uri and t.eval_every else None
     N = selector.super_batch(t.batch_size)
+    flexi = cfg.select.flexi_stride if method == "flexi-jest" else 1
 
     state = {"step": 0, "consumed": 0, "flops": Counter(), "noise": Counter(), "curve": [], "seconds": 0.0,
              "uid_segments": []}
@@ -251,9 +261,12 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
         gen.set_state(ck["gen"].cpu())
         state = ck["state"]
         state["flops"], state["noise"] = Counter(state["flops"]), Counter(state["noise"])
+        state["noise_window"] = Counter(state.get("noise_window", {}))
 
     stats = ReadStats(max_bad_fraction=t.max_bad_fraction)
     samples = stream(data_uri, t.seed, t.shuffle_buffer, stats, cfg.model.image_size)
+    if keep is not None:
+        samples = (s for s in samples if keep(s))
     for _ in range(state["consumed"]):  # deterministic stream: skip what earlier attempts trained on
         next(samples)
     batches = Prefetcher(make_batches(samples, N, tokenizer))
@@ -267,7 +280,8 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
             uid_log.clear()
         blob = {"config": C.to_dict(cfg), "stage": stage, "model": model.state_dict(), "opt": opt.state_dict(),
                 "sched": sched.state_dict(), "gen": gen.get_state(),
-                "state": {**state, "flops": dict(state["flops"]), "noise": dict(state["noise"])}}
+                "state": {**state, "flops": dict(state["flops"]), "noise": dict(state["noise"]),
+                          "noise_window": dict(state.get("noise_window", {}))}}
         with storage.atomic_path(ckpt_uri) as tmp:
             torch.save(blob, tmp)
 
@@ -291,7 +305,13 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
             picked = selector(model, batch, gen, device)
             chosen = picked.batch
             with _autocast(device):
-                img, txt = model(chosen.images.to(device, non_blocking=True), chosen.tokens.to(device, non_blocking=True))
+                images = chosen.images.to(device, non_blocking=True)
+                txt = model.encode_text(chosen.tokens.to(device, non_blocking=True))
+                if flexi > 1:  # Flexi-JEST: half the batch at full resolution, half at the coarse stride
+                    h = len(chosen) // 2
+                    img = torch.cat([model.encode_image(images[:h]), model.encode_image(images[h:], flexi)])
+                else:
+                    img = model.encode_image(images)
                 loss = batch_loss(cfg.model.loss, img, txt, model.log_t, model.bias)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -305,10 +325,12 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
             state["step"] = step + 1
             state["consumed"] += len(batch)
             fl = state["flops"]
-            fl["train"] += 3 * fwd * len(chosen)
+            fl["train"] += 3 * (fwd * len(chosen) if flexi == 1 else
+                                fwd * (len(chosen) // 2) + model.flops_per_example(flexi) * (len(chosen) - len(chosen) // 2))
             fl["scoring"] += picked.scoring_flops
             fl["selection"] += picked.selection_flops
             state["noise"].update(n for n in chosen.noise if n)
+            state.setdefault("noise_window", Counter()).update(n for n in chosen.noise if n)
             uid_log.append({"step": step, "uids": chosen.uids})
             dt = time.perf_counter() - t0
             noisy = [n for n in chosen.noise if n]
@@ -325,7 +347,8 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
             last = state["step"] == t.steps
             if ev is not None and (state["step"] % t.eval_every == 0 or last):
                 m = evaluate(model, tokenizer, ev, cfg.eval.batch_size, device)
-                point = {"step": state["step"], "flops": sum(fl.values()), **m}
+                point = {"step": state["step"], "flops": sum(fl.values()), **m,
+                         "noise_window": dict(state.pop("noise_window", {}))}
                 state["curve"].append(point)
                 for cb in callbacks:
                     cb.on_eval(stage, method, point)

@@ -117,3 +117,25 @@ def test_cli_errors_are_one_line(chain, tmp_path, args, message):
     assert r.returncode == 2
     assert r.stderr.startswith("jestflow: error:") and message in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("method", ["flexi-jest", "oracle", "offline-easy-reference", "independent"])
+def test_other_methods_run_and_behave(chain, tmp_path, method):
+    args = ["train", "--method", method, "--data", str(chain / "data" / "pool"), "--scores", str(chain / "scores"),
+            "--out", str(tmp_path / method), *SMOKE, "--set", "learner.steps=12", "--set", "learner.eval_every=0"]
+    assert main(args) == 0
+    s = json.loads((tmp_path / method / "train.json").read_text())
+    uni = summary(chain, "uniform")
+    f = uni["forward_flops_per_example"]
+    if method == "oracle":
+        assert s["clean_fraction"] == 1.0 and "reference_flops" not in s
+    if method == "offline-easy-reference":
+        assert s["clean_fraction"] > uni["clean_fraction"] + 0.1 and s["reference_flops"] > 0
+        assert s["flops"]["scoring"] == 0
+    if method == "flexi-jest":
+        # scoring at stride 2 sees a quarter of the patches: well under the full forward's cost
+        assert s["flops"]["scoring"] < 0.8 * f * 160 * 12
+        assert s["flops"]["train"] < 3 * f * 32 * 12
+        assert s["clean_fraction"] > uni["clean_fraction"]
+    if method == "independent":
+        assert s["flops"]["scoring"] == pytest.approx(f * 160 * 12)

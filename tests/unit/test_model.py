@@ -58,3 +58,15 @@ def test_sigmoid_loss_learns_on_a_fixed_batch():
         first = first if first is not None else float(loss.detach())
         opt.zero_grad(), loss.backward(), opt.step()
     assert float(loss.detach()) < 0.5 * first
+
+
+def test_patch_stride_keeps_a_quarter_of_the_patches():
+    cfg = ModelConfig()
+    m = TwoTower(cfg, vocab_size=10).eval()
+    images = torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8)
+    full, coarse = m.encode_image(images), m.encode_image(images, patch_stride=2)
+    assert full.shape == coarse.shape and not torch.allclose(full, coarse)
+    grid = cfg.image_size // cfg.patch_size
+    f1, f2 = m.flops_per_example(), m.flops_per_example(2)
+    text = m.flops_per_example() - m.flops_per_example(grid)  # rough: image tower cost dominates the gap
+    assert f2 < f1 and text > 0

@@ -1,0 +1,270 @@
+"""`jestflow bench curation`: does JEST pay off here? Every method, same model and budget, 3 seeds.
+
+One reference and one scoring pass serve every curated method. Then, per seed, learners train with
+`uniform`, `offline-easy-reference` (CLIP-score filtering with the reference), `independent`
+(per-example learnability, RHO-LOSS style), `jest`, `flexi-jest` and `oracle` (clean samples only:
+the upper bound of curation), plus JEST ablations of `n_chunks` and `filter_ratio` on seed 0. Runs
+are resumable (a finished run is not redone) and spread over worker processes.
+
+Outputs in OUT: results.json (everything), bench.md (tables), curve_iterations.png,
+curve_flops.png, noise_mix.png, chunk_learnability.png; `--benchmarks FILE` also writes the
+Markdown report there with the machine, command, date and version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+
+from . import __version__
+from . import config as C
+from . import storage
+
+MAIN_METHODS = ("uniform", "offline-easy-reference", "independent", "jest", "flexi-jest", "oracle")
+FLOPS_MATCHED = "uniform@flops"  # uniform with as many more steps as JEST's total compute buys
+REPORTED = MAIN_METHODS[:1] + (FLOPS_MATCHED,) + MAIN_METHODS[1:]
+ABLATIONS = (("n_chunks", 1), ("n_chunks", 4), ("filter_ratio", 0.5), ("filter_ratio", 0.9))
+METRICS = ("retrieval_r1", "i2t_r1", "t2i_r1", "i2t_r5", "t2i_r5", "zeroshot_top1")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    method: str
+    seed: int
+    overrides: tuple
+
+
+def plan(seeds: int, ablations: bool = True, flops_steps: int = 0) -> list[Job]:
+    jobs = [Job(f"{m}-s{s}", m, s, ()) for s in range(seeds) for m in MAIN_METHODS]
+    if flops_steps:
+        jobs += [Job(f"{FLOPS_MATCHED}-s{s}", "uniform", s, (f"learner.steps={flops_steps}",
+                                                              f"learner.eval_every={math.ceil(flops_steps / 10)}"))
+                 for s in range(seeds)]
+    if ablations:
+        for key, value in ABLATIONS:
+            jobs.append(Job(f"jest-{key}{value}-s0", "jest", 0, (f"select.{key}={value}",)))
+    # Longest first keeps both workers busy to the end.
+    cost = {"jest": 3, "flexi-jest": 2, "independent": 3}
+    return sorted(jobs, key=lambda j: -cost.get(j.method, 1))
+
+
+def _run_job(job: Job, preset: str, overrides: list, data: str, scores: str, out: str, threads: int) -> str:
+    """One learner in a worker process (its own torch threads); returns the run folder."""
+    import torch
+
+    from . import stages
+
+    torch.set_num_threads(threads)
+    run_dir = storage.join(out, "runs", job.name)
+    if storage.exists(storage.join(run_dir, "train.json")):
+        return run_dir
+    cfg = C.load_config(preset, None, [*overrides, f"select.method={job.method}", f"learner.seed={job.seed}",
+                                       f"learner.threads={threads}", *job.overrides])
+    stages.train_learner(cfg, storage.join(data, "pool"), run_dir, scores, storage.join(data, "eval"), progress=False)
+    return run_dir
+
+
+def _stat(values: list) -> dict:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+
+
+def aggregate(runs: dict[str, dict], seeds: int) -> dict:
+    """Per method: mean and spread over seeds of final metrics, speed-ups against uniform, oracle share."""
+    from .report import compare, total_flops
+
+    per_method: dict[str, dict] = {}
+    for m in REPORTED:
+        names = [f"{m}-s{s}" for s in range(seeds) if f"{m}-s{s}" in runs]
+        rows = []
+        for n in names:
+            s = runs[n]
+            seed = n.rsplit("-s", 1)[1]
+            uni = runs.get(f"uniform-s{seed}")
+            final = s["curve"][-1]
+            entry = {"final": {k: final.get(k) for k in METRICS}, "total_flops": total_flops(s),
+                     "learner_flops": s["flops_total"], "clean_fraction": s["clean_fraction"],
+                     "wall_seconds": s["wall_seconds"], "steps": s["steps"]}
+            if uni is not None:
+                for metric in ("retrieval_r1", "zeroshot_top1"):
+                    pair = {"uniform": {"summary": uni, "final": uni["curve"][-1]},
+                            m: {"summary": s, "final": final}}
+                    entry[f"speedup_{metric}"] = compare(pair, "uniform", metric)[m]
+            rows.append(entry)
+        if not rows:
+            continue
+        agg = {k: _stat([r["final"][k] for r in rows]) for k in METRICS}
+        for k in ("total_flops", "learner_flops", "clean_fraction", "wall_seconds"):
+            agg[k] = _stat([r[k] for r in rows])
+        for metric in ("retrieval_r1", "zeroshot_top1"):
+            key = f"speedup_{metric}"
+            agg[f"iteration_speedup_{metric}"] = _stat([r[key]["iteration_speedup"] for r in rows if key in r])
+            agg[f"flops_speedup_{metric}"] = _stat([r[key]["flops_speedup"] for r in rows if key in r])
+            agg[f"reached_{metric}"] = sum(1 for r in rows if key in r and r[key]["iteration_speedup"])
+        agg["seeds"] = len(rows)
+        per_method[m] = agg
+    if "uniform" in per_method and "oracle" in per_method:
+        u, o = per_method["uniform"]["retrieval_r1"]["mean"], per_method["oracle"]["retrieval_r1"]["mean"]
+        for m, agg in per_method.items():
+            agg["oracle_gain_share"] = (agg["retrieval_r1"]["mean"] - u) / (o - u) if o != u else None
+    return per_method
+
+
+def equal_flops_comparison(runs: dict, seeds: int) -> dict:
+    """Each method's retrieval R@1 at the total compute of JEST's final point, read off its curve."""
+    from .report import curve_points, value_at
+
+    out = {}
+    for s in range(seeds):
+        jest = runs.get(f"jest-s{s}")
+        if not jest:
+            continue
+        budget = curve_points(jest, "retrieval_r1", True)[1][-1]
+        for m in REPORTED:
+            r = runs.get(f"{m}-s{s}")
+            if r is None:
+                continue
+            _, fl, ys = curve_points(r, "retrieval_r1", True)
+            v = value_at(fl, ys, budget)
+            out.setdefault(m, []).append(v if v is not None else (ys[-1] if fl and fl[-1] <= budget else None))
+    return {m: _stat(v) for m, v in out.items()}
+
+
+def chunk_diagnostics(cfg: C.Config, data: str, scores: str, model_dir: str, n_batches: int = 8) -> dict:
+    """Mean pairwise learnability of the chosen set after each chunk, against random sets of the same
+    size from the same super-batches, with the trained JEST learner (dense matrices: N is small)."""
+    import torch
+
+    from .data import ReadStats, stream
+    from .model import load_model
+    from .scoring import ScoreCache
+    from .selection import DenseScorer, Embeds, dense_score_matrix, sample_chunks, score_terms
+    from .tokenizer import Tokenizer
+    from .train import make_batches
+
+    model = load_model(storage.join(model_dir, "model.pt")).eval()
+    tok = Tokenizer.load(storage.join(model_dir, "tokenizer.json"))
+    cache = ScoreCache(scores)
+    b, n = cfg.learner.batch_size, cfg.super_batch_size()
+    c = b // cfg.select.n_chunks
+    gen = torch.Generator().manual_seed(123)
+    samples = stream(storage.join(data, "pool"), 999, 1000, ReadStats(max_bad_fraction=1.0), cfg.model.image_size)
+    chosen_curves, random_curves = [], []
+    for _, batch in zip(range(n_batches), make_batches(samples, n, tok)):
+        with torch.no_grad():
+            u, v = model(batch.images, batch.tokens)
+        lrn = Embeds(u, v, model.log_t.detach(), model.bias.detach())
+        A = dense_score_matrix(score_terms("learnability", lrn, cache.lookup(batch.uids)))
+        idx = sample_chunks(DenseScorer(A), b, cfg.select.n_chunks, gen)
+        rnd = torch.randperm(n, generator=gen)[:b]
+
+        def mean_score(sub):
+            return float(A[sub][:, sub].mean())
+
+        chosen_curves.append([mean_score(idx[: (k + 1) * c]) for k in range(cfg.select.n_chunks)])
+        random_curves.append([mean_score(rnd[: (k + 1) * c]) for k in range(cfg.select.n_chunks)])
+    mean = lambda rows: [statistics.fmean(col) for col in zip(*rows)]  # noqa: E731
+    return {"chunk_size": c, "chosen": mean(chosen_curves), "random": mean(random_curves), "batches": n_batches}
+
+
+def ablation_rows(runs: dict) -> list[dict]:
+    rows = []
+    base = runs.get("jest-s0")
+    if base:
+        rows.append({"setting": "n_chunks=16, filter_ratio=0.8 (default)", "run": base})
+    for key, value in ABLATIONS:
+        r = runs.get(f"jest-{key}{value}-s0")
+        if r:
+            rows.append({"setting": f"{key}={value}", "run": r})
+    from .report import total_flops
+
+    return [{"setting": x["setting"], "retrieval_r1": x["run"]["curve"][-1]["retrieval_r1"],
+             "zeroshot_top1": x["run"]["curve"][-1].get("zeroshot_top1"), "clean_fraction": x["run"]["clean_fraction"],
+             "total_flops": total_flops(x["run"]), "wall_seconds": x["run"]["wall_seconds"]} for x in rows]
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def bench_curation(preset: str, overrides: list, out: str, seeds: int = 3, workers: int = 2,
+                   ablations: bool = True, benchmarks: str | None = None, command: str = "") -> dict:
+    from . import stages
+    from .demo import demo_complete, make_demo
+
+    t0 = time.time()
+    cfg = C.load_config(preset, None, overrides)
+    data = storage.join(out, "data")
+    if not demo_complete(data):
+        print(f"[bench] writing {preset} demo data", flush=True)
+        make_demo(data, cfg.demo)
+    ref, scores = storage.join(out, "reference"), storage.join(out, "scores")
+    if not storage.exists(storage.join(ref, "train.json")):
+        print("[bench] training the reference", flush=True)
+        stages.train_reference(cfg, storage.join(data, "curated"), ref, progress=False)
+    if not storage.exists(storage.join(scores, "index.json")):
+        print("[bench] scoring the pool", flush=True)
+        stages.score(cfg, ref, storage.join(data, "pool"), scores, progress=False)
+    from .kfp_steps import matched_steps
+
+    jobs = plan(seeds, ablations, matched_steps(cfg, scores))
+    threads = max(1, (os.cpu_count() or 2) // workers)
+    print(f"[bench] {len(jobs)} learner runs on {workers} workers x {threads} threads", flush=True)
+    done = 0
+    with ProcessPoolExecutor(workers) as pool:
+        futs = {pool.submit(_run_job, j, preset, overrides, data, scores, out, threads): j for j in jobs}
+        for f in as_completed(futs):
+            f.result()
+            done += 1
+            print(f"[bench] {done}/{len(jobs)} done: {futs[f].name} ({time.time() - t0:.0f} s)", flush=True)
+    runs = {j.name: storage.read_json(storage.join(out, "runs", j.name, "train.json")) for j in jobs}
+    per_method = aggregate(runs, seeds)
+    results = {
+        "preset": preset, "overrides": overrides, "seeds": seeds, "version": __version__, "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"), "command": command, "per_method": per_method,
+        "equal_flops_retrieval_r1": equal_flops_comparison(runs, seeds), "ablations": ablation_rows(runs),
+        "chunk_learnability": chunk_diagnostics(cfg, data, scores, storage.join(out, "runs", "jest-s0")),
+        "reference": {k: storage.read_json(storage.join(ref, "train.json"))[k] for k in ("steps", "flops_total")},
+        "scoring_flops": storage.read_json(storage.join(scores, "index.json"))["scoring_flops"],
+        "config": C.to_dict(cfg),
+    }
+    results["wall_seconds"] = time.time() - t0
+    from .bench_report import plots, render
+
+    pngs = plots(runs, results, seeds, out)
+    storage.write_json(storage.join(out, "results.json"), results)
+    notes_file = os.path.join(os.path.dirname(os.path.abspath(benchmarks or ".")), "docs", "bench-findings.md")
+    notes = open(notes_file).read() if benchmarks and os.path.exists(notes_file) else ""
+    md = render(results, notes)
+    storage.write_bytes(storage.join(out, "bench.md"), md.encode())
+    if benchmarks:  # the report in the repository, its plots copied to docs/bench/
+        import shutil
+
+        root = os.path.dirname(os.path.abspath(benchmarks))
+        os.makedirs(os.path.join(root, "docs", "bench"), exist_ok=True)
+        for name in pngs:
+            shutil.copy2(storage.join(out, name), os.path.join(root, "docs", "bench", name))
+        storage.write_json(os.path.join(root, "docs", "bench", "results.json"), results)
+        storage.write_bytes(benchmarks, md.replace("](", "](docs/bench/").encode())
+    print(md)
+    return results

@@ -1,0 +1,186 @@
+"""Plots and the Markdown report of `jestflow bench curation` (see bench_curation.py)."""
+
+from __future__ import annotations
+
+import statistics
+
+from . import storage
+from .bench_curation import REPORTED
+from .report import curve_points
+
+LABELS = {"uniform": "uniform", "uniform@flops": "uniform at JEST's total FLOPs", "offline-easy-reference": "easy-reference (offline CLIP-score filter)",
+          "independent": "independent learnability", "jest": "JEST (joint learnability)",
+          "flexi-jest": "Flexi-JEST", "oracle": "oracle (clean only)"}
+
+
+def _mean_curve(runs: dict, method: str, seeds: int, key: str):
+    curves = [curve_points(runs[f"{method}-s{s}"], key, True) for s in range(seeds) if f"{method}-s{s}" in runs]
+    curves = [c for c in curves if c[0]]
+    if not curves:
+        return [], [], []
+    n = min(len(c[0]) for c in curves)
+    its = curves[0][0][:n]
+    fl = [statistics.fmean(c[1][i] for c in curves) for i in range(n)]
+    ys = [statistics.fmean(c[2][i] for c in curves) for i in range(n)]
+    return its, fl, ys
+
+
+def _save(fig, path):
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with storage.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def plots(runs: dict, results: dict, seeds: int, out: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for x in ("iterations", "flops"):
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+        for ax, (key, label) in zip(axes, (("retrieval_r1", "retrieval R@1"), ("zeroshot_top1", "zero-shot top-1"))):
+            for m in REPORTED:
+                its, fl, ys = _mean_curve(runs, m, seeds, key)
+                if ys:
+                    ax.plot(its if x == "iterations" else fl, ys, marker="o", ms=2.5, label=LABELS[m])
+            ax.set_xlabel("learner iterations" if x == "iterations" else "total FLOPs (reference + scoring + learner)")
+            if x == "flops":
+                ax.set_xscale("log")
+            ax.set_ylabel(f"{label} (mean of {seeds} seeds)")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        _save(fig, storage.join(out, f"curve_{x}.png"))
+        written.append(f"curve_{x}.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, m in zip(axes, ("jest", "uniform")):
+        r = runs.get(f"{m}-s0")
+        if not r:
+            continue
+        pts = [p for p in r["curve"] if p.get("noise_window")]
+        kinds = sorted({k for p in pts for k in p["noise_window"]})
+        steps = [p["step"] for p in pts]
+        fracs = [[p["noise_window"].get(k, 0) / max(1, sum(p["noise_window"].values())) for p in pts] for k in kinds]
+        ax.stackplot(steps, fracs, labels=kinds)
+        ax.set_title(f"{LABELS[m]}: noise types of trained examples")
+        ax.set_xlabel("learner iterations")
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("fraction of trained examples")
+    axes[1].legend(fontsize=8, loc="lower right")
+    _save(fig, storage.join(out, "noise_mix.png"))
+    written.append("noise_mix.png")
+
+    d = results["chunk_learnability"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [(k + 1) * d["chunk_size"] for k in range(len(d["chosen"]))]
+    ax.plot(xs, d["chosen"], marker="o", label="chosen by joint sampling")
+    ax.plot(xs, d["random"], marker="o", label="random sub-batch")
+    ax.set_xlabel("examples chosen so far (chunk by chunk)")
+    ax.set_ylabel("mean pairwise learnability A_ij")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, storage.join(out, "chunk_learnability.png"))
+    written.append("chunk_learnability.png")
+    return written
+
+
+def _ms(stat: dict, fmt: str = ".3f") -> str:
+    if not stat or stat.get("mean") is None:
+        return "n/a"
+    return f"{stat['mean']:{fmt}} ± {stat['std']:{fmt}}"
+
+
+def targets(results: dict) -> list[tuple[str, bool | None, str]]:
+    pm = results["per_method"]
+    out = []
+    j = pm.get("jest")
+    if not j:
+        return out
+    it = j["iteration_speedup_retrieval_r1"]["mean"]
+    out.append(("JEST reaches uniform's final retrieval R@1 in ≥ 5× fewer iterations",
+                it is not None and it >= 5 and j["reached_retrieval_r1"] == j["seeds"],
+                f"mean speed-up {it:.2f}× ({j['reached_retrieval_r1']}/{j['seeds']} seeds reached it)" if it else
+                f"reached in {j['reached_retrieval_r1']}/{j['seeds']} seeds"))
+    fl = j["flops_speedup_retrieval_r1"]["mean"]
+    out.append(("…and in less total compute than uniform (reference + scoring counted)",
+                fl is not None and fl > 1, f"compute speed-up {fl:.2f}×" if fl else "not reached"))
+    share = j.get("oracle_gain_share")
+    out.append(("JEST captures most (> 50%) of the oracle's gain over uniform", share is not None and share > 0.5,
+                f"share {share:.0%}" if share is not None else "n/a"))
+    eq = results["equal_flops_retrieval_r1"]
+    for other in ("uniform@flops", "independent", "offline-easy-reference"):
+        a, b = eq.get("jest", {}).get("mean"), eq.get(other, {}).get("mean")
+        out.append((f"JEST beats {other} at equal total FLOPs (retrieval R@1 at JEST's final compute)",
+                    None if a is None or b is None else a > b,
+                    "n/a" if a is None or b is None else f"{a:.3f} vs {b:.3f}"))
+    wall = results["wall_seconds"]
+    out.append(("`make bench` within 45 minutes on 2 CPU cores", wall <= 45 * 60, f"{wall / 60:.1f} min on this machine"))
+    return out
+
+
+def render(results: dict, notes: str = "") -> str:
+    cfg = results["config"]
+    pm = results["per_method"]
+    b = cfg["learner"]["batch_size"]
+    n = round(b / (1 - cfg["select"]["filter_ratio"]))
+    lines = [
+        "# jestflow benchmarks: does JEST pay off?", "",
+        f"- **Command:** `{results['command']}`",
+        f"- **Date:** {results['date']}; **jestflow** {results['version']}",
+        f"- **Machine:** {results['machine']}",
+        f"- **Setup:** preset `{results['preset']}`: pool {cfg['demo']['n_pool']} (≈{(1 - sum(v for k, v in cfg['demo'].items() if k in ('mismatch', 'wrong_attribute', 'blank', 'off_distribution', 'junk_caption', 'near_duplicate'))):.0%} clean), "
+        f"curated {cfg['demo']['n_curated']}, held-out eval {cfg['demo']['n_eval']}; model `{cfg['model']['size']}`; "
+        f"{cfg['learner']['steps']} learner iterations of b = {b} (JEST super-batch N = {n}, {cfg['select']['n_chunks']} chunks); "
+        f"reference {results['reference']['steps']} steps; {results['seeds']} seeds; wall time {results['wall_seconds'] / 60:.1f} min.",
+        "", "## Results (mean ± std over seeds)", "",
+        "| method | retrieval R@1 | i2t R@5 | t2i R@5 | zero-shot top-1 | iter. speed-up (R@1) | FLOPs speed-up (R@1) | iter. speed-up (zero-shot) | clean fraction | share of oracle gain | total FLOPs | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in REPORTED:
+        a = pm.get(m)
+        if not a:
+            continue
+        share = a.get("oracle_gain_share")
+        lines.append(
+            f"| {LABELS[m]} | {_ms(a['retrieval_r1'])} | {_ms(a['i2t_r5'])} | {_ms(a['t2i_r5'])} | {_ms(a['zeroshot_top1'])} | "
+            f"{_ms(a['iteration_speedup_retrieval_r1'], '.2f')} ({a['reached_retrieval_r1']}/{a['seeds']}) | "
+            f"{_ms(a['flops_speedup_retrieval_r1'], '.2f')} | {_ms(a['iteration_speedup_zeroshot_top1'], '.2f')} "
+            f"({a['reached_zeroshot_top1']}/{a['seeds']}) | {_ms(a['clean_fraction'])} | "
+            f"{'n/a' if share is None else f'{share:.0%}'} | {a['total_flops']['mean']:.3g} | {a['wall_seconds']['mean']:.0f} |")
+    lines += ["", "Speed-ups: uniform's final iterations (or total FLOPs) divided by what the method needed to "
+              "first reach uniform's final score on the same seed, read off learning curves (linear interpolation); "
+              "(k/n) counts the seeds that reached it at all (the mean is over those). Total FLOPs include, for "
+              "methods that use the reference, its training and its scoring pass over the pool. Share of oracle "
+              "gain: (method − uniform) / (oracle − uniform) in mean retrieval R@1.", "",
+              "### At equal total compute", "", "| method | retrieval R@1 at JEST's final total FLOPs |", "|---|---|"]
+    for m, st in results["equal_flops_retrieval_r1"].items():
+        lines.append(f"| {LABELS[m]} | {_ms(st)}{'' if st['n'] == results['seeds'] else f' ({st[chr(110)]} seeds)'} |")
+    lines += ["", "Methods whose curve ends before JEST's compute budget keep their final value (more compute was not spent).",
+              "", "## Targets", "", "| target | met | measured |", "|---|---|---|"]
+    for name, ok, measured in targets(results):
+        lines.append(f"| {name} | {'n/a' if ok is None else ('yes' if ok else '**no**')} | {measured} |")
+    lines += ["", "## Ablation (JEST, seed 0)", "", "| setting | retrieval R@1 | zero-shot top-1 | clean fraction | total FLOPs | wall s |",
+              "|---|---|---|---|---|---|"]
+    for r in results["ablations"]:
+        zs = "n/a" if r["zeroshot_top1"] is None else f"{r['zeroshot_top1']:.3f}"
+        lines.append(f"| {r['setting']} | {r['retrieval_r1']:.3f} | {zs} | {r['clean_fraction']:.3f} | "
+                     f"{r['total_flops']:.3g} | {r['wall_seconds']:.0f} |")
+    d = results["chunk_learnability"]
+    lines += ["", "## Selection diagnostics", "",
+              f"Mean pairwise learnability of the set chosen so far, after each chunk of {d['chunk_size']}, against a "
+              f"random set of the same size, on {d['batches']} super-batches with the trained JEST learner (seed 0):", "",
+              "| chunks | " + " | ".join(str(k + 1) for k in range(len(d["chosen"]))) + " |",
+              "|---|" + "---|" * len(d["chosen"]),
+              "| chosen | " + " | ".join(f"{v:.2f}" for v in d["chosen"]) + " |",
+              "| random | " + " | ".join(f"{v:.2f}" for v in d["random"]) + " |", "",
+              "![learning curves against iterations](curve_iterations.png)", "",
+              "![learning curves against total FLOPs](curve_flops.png)", "",
+              "![noise types trained on](noise_mix.png)", "", "![chunk learnability](chunk_learnability.png)", ""]
+    if notes:
+        lines += ["## Findings", "", notes.strip(), ""]
+    return "\n".join(lines)
