@@ -26,7 +26,13 @@ data: $(STAMP)/installed ## write the demo dataset for PRESET into DATA (skipped
 run: $(STAMP)/installed ## the whole pipeline (reference -> score -> JEST & uniform -> evaluate -> report) on demo data
 	jestflow run --preset $(PRESET) --data $(DATA) --out $(OUT)
 
-test: $(STAMP)/installed ## all tests (smoke preset)
+$(STAMP)/services:
+	@mkdir -p $(STAMP)
+	@command -v prometheus >/dev/null && command -v prometheus-pushgateway >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-pushgateway; }
+	@touch $@
+
+test: $(STAMP)/installed $(STAMP)/services ## all tests (smoke preset; starts Prometheus + Pushgateway on 127.0.0.1 itself)
 	$(PYTHON) -m pytest -q tests
 
 compile: $(STAMP)/installed ## compile the pipeline into pipelines/compiled/ (the only way those files change)

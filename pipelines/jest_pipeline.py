@@ -57,6 +57,7 @@ def build(gpu: bool = True):
         method: str = "jest",
         seed: int = 0,
         overrides: list = [],
+        pushgateway_url: str = "",
     ) -> NamedTuple("Outputs", summary=Artifact, report=Markdown):
         # Cheap and reads external state (data URIs, the demo folder): never cached.
         prep = _common(prepare(curated_uri=curated_uri, pool_uri=pool_uri, eval_uri=eval_uri, demo_dir=demo_dir,
@@ -64,20 +65,22 @@ def build(gpu: bool = True):
                                batch_size=batch_size, filter_ratio=filter_ratio, n_chunks=n_chunks, seed=seed,
                                overrides=overrides), "1", "4Gi", cache=False).set_display_name("prepare")
         cfg = prep.outputs["config"]
+        # Metrics of every stage go to the Pushgateway grouped by this run's id (empty URL: no pushes).
+        mon = {"pushgateway": pushgateway_url, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
         # Expensive and deterministic given config and data: cached, so re-runs reuse the reference.
-        ref = _accelerated(train_reference(config=cfg, curated_uri=prep.outputs["curated"]), gpu, "4", "16Gi",
+        ref = _accelerated(train_reference(config=cfg, curated_uri=prep.outputs["curated"], **mon), gpu, "4", "16Gi",
                            cache=True).set_display_name("train reference")
-        scr = _accelerated(score(config=cfg, reference=ref.outputs["reference"], pool_uri=prep.outputs["pool"]),
+        scr = _accelerated(score(config=cfg, reference=ref.outputs["reference"], pool_uri=prep.outputs["pool"], **mon),
                            gpu, "4", "16Gi", cache=True).set_display_name("score pool")
         # Learners are the measurement: not cached, so each submitted run trains afresh. Three of them:
         # the chosen method, uniform at equal iterations, and uniform at equal total FLOPs.
         def learner(meth, match_flops: bool, label: str):
             t = _accelerated(train_learner(config=cfg, method=meth, match_flops=match_flops,
                                            pool_uri=prep.outputs["pool"], eval_uri=prep.outputs["eval"],
-                                           scores=scr.outputs["scores"], reference=ref.outputs["reference"]),
+                                           scores=scr.outputs["scores"], reference=ref.outputs["reference"], **mon),
                              gpu, "4", "16Gi", cache=False).set_display_name(f"learner: {label}")
             # Pure function of the model: cached.
-            e = _common(evaluate(config=cfg, model=t.outputs["model"], eval_uri=prep.outputs["eval"]), "2", "8Gi",
+            e = _common(evaluate(config=cfg, model=t.outputs["model"], eval_uri=prep.outputs["eval"], **mon), "2", "8Gi",
                         cache=True).set_display_name(f"evaluate: {label}")
             return t.outputs["model"], e.outputs["results"]
 

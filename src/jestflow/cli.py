@@ -21,6 +21,10 @@ def _common(p: argparse.ArgumentParser, default_preset: str = "demo") -> None:
     g.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override one key, e.g. --set learner.steps=200 (repeatable)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    m = p.add_argument_group("metrics")
+    m.add_argument("--pushgateway", default=os.environ.get("JESTFLOW_PUSHGATEWAY", ""), metavar="URL",
+                   help="push Prometheus metrics to this Pushgateway (default: $JESTFLOW_PUSHGATEWAY; empty: off)")
+    m.add_argument("--run-id", default="", help="run id label of the metrics (default: $JESTFLOW_RUN_ID or generated)")
 
 
 def _cfg(args):
@@ -133,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _metrics(args, stage: str, method: str = ""):
+    if not getattr(args, "pushgateway", ""):
+        return None
+    from .metrics import StageMetrics
+
+    return StageMetrics(stage, method, args.run_id or None, args.pushgateway)
+
+
 def run(args) -> int:
     from . import stages
 
@@ -147,10 +159,12 @@ def run(args) -> int:
         print(f"wrote demo data to {args.out} from {summary['source']}: curated {cfg.demo.n_curated}, "
               f"pool {cfg.demo.n_pool}, eval {cfg.demo.n_eval}")
     elif args.cmd == "train-reference":
-        s = stages.train_reference(_cfg(args), args.data, args.out, args.eval, progress=not args.quiet)
+        s = stages.train_reference(_cfg(args), args.data, args.out, args.eval, progress=not args.quiet,
+                                   metrics=_metrics(args, "reference"))
         print(f"reference trained: {s['steps']} steps, {s['flops_total']:.3g} FLOPs -> {args.out}")
     elif args.cmd == "score":
-        idx = stages.score(_cfg(args), args.reference, args.data, args.out, progress=not args.quiet)
+        idx = stages.score(_cfg(args), args.reference, args.data, args.out, progress=not args.quiet,
+                           metrics=_metrics(args, "score"))
         print(f"scored {idx['n']} pool samples in {len(idx['shards'])} shards -> {args.out}"
               + (f" (skipped {idx['skipped']})" if idx["skipped"] else ""))
     elif args.cmd == "train":
@@ -158,19 +172,19 @@ def run(args) -> int:
             args.overrides = [*args.overrides, f"select.method={args.method}"]
         cfg = _cfg(args)
         s = stages.train_learner(cfg, args.data, args.out, args.scores, args.eval, args.tokenizer_from,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, metrics=_metrics(args, "learner", cfg.select.method))
         last = s["curve"][-1] if s["curve"] else {}
         print(f"learner ({s['method']}) trained: {s['steps']} steps, clean fraction {s['clean_fraction']:.3f}"
               + (f", retrieval R@1 {last['retrieval_r1']:.3f}" if last else "") + f" -> {args.out}")
     elif args.cmd == "evaluate":
-        m = stages.evaluate_model(_cfg(args), args.model, args.data, args.out)
+        m = stages.evaluate_model(_cfg(args), args.model, args.data, args.out, _metrics(args, "evaluate"))
         print(stages.format_metrics(m))
     elif args.cmd == "run":
         from .localrun import run_local
         from .report import table
 
         res = run_local(args.preset, args.overrides, args.out, args.data, args.curated, args.pool, args.eval,
-                        args.method)
+                        args.method, args.pushgateway, args.run_id)
         print("\n" + table(res["rows"]))
         for name, c in res["speedup_retrieval_r1"].items():
             if name != res["baseline"]:

@@ -74,14 +74,25 @@ def _log(metrics, values: dict, prefix: str = "") -> None:
             metrics.log_metric(prefix + k, float(v))
 
 
-def train_reference(config, curated_uri: str, reference, metrics) -> None:
+def _stage_metrics(stage: str, method: str, run_id: str, pushgateway: str):
+    """Prometheus metrics pushed to `pushgateway` (pipeline parameter), or None when it is empty."""
+    if not pushgateway:
+        return None
+    from .metrics import StageMetrics
+
+    return StageMetrics(stage, method, run_id or None, pushgateway)
+
+
+def train_reference(config, curated_uri: str, reference, metrics, pushgateway: str = "", run_id: str = "") -> None:
     cfg = _load(config.path)
-    s = stages.train_reference(cfg, curated_uri, reference.path)
+    s = stages.train_reference(cfg, curated_uri, reference.path, progress=True,
+                               metrics=_stage_metrics("reference", "reference", run_id, pushgateway))
     _log(metrics, {"steps": s["steps"], "flops_total": s["flops_total"], "wall_seconds": s["wall_seconds"]})
 
 
-def score(config, reference, pool_uri: str, scores) -> None:
-    idx = stages.score(_load(config.path), reference.path, pool_uri, scores.path)
+def score(config, reference, pool_uri: str, scores, pushgateway: str = "", run_id: str = "") -> None:
+    idx = stages.score(_load(config.path), reference.path, pool_uri, scores.path,
+                       metrics=_stage_metrics("score", "reference", run_id, pushgateway))
     scores.metadata.update({"n": idx["n"], "shards": len(idx["shards"]), "skipped": sum(idx["skipped"].values())})
 
 
@@ -99,21 +110,25 @@ def matched_steps(cfg: C.Config, scores_path: str) -> int:
 
 
 def train_learner(config, method: str, match_flops: bool, pool_uri: str, eval_uri: str, scores, reference,
-                  model, metrics) -> None:
+                  model, metrics, pushgateway: str = "", run_id: str = "") -> None:
     cfg = _load(config.path, method)
     if match_flops:  # the uniform baseline at equal total compute: more, cheaper steps
         steps = matched_steps(cfg, scores.path)
         cfg = C.from_dict({**C.to_dict(cfg), "learner": {**C.to_dict(cfg)["learner"], "steps": steps,
                                                          "eval_every": max(1, math.ceil(steps / 12))}})
-    s = stages.train_learner(cfg, pool_uri, model.path, scores.path if method not in ("uniform", "oracle") else None, eval_uri,
-                             tokenizer_from=reference.path)
-    model.metadata.update({"method": s["method"], "steps": s["steps"]})
+    label = f"{method}@flops" if match_flops else method
+    s = stages.train_learner(cfg, pool_uri, model.path, scores.path if method not in ("uniform", "oracle") else None,
+                             eval_uri, tokenizer_from=reference.path,
+                             metrics=_stage_metrics("learner", label, run_id, pushgateway))
+    model.metadata.update({"method": s["method"], "label": label, "steps": s["steps"]})
     _log(metrics, {"steps": s["steps"], "flops_total": stages.total_flops(s), "clean_fraction": s["clean_fraction"],
                    "wall_seconds": s["wall_seconds"]})
 
 
-def evaluate(config, model, eval_uri: str, metrics, results) -> None:
-    m = stages.evaluate_model(_load(config.path), model.path, eval_uri, results.path)
+def evaluate(config, model, eval_uri: str, metrics, results, pushgateway: str = "", run_id: str = "") -> None:
+    label = (model.metadata or {}).get("label") or (model.metadata or {}).get("method", "")
+    m = stages.evaluate_model(_load(config.path), model.path, eval_uri, results.path,
+                              _stage_metrics("evaluate", label, run_id, pushgateway))
     _log(metrics, {k: v for k, v in m.items() if k not in ("n",)})
 
 

@@ -16,7 +16,8 @@ from . import config as C
 
 
 def run_local(preset: str, overrides: list[str], out: str, data_dir: str | None = None,
-              curated: str = "", pool: str = "", eval_uri: str = "", method: str | None = None) -> dict:
+              curated: str = "", pool: str = "", eval_uri: str = "", method: str | None = None,
+              pushgateway: str = "", run_id: str = "") -> dict:
     C.load_config(preset, None, overrides)  # fail fast, with jestflow's message, on a bad key or value
     import kfp.local
 
@@ -33,7 +34,7 @@ def run_local(preset: str, overrides: list[str], out: str, data_dir: str | None 
     method = method or C.load_config(preset, None, overrides).select.method
     t0 = time.time()
     task = jest_pipeline_cpu(curated_uri=curated, pool_uri=pool, eval_uri=eval_uri, demo_dir=demo_dir, preset=preset,
-                             method=method, overrides=list(overrides))
+                             method=method, overrides=list(overrides), pushgateway_url=pushgateway)
     summary_dir = task.outputs["summary"].path
     for name in os.listdir(summary_dir):
         shutil.copy2(os.path.join(summary_dir, name), out_p / name)

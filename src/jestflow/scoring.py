@@ -87,7 +87,7 @@ def score_shard(model: TwoTower, tokenizer: Tokenizer, shard: str, out_uri: str,
 
 def score_pool(model: TwoTower, tokenizer: Tokenizer, pool_uri: str, cache_uri: str, batch_size: int = 256,
                device: str = "cpu", max_bad_fraction: float = 0.01, extra: dict | None = None,
-               progress: bool = True, shards: list[str] | None = None) -> dict:
+               progress: bool = True, shards: list[str] | None = None, on_shard=None) -> dict:
     """Score every pool shard not yet scored (resumable), then write the index last."""
     t0 = time.time()
     shards = shards or list_shards(pool_uri)
@@ -101,6 +101,8 @@ def score_pool(model: TwoTower, tokenizer: Tokenizer, pool_uri: str, cache_uri: 
             n = score_shard(model, tokenizer, shard, out, batch_size, device, stats)["n"]
         entries.append({"shard": storage.basename(shard), "bytes": storage.size(shard), "n": n,
                         "file": storage.basename(out)})
+        if on_shard is not None:
+            on_shard(n, stats.bad)
     total = sum(e["n"] for e in entries)
     index = {
         "format": FORMAT, "pool": pool_uri, "loss": model.config.loss, "embed_dim": model.config.embed_dim,

@@ -19,17 +19,18 @@ def _write_config(cfg: C.Config, out_dir: str, name: str = "config.yaml") -> Non
 
 
 def train_reference(cfg: C.Config, curated: str, out: str, eval_uri: str | None = None,
-                    callbacks: list[Callback] = (), progress: bool = True) -> dict:
+                    callbacks: list[Callback] = (), progress: bool = True, metrics=None) -> dict:
     """Stage 1: build the tokenizer from the curated captions and train the reference on them."""
     _write_config(cfg, out)
     stats = ReadStats(max_bad_fraction=cfg.reference.max_bad_fraction)
     captions = (s.caption for s in iter_split(curated, stats, cfg.model.image_size))
     tokenizer = Tokenizer.build(captions, cfg.model.context_length)
+    callbacks = [*callbacks, *([metrics] if metrics else [])]
     return train(cfg, "reference", curated, out, tokenizer, eval_uri=eval_uri, callbacks=callbacks, progress=progress)
 
 
 def score(cfg: C.Config, reference: str, pool: str, out: str, progress: bool = True,
-          shards: list[str] | None = None) -> dict:
+          shards: list[str] | None = None, metrics=None) -> dict:
     """Stage 2: run the reference once over the pool and cache embeddings and losses by uid."""
     _write_config(cfg, out, "score-config.yaml")
     device = resolve_device(cfg.reference.device)
@@ -37,12 +38,18 @@ def score(cfg: C.Config, reference: str, pool: str, out: str, progress: bool = T
     tokenizer = Tokenizer.load(storage.join(reference, "tokenizer.json"))
     ref_summary = storage.read_json(storage.join(reference, "train.json"))
     extra = {"reference": reference, "reference_flops": ref_summary["flops_total"]}
-    return score_pool(model, tokenizer, pool, out, cfg.eval.batch_size, device,
-                      cfg.reference.max_bad_fraction, extra, progress, shards)
+    if metrics:
+        metrics.start()
+    index = score_pool(model, tokenizer, pool, out, cfg.eval.batch_size, device, cfg.reference.max_bad_fraction,
+                       extra, progress, shards, on_shard=metrics.scored if metrics else None)
+    if metrics:
+        metrics.end()
+    return index
 
 
 def train_learner(cfg: C.Config, pool: str, out: str, scores: str | None = None, eval_uri: str | None = None,
-                  tokenizer_from: str | None = None, callbacks: list[Callback] = (), progress: bool = True) -> dict:
+                  tokenizer_from: str | None = None, callbacks: list[Callback] = (), progress: bool = True,
+                  metrics=None) -> dict:
     """Stage 3: train the learner on the pool with `cfg.select.method` choosing each sub-batch."""
     _write_config(cfg, out)
     cache = ScoreCache(scores, pool) if scores else None
@@ -60,6 +67,7 @@ def train_learner(cfg: C.Config, pool: str, out: str, scores: str | None = None,
         extra = {"reference_flops": cache.index.get("reference_flops", 0.0),
                  "reference_scoring_flops": cache.index.get("scoring_flops", 0.0)}
     keep = offline_filter(cfg, cache)
+    callbacks = [*callbacks, *([metrics] if metrics else [])]
     summary = train(cfg, "learner", pool, out, tokenizer, cache, eval_uri, callbacks, progress, extra, keep)
     return summary
 
@@ -95,21 +103,26 @@ def total_flops(summary: dict) -> float:
     return summary["flops_total"] + summary.get("reference_flops", 0.0) + summary.get("reference_scoring_flops", 0.0)
 
 
-def evaluate_model(cfg: C.Config, model_dir: str, eval_uri: str, out: str | None = None) -> dict:
+def evaluate_model(cfg: C.Config, model_dir: str, eval_uri: str, out: str | None = None, metrics=None) -> dict:
     """Stage 4: zero-shot top-1 and retrieval recall of a trained model on a held-out split."""
+    if metrics:
+        metrics.start()
     device = resolve_device(cfg.learner.device)
     model = load_model(storage.join(model_dir, "model.pt"), device)
     tokenizer = Tokenizer.load(storage.join(model_dir, "tokenizer.json"))
     ev = EvalSet.load(eval_uri, model.config.image_size, cfg.learner.max_bad_fraction)
-    metrics = evaluate(model, tokenizer, ev, cfg.eval.batch_size, device)
+    results = evaluate(model, tokenizer, ev, cfg.eval.batch_size, device)
     summary_uri = storage.join(model_dir, "train.json")
     if storage.exists(summary_uri):
         s = storage.read_json(summary_uri)
-        metrics.update(method=s["method"], steps=s["steps"], total_flops=total_flops(s),
+        results.update(method=s["method"], steps=s["steps"], total_flops=total_flops(s),
                        clean_fraction=s["clean_fraction"])
     if out:
-        storage.write_json(out, metrics)
-    return metrics
+        storage.write_json(out, results)
+    if metrics:
+        metrics.evaluated(results)
+        metrics.end()
+    return results
 
 
 def format_metrics(m: dict) -> str:

@@ -189,6 +189,8 @@ def make_selector(cfg: C.Config, cache: ScoreCache | None):
 class Callback:
     """Hooks for metrics and logging; see metrics.py for the Prometheus one."""
 
+    def on_start(self, stage: str, method: str) -> None: ...
+
     def on_step(self, stage: str, method: str, s: dict) -> None: ...
 
     def on_eval(self, stage: str, method: str, s: dict) -> None: ...
@@ -294,6 +296,8 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
     bar = tqdm(total=t.steps, initial=state["step"], desc=f"{stage}:{method}", unit="step", disable=not show_progress(progress),
                mininterval=1.0)
     t_start = time.time() - state["seconds"]
+    for cb in callbacks:
+        cb.on_start(stage, method)
     try:
         while state["step"] < t.steps:
             step = state["step"]
@@ -325,6 +329,7 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
             state["step"] = step + 1
             state["consumed"] += len(batch)
             fl = state["flops"]
+            before = sum(fl.values())
             fl["train"] += 3 * (fwd * len(chosen) if flexi == 1 else
                                 fwd * (len(chosen) // 2) + model.flops_per_example(flexi) * (len(chosen) - len(chosen) // 2))
             fl["scoring"] += picked.scoring_flops
@@ -338,7 +343,7 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
                  "data_wait_seconds": batches.wait_seconds, "selection_seconds": picked.selection_seconds,
                  "examples": len(chosen), "examples_per_second": len(chosen) / max(dt, 1e-9),
                  "noisy_fraction": (sum(n != "clean" for n in noisy) / len(noisy)) if noisy else float("nan"),
-                 "skipped": stats.bad, **picked.info}
+                 "skipped": stats.bad, "flops": sum(fl.values()) - before, **picked.info}
             for cb in callbacks:
                 cb.on_step(stage, method, s)
             bar.update(1)

@@ -1,0 +1,109 @@
+"""End to end: the local pipeline pushes to a real Pushgateway; a real Prometheus scrapes it every
+second; every documented metric must arrive for each stage with plausible values."""
+
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+
+# Groups (stage, method) the smoke pipeline pushes, and which "emitted by" classes apply to each.
+GROUPS = {
+    ("reference", "reference"): {"all", "train", "noise"},
+    ("score", "reference"): {"all", "score"},
+    ("learner", "jest"): {"all", "train", "select", "noise", "evaluate"},
+    ("learner", "uniform"): {"all", "train", "noise", "evaluate"},
+    ("learner", "uniform@flops"): {"all", "train", "noise", "evaluate"},
+    ("evaluate", "jest"): {"all", "evaluate"},
+    ("evaluate", "uniform"): {"all", "evaluate"},
+    ("evaluate", "uniform@flops"): {"all", "evaluate"},
+}
+
+
+def documented():
+    rows = re.findall(r"^\| `(jestflow_\w+)` \| (\w+) \| ([\w, -]+) \|", DOC.read_text(), re.M)
+    return {name: {w.strip() for w in where.split(",")} for name, _, where in rows}
+
+
+@pytest.fixture(scope="module")
+def series(local_pipeline, monitoring):
+    """{(name, stage, method): [samples]} once Prometheus has scraped every group's final push."""
+    deadline = time.time() + 30
+    while True:
+        running = monitoring.query('jestflow_stage_running')
+        done = {(r["metric"]["stage"], r["metric"]["method"]) for r in running if r["value"][1] == "0"}
+        if set(GROUPS) <= done or time.time() > deadline:
+            break
+        time.sleep(1)
+    out = {}
+    for r in monitoring.query('{__name__=~"jestflow_.+", job="jestflow"}'):
+        m = r["metric"]
+        out.setdefault((m["__name__"], m["stage"], m["method"]), []).append((m, float(r["value"][1])))
+    return out
+
+
+def test_one_run_id_for_the_whole_pipeline(series):
+    ids = {m["run_id"] for samples in series.values() for m, _ in samples}
+    assert len(ids) == 1 and next(iter(ids)) not in ("", "{{$.pipeline_job_uuid}}")
+
+
+def test_every_documented_metric_arrives_for_each_stage(series):
+    missing = []
+    for name, where in documented().items():
+        for group, classes in GROUPS.items():
+            if where & classes and (name, *group) not in series:
+                missing.append((name, group))
+    assert not missing, missing
+
+
+def value(series, name, stage, method, **labels):
+    samples = [v for m, v in series[(name, stage, method)] if all(m.get(k) == x for k, x in labels.items())]
+    assert len(samples) == 1, (name, stage, method, labels)
+    return samples[0]
+
+
+def test_values_are_plausible(series):
+    for group in GROUPS:
+        assert value(series, "jestflow_stage_running", *group) == 0
+        assert value(series, "jestflow_stage_duration_seconds", *group) > 0
+        assert value(series, "jestflow_push_failures_total", *group) == 0
+        assert abs(value(series, "jestflow_stage_last_progress_timestamp_seconds", *group) - time.time()) < 3600
+    # smoke preset: reference 150 steps of 64, learners 60 steps of 32, pool 1600
+    assert value(series, "jestflow_train_step", "reference", "reference") == 150
+    assert value(series, "jestflow_train_examples_total", "reference", "reference") == 150 * 64
+    assert value(series, "jestflow_train_examples_total", "learner", "jest") == 60 * 32
+    assert value(series, "jestflow_scored_examples_total", "score", "reference") == 1600
+    for group in [g for g in GROUPS if g[0] in ("reference", "learner")]:
+        loss = value(series, "jestflow_train_loss", *group)
+        assert 0 < loss < 50 and math.isfinite(loss)
+        assert value(series, "jestflow_train_examples_per_second", *group) > 0
+        assert value(series, "jestflow_train_flops_total", *group) > 0
+        assert 0 < value(series, "jestflow_train_learning_rate", *group) < 1
+        assert 0 <= value(series, "jestflow_train_noisy_fraction", *group) <= 1
+    assert value(series, "jestflow_train_noisy_fraction", "reference", "reference") == 0  # curated is clean
+    assert value(series, "jestflow_train_selection_seconds", "learner", "jest") > 0
+    assert value(series, "jestflow_train_selection_seconds", "learner", "uniform") == 0
+    chosen = value(series, "jestflow_selection_chosen_learnability", "learner", "jest")
+    assert chosen > value(series, "jestflow_selection_superbatch_learnability", "learner", "jest")
+    for method in ("jest", "uniform", "uniform@flops"):
+        for metric in ("zeroshot_top1", "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5", "retrieval_r1"):
+            assert 0 <= value(series, "jestflow_eval_result", "evaluate", method, metric=metric) <= 1
+
+
+def test_pipeline_completes_with_the_gateway_down_and_says_so_once_per_stage(tmp_path, local_pipeline):
+    data = local_pipeline[0].parent / "data"  # reuse the smoke data
+    r = subprocess.run([sys.executable, "-m", "jestflow", "run", "--preset", "smoke", "--data", str(data),
+                        "--out", str(tmp_path / "out"), "--pushgateway", "http://127.0.0.1:9",
+                        "--set", "reference.steps=20", "--set", "learner.steps=8", "--set", "learner.eval_every=4"],
+                       capture_output=True, text=True, timeout=900, env={**os.environ, "JESTFLOW_PUSH_INTERVAL": "0"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert (tmp_path / "out" / "results.json").exists()
+    warnings = [ln for ln in (r.stdout + r.stderr).splitlines() if "metrics push to Pushgateway" in ln]
+    # one warning from each of the 8 pushing stages (reference, score, 3 learners, 3 evaluations), not per push
+    assert len(warnings) == 8, warnings
