@@ -5,7 +5,8 @@ from jestflow_components.image import GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def score(config: Input[Artifact], reference: Input[Model], pool_uri: str, scores: Output[Dataset], pushgateway: str, run_id: str):
+def score(config: Input[Artifact], reference: Input[Model], pool_uri: str, scores: Output[Dataset], pushgateway: str,
+          run_id: str):
     """Stage 2: run the reference once over the pool; cache embeddings and losses by uid."""
     from jestflow import kfp_steps
 
