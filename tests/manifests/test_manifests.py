@@ -1,0 +1,132 @@
+"""Every overlay renders with `kubectl kustomize`, every object passes strict schema validation (core
+kinds with kubernetes-validate, Prometheus Operator kinds with @kubernetes-models), and policy holds."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).parent
+OVERLAYS = ["base", "overlays/kind", "overlays/gke-gpu"]
+K8S_VERSION = "1.30.0"
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+
+def render(path: str) -> list[dict]:
+    r = subprocess.run(["kubectl", "kustomize", str(ROOT / "manifests" / path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+@pytest.fixture(scope="module")
+def node_validator():
+    if shutil.which("node") is None or not (HERE / "node_modules").exists():
+        if os.environ.get("CI"):
+            pytest.fail("node or tests/manifests/node_modules missing: `make test` runs npm ci there")
+        pytest.skip("node_modules not installed (make test installs them)")
+
+    def validate(objs):
+        r = subprocess.run(["node", str(HERE / "validate_crds.mjs")], input=json.dumps(objs), capture_output=True,
+                           text=True, cwd=HERE)
+        assert r.returncode == 0, r.stderr
+        return [json.loads(line) for line in r.stdout.splitlines()]
+    return validate
+
+
+def containers(obj):
+    spec = obj.get("spec", {})
+    pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec")
+    return (pod or {}), (pod or {}).get("containers", []) + (pod or {}).get("initContainers", [])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_passes_strict_schema_validation(overlay, node_validator):
+    objs = render(overlay)
+    crds = [o for o in objs if o["kind"] in CRD_KINDS]
+    for o in objs:
+        if o["kind"] in CRD_KINDS:
+            continue
+        kubernetes_validate.validate(o, K8S_VERSION, strict=True)  # raises on any error or unknown field
+    results = node_validator(crds)
+    assert [r for r in results if not r["ok"]] == []
+    assert len(results) == len(crds) and {r["kind"] for r in results} == {"ServiceMonitor", "PrometheusRule"}
+    unvalidated = {o["kind"] for o in objs} - CRD_KINDS - {
+        "Namespace", "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim", "ConfigMap", "Service",
+        "Deployment", "Job"}
+    assert unvalidated == set(), "a kind nobody validates"
+
+
+def test_strict_validation_is_not_vacuous(node_validator):
+    job = next(o for o in render("overlays/kind") if o["kind"] == "Job")
+    job["spec"]["template"]["spec"]["containers"][0]["resourcez"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    rule = next(o for o in render("overlays/kind") if o["kind"] == "PrometheusRule")
+    rule["spec"]["groups"][0]["rules"][0]["for"] = 5  # must be a duration string
+    assert node_validator([rule])[0]["ok"] is False
+
+
+def policy_violations(objs) -> list[str]:
+    bad = []
+    for o in objs:
+        name = f"{o['kind']}/{o['metadata']['name']}"
+        labels = o["metadata"].get("labels", {})
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"):
+            if key not in labels:
+                bad.append(f"{name}: label {key} missing")
+        pod, cs = containers(o)
+        for c in cs:
+            sc, psc = c.get("securityContext", {}), pod.get("securityContext", {})
+            where = f"{name}/{c['name']}"
+            if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+                bad.append(f"{where}: not runAsNonRoot")
+            if sc.get("privileged"):
+                bad.append(f"{where}: privileged")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                bad.append(f"{where}: allowPrivilegeEscalation not false")
+            if sc.get("readOnlyRootFilesystem") is not True:
+                bad.append(f"{where}: root filesystem writable")
+            if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+                bad.append(f"{where}: capabilities not all dropped")
+            req = c.get("resources", {}).get("requests", {})
+            if "cpu" not in req or "memory" not in req:
+                bad.append(f"{where}: no cpu/memory requests")
+            image = c["image"]
+            if ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest"):
+                bad.append(f"{where}: image {image} has no pinned tag")
+    return bad
+
+
+@pytest.mark.parametrize("overlay", ["overlays/kind", "overlays/gke-gpu"])
+def test_policy(overlay):
+    assert policy_violations(render(overlay)) == []
+
+
+def test_policy_check_catches_violations():
+    dep = next(o for o in render("overlays/kind") if o["kind"] == "Deployment")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    c["securityContext"]["privileged"] = True
+    c["image"] = "prom/pushgateway:latest"
+    del c["resources"]["requests"]
+    found = policy_violations([dep])
+    assert any("privileged" in v for v in found) and any("pinned tag" in v for v in found)
+    assert any("requests" in v for v in found)
+
+
+def test_overlays_differ_where_they_should():
+    kind, gke = render("overlays/kind"), render("overlays/gke-gpu")
+    job = lambda objs: next(o for o in objs if o["kind"] == "Job")["spec"]["template"]["spec"]  # noqa: E731
+    assert job(kind)["containers"][0]["image"] == "ghcr.io/jestflow/jestflow:0.1.0"
+    assert job(gke)["containers"][0]["image"] == "ghcr.io/jestflow/jestflow-cuda:0.1.0"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in job(gke)["tolerations"]
+    sa = next(o for o in gke if o["kind"] == "ServiceAccount")
+    assert "iam.gke.io/gcp-service-account" in sa["metadata"]["annotations"]
+    # standalone KFP runs pipeline pods in `kubeflow`; the data claim must live beside them
+    assert all(o["metadata"].get("namespace") == "kubeflow" for o in kind) and "Namespace" not in {o["kind"] for o in kind}
+    assert all(o["metadata"].get("namespace") == "jestflow" for o in gke if o["kind"] != "Namespace")
