@@ -44,3 +44,40 @@ def local_pipeline(tmp_path_factory, monitoring):
                        capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return root / "out", r.stdout + r.stderr
+
+
+@pytest.fixture(scope="session")
+def smoke_scored(tmp_path_factory):
+    """Smoke demo data, a trained reference and its score cache (shared by the tests that need them)."""
+    from jestflow.cli import main
+
+    root = tmp_path_factory.mktemp("smoke")
+    d = root / "data"
+    quiet = ["--preset", "smoke", "--quiet"]
+    assert main(["data", "demo", "--out", str(d), *quiet]) == 0
+    assert main(["train-reference", "--data", str(d / "curated"), "--out", str(root / "ref"), *quiet]) == 0
+    assert main(["score", "--reference", str(root / "ref"), "--data", str(d / "pool"), "--out", str(root / "scores"),
+                 *quiet]) == 0
+    return root
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+    """A real GCS API (gcp-storage-emulator) on 127.0.0.1, seen through a fault-injecting proxy."""
+    from services import GCSEmulator
+
+    em = GCSEmulator(str(tmp_path_factory.mktemp("gcs")))
+    try:
+        em.start()
+    except RuntimeError as e:
+        if os.environ.get("CI"):
+            pytest.fail(str(e))
+        pytest.skip(str(e))
+    old = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = em.host
+    yield em
+    em.stop()
+    if old is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = old

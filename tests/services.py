@@ -81,3 +81,100 @@ class Monitoring:
         if body["status"] != "success":
             raise RuntimeError(body)
         return body["data"]["result"]
+
+
+class GCSEmulator:
+    """gcp-storage-emulator on 127.0.0.1 behind a proxy that can fail requests on purpose.
+
+    The proxy forwards everything to the emulator, logs each request line, and answers 503 to the
+    next `fail_next[pattern]` requests whose line contains `pattern`: transient failures that the
+    client must retry."""
+
+    def __init__(self, workdir: str, bucket: str = "jestflow-test"):
+        self.workdir, self.bucket = workdir, bucket
+        self.proc = None
+        self.requests: list[str] = []
+        self.failed: list[str] = []
+        self.fail_next: dict[str, int] = {}
+
+    def start(self) -> "GCSEmulator":
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        if shutil.which("gcp-storage-emulator") is None:
+            raise RuntimeError("gcp-storage-emulator is not installed (pip install gcp-storage-emulator)")
+        port = free_port()
+        log = open(os.path.join(self.workdir, "gcs-emulator.log"), "ab")
+        self.proc = subprocess.Popen(["gcp-storage-emulator", "start", "--host", "127.0.0.1", "--port", str(port),
+                                      "--in-memory", "--default-bucket", self.bucket, "-q"],
+                                     stdout=log, stderr=log, start_new_session=True)
+        deadline = time.time() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("gcp-storage-emulator did not start")
+                time.sleep(0.2)
+        outer = self
+
+        class Proxy(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _handle(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                line = f"{self.command} {self.path}"
+                outer.requests.append(line)
+                for pattern, n in list(outer.fail_next.items()):
+                    if n > 0 and pattern in line:
+                        outer.fail_next[pattern] = n - 1
+                        outer.failed.append(line)
+                        msg = b'{"error": {"code": 503, "message": "injected transient failure"}}'
+                        self.send_response(503)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(msg)))
+                        self.end_headers()
+                        self.wfile.write(msg)
+                        return
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                headers["Host"] = f"127.0.0.1:{port}"
+                if body or self.command in ("POST", "PUT", "PATCH"):
+                    headers["Content-Length"] = str(len(body))
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                r = conn.getresponse()
+                data = r.read()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() == "location":  # keep resumable-upload sessions going through the proxy
+                        v = v.replace(f"127.0.0.1:{port}", f"127.0.0.1:{outer.server.server_address[1]}")
+                        v = v.replace(f"localhost:{port}", f"127.0.0.1:{outer.server.server_address[1]}")
+                    if k.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.host = f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self
+
+    def stop(self) -> None:
+        if getattr(self, "server", None):
+            self.server.shutdown()
+            self.server.server_close()
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)

@@ -100,7 +100,7 @@ def score_pool(model: TwoTower, tokenizer: Tokenizer, pool_uri: str, cache_uri: 
         else:
             n = score_shard(model, tokenizer, shard, out, batch_size, device, stats)["n"]
         entries.append({"shard": storage.basename(shard), "bytes": storage.size(shard), "n": n,
-                        "file": storage.basename(out)})
+                        "fingerprint": storage.fingerprint(shard), "file": storage.basename(out)})
         if on_shard is not None:
             on_shard(n, stats.bad)
     total = sum(e["n"] for e in entries)
@@ -154,9 +154,10 @@ class ScoreCache:
             raise ValueError(f"score cache {self.uri} does not match pool {pool_uri}: "
                              f"pool shards not scored {missing}, scored shards not in pool {extra}")
         for name, shard in pool.items():
-            if storage.size(shard) != have[name]["bytes"]:
+            want = have[name].get("fingerprint")
+            if (want and storage.fingerprint(shard) != want) or storage.size(shard) != have[name]["bytes"]:
                 raise ValueError(f"score cache {self.uri} does not match pool {pool_uri}: shard {name} "
-                                 f"changed since scoring ({storage.size(shard)} bytes, scored {have[name]['bytes']})")
+                                 "changed since it was scored; score the pool again")
 
     def lookup(self, uids: list[str], device="cpu") -> Embeds:
         try:

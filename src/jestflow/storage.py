@@ -31,6 +31,10 @@ class Store:
     def size(self, uri: str) -> int:
         raise NotImplementedError
 
+    def fingerprint(self, uri: str) -> str:
+        """A cheap content fingerprint: changes when the file's content does."""
+        raise NotImplementedError
+
     @contextlib.contextmanager
     def atomic_path(self, uri: str) -> Iterator[str]:
         """Yield a local path to write; it appears at `uri` only if the block finishes."""
@@ -59,6 +63,19 @@ class LocalStore(Store):
         except FileNotFoundError:
             raise ValueError(f"no such file: {uri}") from None
 
+    def fingerprint(self, uri: str) -> str:
+        # Size plus a hash of the first and last 64 KiB: two small reads, not the whole shard, yet any
+        # rewrite of a tar (records added, dropped or changed) moves its end-of-archive region.
+        import hashlib
+
+        n = self.size(uri)
+        h = hashlib.sha256(str(n).encode())
+        with open(uri, "rb") as f:
+            h.update(f.read(1 << 16))
+            f.seek(max(0, n - (1 << 16)))
+            h.update(f.read(1 << 16))
+        return f"sha256-ends:{h.hexdigest()[:32]}"
+
     @contextlib.contextmanager
     def atomic_path(self, uri: str) -> Iterator[str]:
         final = Path(uri)
@@ -77,6 +94,7 @@ class LocalStore(Store):
 
 
 _SCHEMES: dict[str, Callable[[], Store]] = {}
+_INSTANCES: dict[str, Store] = {}
 _LOCAL = LocalStore()
 
 
@@ -85,9 +103,13 @@ def register_scheme(prefix: str, factory: Callable[[], Store]) -> None:
 
 
 def store_for(uri: str) -> Store:
+    if uri.startswith("gs://") and "gs://" not in _SCHEMES:
+        from . import gcs  # noqa: F401  (registers gs://; imported lazily: google-cloud-storage is heavy)
     for prefix, factory in _SCHEMES.items():
         if uri.startswith(prefix):
-            return factory()
+            if prefix not in _INSTANCES:  # one client per scheme and process
+                _INSTANCES[prefix] = factory()
+            return _INSTANCES[prefix]
     if "://" in uri:
         raise ValueError(f"unsupported storage URI scheme: {uri}")
     return _LOCAL
@@ -113,6 +135,10 @@ def exists(uri: str) -> bool:
 
 def size(uri: str) -> int:
     return store_for(uri).size(uri)
+
+
+def fingerprint(uri: str) -> str:
+    return store_for(uri).fingerprint(uri)
 
 
 def basename(uri: str) -> str:

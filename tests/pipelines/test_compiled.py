@@ -123,3 +123,13 @@ def test_make_compile_is_what_wrote_them():
         r = subprocess.run([sys.executable, "-m", "jestflow_pipelines.compile", d], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert sorted(os.listdir(d)) == sorted(TARGETS)
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_no_secrets_in_the_compiled_pipeline(fresh, name):
+    text = (fresh / name).read_text()
+    for needle in ("GOOGLE_APPLICATION_CREDENTIALS", "private_key", "BEGIN PRIVATE KEY", "client_secret",
+                   "AWS_SECRET", "password", "token:"):
+        assert needle not in text, needle
+    spec, k8s = docs(fresh / name)
+    assert all("secretAsEnv" not in e and "secretAsVolume" not in e for e in k8s.values())

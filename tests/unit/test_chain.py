@@ -14,12 +14,9 @@ SMOKE = ["--preset", "smoke", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    root = tmp_path_factory.mktemp("chain")
+def chain(smoke_scored):
+    root = smoke_scored
     d = root / "data"
-    assert main(["data", "demo", "--out", str(d), *SMOKE]) == 0
-    assert main(["train-reference", "--data", str(d / "curated"), "--out", str(root / "ref"), *SMOKE]) == 0
-    assert main(["score", "--reference", str(root / "ref"), "--data", str(d / "pool"), "--out", str(root / "scores"), *SMOKE]) == 0
     for method in ("jest", "uniform"):
         assert main(["train", "--method", method, "--data", str(d / "pool"), "--scores", str(root / "scores"),
                      "--eval", str(d / "eval"), "--out", str(root / method), *SMOKE]) == 0

@@ -1,0 +1,193 @@
+"""Every kind of bad input gives a clear error naming the file, uid or value, and leaves no output
+that looks complete; per-sample problems are skipped, counted and reported instead."""
+
+import io
+import json
+import random
+import shutil
+import signal
+import tarfile
+
+import pytest
+
+from jestflow.cli import main
+from jestflow.data import ReadStats, iter_shard
+
+SMOKE = ["--preset", "smoke", "--quiet"]
+
+
+def members(path):
+    with tarfile.open(path) as t:
+        return [(m.name, t.extractfile(m).read()) for m in t.getmembers()]
+
+
+def write_tar(path, items):
+    with tarfile.open(path, "w") as tar:
+        for name, data in items:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def pool_copy(root, tmp_path):
+    pool = tmp_path / "pool"
+    shutil.copytree(root / "data" / "pool", pool)
+    return pool
+
+
+def corrupt_tar(pool):
+    shard = sorted(pool.glob("*.tar"))[3]
+    shard.write_bytes(b"\x00garbage" * 300)
+    return shard.name
+
+
+def truncated_tar(pool):
+    shard = sorted(pool.glob("*.tar"))[2]
+    shard.write_bytes(shard.read_bytes()[:5000])
+    return shard.name
+
+
+def duplicate_uid(pool):
+    shard = sorted(pool.glob("*.tar"))[1]
+    items = members(shard)
+    write_tar(shard, items + items[:2])
+    return items[0][0].split(".")[0]
+
+
+def unsafe_member(pool):
+    shard = sorted(pool.glob("*.tar"))[0]
+    write_tar(shard, members(shard) + [("../../etc/evil.png", b"x")])
+    return "../../etc/evil.png"
+
+
+def empty_split(pool):
+    for f in pool.glob("*.tar"):
+        f.unlink()
+    return str(pool)
+
+
+def broken_samples(pool, frac):
+    """Undecodable images and empty, missing and absurdly long captions on a fraction of samples."""
+    rng = random.Random(0)
+    for shard in sorted(pool.glob("*.tar")):
+        out = []
+        for name, data in members(shard):
+            uid, ext = name.split(".", 1)
+            h = rng.random()
+            if h < frac / 4 and ext == "png":
+                data = b"not an image"
+            elif frac / 4 <= h < frac / 2 and ext == "txt":
+                data = b""
+            elif frac / 2 <= h < 3 * frac / 4 and ext == "txt":
+                data = b"word " * 5000
+            elif 3 * frac / 4 <= h < frac and ext == "txt":
+                continue
+            out.append((name, data))
+        write_tar(shard, out)
+
+
+def train_args(root, pool, out, *extra):
+    return ["train", "--data", str(pool), "--scores", str(root / "scores"), "--out", str(out),
+            *SMOKE, "--set", "learner.steps=3", "--set", "learner.eval_every=0", *extra]
+
+
+@pytest.mark.parametrize("make,expect", [
+    pytest.param(corrupt_tar, "{x}: not a readable tar file", id="corrupt-tar"),
+    pytest.param(truncated_tar, "{x}: corrupt or truncated tar", id="truncated-tar"),
+    pytest.param(duplicate_uid, "duplicate uid '{x}'", id="duplicate-uid"),
+    pytest.param(unsafe_member, "refusing unsafe tar member name '{x}'", id="unsafe-member"),
+    pytest.param(empty_split, "no .tar shards in {x}", id="empty-split"),
+])
+def test_bad_shards_fail_with_a_clear_message(smoke_scored, tmp_path, capsys, make, expect):
+    pool = pool_copy(smoke_scored, tmp_path)
+    x = make(pool)
+    out = tmp_path / "out"
+    # score (reads every shard) and train (streams) both refuse, naming the problem
+    assert main(["score", "--reference", str(smoke_scored / "ref"), "--data", str(pool),
+                 "--out", str(tmp_path / "scores"), *SMOKE]) == 2
+    assert expect.format(x=x) in capsys.readouterr().err
+    assert not (tmp_path / "scores" / "index.json").exists()  # no index: the cache does not look complete
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+@pytest.mark.parametrize("override,message", [
+    pytest.param("learner.steps=-5", "learner.steps=-5 must be positive", id="negative-steps"),
+    pytest.param("select.filter_ratio=1.2", "select.filter_ratio=1.2 must be in (0, 1)", id="ratio-outside"),
+    pytest.param("learner.batch_size=30", "learner.batch_size=30 is not divisible by select.n_chunks=4",
+                 id="indivisible-batch"),
+    pytest.param("select.method=magic", "select.method='magic' is not one of", id="unknown-method"),
+])
+def test_nonsense_configuration(smoke_scored, tmp_path, capsys, override, message):
+    out = tmp_path / "out"
+    assert main(train_args(smoke_scored, smoke_scored / "data" / "pool", out, "--set", override)) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # rejected before anything was written
+
+
+def test_cache_that_does_not_match_the_pool(smoke_scored, tmp_path, capsys):
+    pool = pool_copy(smoke_scored, tmp_path)
+    shard = sorted(pool.glob("*.tar"))[0]
+    write_tar(shard, members(shard)[:-3])  # drop a sample: the pool changed after scoring
+    out = tmp_path / "out"
+    assert main(train_args(smoke_scored, pool, out)) == 2
+    err = capsys.readouterr().err
+    assert "does not match pool" in err and shard.name in err
+    assert not (out / "train.json").exists() and not (out / "model.pt").exists()
+
+
+def test_per_sample_problems_are_skipped_counted_and_reported(smoke_scored, tmp_path):
+    pool = pool_copy(smoke_scored, tmp_path)
+    broken_samples(pool, frac=0.02)
+    ref = smoke_scored / "ref"
+    assert main(["score", "--reference", str(ref), "--data", str(pool), "--out", str(tmp_path / "s"), *SMOKE,
+                 "--set", "reference.max_bad_fraction=0.05"]) == 0
+    skipped = json.loads((tmp_path / "s" / "index.json").read_text())["skipped"]
+    assert set(skipped) == {"undecodable-image", "empty-caption", "caption-too-long", "missing-caption"}
+    assert main(["train", "--method", "jest", "--data", str(pool), "--scores", str(tmp_path / "s"),
+                 "--out", str(tmp_path / "t"), *SMOKE, "--set", "learner.steps=3", "--set", "learner.eval_every=0",
+                 "--set", "learner.max_bad_fraction=0.05"]) == 0
+    assert sum(json.loads((tmp_path / "t" / "train.json").read_text())["skipped"].values()) > 0
+
+
+def test_too_many_bad_samples_fail_the_stage(smoke_scored, tmp_path, capsys):
+    pool = pool_copy(smoke_scored, tmp_path)
+    broken_samples(pool, frac=0.3)
+    assert main(["score", "--reference", str(smoke_scored / "ref"), "--data", str(pool), "--out", str(tmp_path / "s"),
+                 *SMOKE]) == 2
+    err = capsys.readouterr().err
+    assert "too many bad samples" in err and "max_bad_fraction=0.01" in err
+    assert not (tmp_path / "s" / "index.json").exists()
+
+
+def test_fuzzed_shards_give_a_clean_error_or_skips_never_a_crash_or_hang(smoke_scored, tmp_path):
+    original = sorted((smoke_scored / "data" / "pool").glob("*.tar"))[0].read_bytes()
+    rng = random.Random(1234)
+
+    def timeout(*_):
+        raise TimeoutError("reader hung")
+
+    old = signal.signal(signal.SIGALRM, timeout)
+    try:
+        for i in range(60):
+            data = bytearray(original)
+            kind = i % 3
+            if kind == 0:  # flip random bytes
+                for _ in range(rng.randint(1, 50)):
+                    data[rng.randrange(len(data))] = rng.randrange(256)
+            elif kind == 1:  # truncate
+                data = data[: rng.randrange(len(data))]
+            else:  # splice in junk
+                at = rng.randrange(len(data))
+                data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 2000)))
+            path = tmp_path / f"fuzz{i}.tar"
+            path.write_bytes(bytes(data))
+            signal.alarm(10)
+            try:
+                n = sum(1 for _ in iter_shard(str(path), ReadStats(max_bad_fraction=1.0)))
+                assert n >= 0
+            except ValueError as e:
+                assert "fuzz" in str(e)  # names the file
+            finally:
+                signal.alarm(0)
+    finally:
+        signal.signal(signal.SIGALRM, old)
