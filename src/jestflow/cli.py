@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--seeds", type=int, default=3)
     bc.add_argument("--workers", type=int, default=2, help="learner runs in parallel (threads split among them)")
     bc.add_argument("--no-ablations", action="store_true", help="skip the n_chunks / filter_ratio ablation runs")
+    bc.add_argument("--render-only", action="store_true", help="no training: recompute the tables and plots from "
+                    "the finished runs in OUT (keeps their measured wall time)")
     bc.add_argument("--benchmarks", metavar="FILE", help="also write the report to FILE (e.g. BENCHMARKS.md), "
                     "plots to docs/bench/ beside it")
     _common(bc, default_preset="bench")
@@ -205,8 +207,11 @@ def run(args) -> int:
 
         print(dump(_cfg(args)), end="")
     elif args.cmd == "bench" and args.bench_cmd == "curation":
-        from .bench_curation import bench_curation
+        from .bench_curation import bench_curation, rerender
 
+        if args.render_only:
+            print(rerender(args.out, args.benchmarks)["per_method"].keys())
+            return 0
         command = "jestflow " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("jestflow") else "jestflow bench curation"
         bench_curation(args.preset, args.overrides, args.out, args.seeds, args.workers, not args.no_ablations,
                        args.benchmarks, command)
