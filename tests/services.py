@@ -48,7 +48,9 @@ class Monitoring:
         self.gateway = f"http://127.0.0.1:{gw_port}"
         self.prometheus = f"http://127.0.0.1:{prom_port}"
         log = open(os.path.join(self.workdir, "services.log"), "ab")
-        self.procs.append(subprocess.Popen(["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{gw_port}"],
+        # Debian's build persists pushed metrics to /var/lib/prometheus by default: keep ours private.
+        self.procs.append(subprocess.Popen(["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{gw_port}",
+                                            f"--persistence.file={os.path.join(self.workdir, 'pushgateway.data')}"],
                                            stdout=log, stderr=log, start_new_session=True))
         _wait(f"{self.gateway}/-/ready", self.procs[-1], "pushgateway")
         cfg = os.path.join(self.workdir, "prometheus.yml")

@@ -102,8 +102,11 @@ def test_pipeline_completes_with_the_gateway_down_and_says_so_once_per_stage(tmp
                         "--out", str(tmp_path / "out"), "--pushgateway", "http://127.0.0.1:9",
                         "--set", "reference.steps=20", "--set", "learner.steps=8", "--set", "learner.eval_every=4"],
                        capture_output=True, text=True, timeout=900, env={**os.environ, "JESTFLOW_PUSH_INTERVAL": "0"})
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-4000:]
     assert (tmp_path / "out" / "results.json").exists()
-    warnings = [ln for ln in (r.stdout + r.stderr).splitlines() if "metrics push to Pushgateway" in ln]
+    warnings = [ln for ln in log.splitlines() if "metrics push to Pushgateway" in ln]
     # one warning from each of the 8 pushing stages (reference, score, 3 learners, 3 evaluations), not per push
-    assert len(warnings) == 8, warnings
+    per_stage = {st: sum(f"the {st} stage goes on" in w for w in warnings)
+                 for st in ("reference", "score", "learner", "evaluate")}
+    assert per_stage == {"reference": 1, "score": 1, "learner": 3, "evaluate": 3}, "\n".join(warnings) or log[-4000:]
