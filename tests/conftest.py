@@ -18,18 +18,22 @@ def gen():
     return make
 
 
+def start_service(service):
+    """Start a test service; one that cannot start fails the run in CI and is skipped elsewhere."""
+    try:
+        return service.start()
+    except RuntimeError as e:
+        if os.environ.get("CI"):
+            pytest.fail(str(e))
+        pytest.skip(str(e))
+
+
 @pytest.fixture(scope="session")
 def monitoring(tmp_path_factory):
     """A real Pushgateway and Prometheus (1 s scrape) on 127.0.0.1, stopped by PID at the end."""
     from services import Monitoring
 
-    m = Monitoring(str(tmp_path_factory.mktemp("monitoring")))
-    try:
-        m.start()
-    except RuntimeError as e:
-        if os.environ.get("CI"):
-            pytest.fail(str(e))
-        pytest.skip(str(e))
+    m = start_service(Monitoring(str(tmp_path_factory.mktemp("monitoring"))))
     yield m
     m.stop()
 
@@ -66,13 +70,7 @@ def gcs(tmp_path_factory):
     """A real GCS API (gcp-storage-emulator) on 127.0.0.1, seen through a fault-injecting proxy."""
     from services import GCSEmulator
 
-    em = GCSEmulator(str(tmp_path_factory.mktemp("gcs")))
-    try:
-        em.start()
-    except RuntimeError as e:
-        if os.environ.get("CI"):
-            pytest.fail(str(e))
-        pytest.skip(str(e))
+    em = start_service(GCSEmulator(str(tmp_path_factory.mktemp("gcs"))))
     old = os.environ.get("STORAGE_EMULATOR_HOST")
     os.environ["STORAGE_EMULATOR_HOST"] = em.host
     yield em

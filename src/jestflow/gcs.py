@@ -80,7 +80,8 @@ class GCSStore(storage.Store):
     def exists(self, uri: str) -> bool:
         return self._blob(uri).exists(retry=_retry())
 
-    def size(self, uri: str) -> int:
+    def _reloaded(self, uri: str):
+        """The blob with its metadata (size, checksums) fetched."""
         from google.api_core import exceptions
 
         blob = self._blob(uri)
@@ -88,16 +89,13 @@ class GCSStore(storage.Store):
             blob.reload(retry=_retry())
         except exceptions.NotFound:
             raise ValueError(f"no such object: {uri}") from None
-        return int(blob.size)
+        return blob
+
+    def size(self, uri: str) -> int:
+        return int(self._reloaded(uri).size)
 
     def fingerprint(self, uri: str) -> str:
-        from google.api_core import exceptions
-
-        blob = self._blob(uri)
-        try:
-            blob.reload(retry=_retry())
-        except exceptions.NotFound:
-            raise ValueError(f"no such object: {uri}") from None
+        blob = self._reloaded(uri)
         return f"crc32c:{blob.crc32c}" if blob.crc32c else f"md5:{blob.md5_hash}:{blob.size}"
 
     @contextlib.contextmanager
