@@ -78,8 +78,8 @@ def bench_select(sizes, dim, ratio, chunks, device, repeats, out=None) -> list[d
         for n in sizes:
             for impl in ("dense", "chunked"):
                 args = json.dumps([impl, n, dim, ratio, chunks, dev, repeats])
-                res = subprocess.run([sys.executable, "-c", f"import json,sys; from jestflow.bench import run_case;"
-                                      f"print(json.dumps(run_case(*json.loads(sys.argv[1]))))", args],
+                res = subprocess.run([sys.executable, "-c", "import json,sys; from jestflow.bench import run_case;"
+                                      "print(json.dumps(run_case(*json.loads(sys.argv[1]))))", args],
                                      capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
                 if res.returncode != 0:
                     tail = res.stderr.strip().splitlines()[-1:] or ["?"]

@@ -13,13 +13,10 @@ Markdown report there with the machine, command, date and version.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -122,7 +119,7 @@ def aggregate(runs: dict[str, dict], seeds: int) -> dict:
         per_method[m] = agg
     if "uniform" in per_method and "oracle" in per_method:
         u, o = per_method["uniform"]["retrieval_r1"]["mean"], per_method["oracle"]["retrieval_r1"]["mean"]
-        for m, agg in per_method.items():
+        for agg in per_method.values():
             agg["oracle_gain_share"] = (agg["retrieval_r1"]["mean"] - u) / (o - u) if o != u else None
     return per_method
 

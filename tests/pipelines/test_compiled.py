@@ -1,7 +1,6 @@
 """The compiled pipeline: kept identical to its source, and shaped as a cluster needs it."""
 
 import filecmp
-import json
 import os
 import subprocess
 import sys

@@ -1,7 +1,6 @@
 """The whole pipeline through KFP's local runner on the smoke preset, asserting on real artifacts."""
 
 import json
-from pathlib import Path
 
 import pytest
 from PIL import Image

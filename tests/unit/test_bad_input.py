@@ -101,8 +101,7 @@ def train_args(root, pool, out, *extra):
 def test_bad_shards_fail_with_a_clear_message(smoke_scored, tmp_path, capsys, make, expect):
     pool = pool_copy(smoke_scored, tmp_path)
     x = make(pool)
-    out = tmp_path / "out"
-    # score (reads every shard) and train (streams) both refuse, naming the problem
+    # scoring reads every shard: it refuses, naming the problem
     assert main(["score", "--reference", str(smoke_scored / "ref"), "--data", str(pool),
                  "--out", str(tmp_path / "scores"), *SMOKE]) == 2
     assert expect.format(x=x) in capsys.readouterr().err

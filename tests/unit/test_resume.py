@@ -2,7 +2,6 @@
 exactly the metrics of an uninterrupted run; SIGTERM writes a checkpoint before exiting."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
