@@ -245,14 +245,14 @@ def bench_curation(preset: str, overrides: list, out: str, seeds: int = 3, worke
     return publish(results, out, jobs, seeds, benchmarks)
 
 
-def finish(out, jobs, cfg, preset, overrides, seeds, command, data, scores, ref) -> dict:
+def finish(out, jobs, cfg, preset, overrides, seeds, command, data, scores, ref, diagnostics=None) -> dict:
     runs = {j.name: storage.read_json(storage.join(out, "runs", j.name, "train.json")) for j in jobs}
     per_method = aggregate(runs, seeds)
     return {
         "preset": preset, "overrides": overrides, "seeds": seeds, "version": __version__, "machine": machine(),
         "date": time.strftime("%Y-%m-%d"), "command": command, "per_method": per_method,
         "equal_flops_retrieval_r1": equal_flops_comparison(runs, seeds), "ablations": ablation_rows(runs),
-        "chunk_learnability": chunk_diagnostics(cfg, data, scores, storage.join(out, "runs", "jest-s0")),
+        "chunk_learnability": diagnostics or chunk_diagnostics(cfg, data, scores, storage.join(out, "runs", "jest-s0")),
         "reference": {k: storage.read_json(storage.join(ref, "train.json"))[k] for k in ("steps", "flops_total")},
         "scoring_flops": storage.read_json(storage.join(scores, "index.json"))["scoring_flops"],
         "config": C.to_dict(cfg),
@@ -292,7 +292,6 @@ def rerender(out: str, benchmarks: str | None = None) -> dict:
     scores = storage.join(out, "scores")
     jobs = plan(old["seeds"], bool(old["ablations"]), matched_steps(cfg, scores))
     new = finish(out, jobs, cfg, old["preset"], old["overrides"], old["seeds"], old["command"],
-                 storage.join(out, "data"), scores, storage.join(out, "reference"))
-    new.update(wall_seconds=old["wall_seconds"], date=old["date"], machine=old["machine"],
-               chunk_learnability=old["chunk_learnability"])
+                 storage.join(out, "data"), scores, storage.join(out, "reference"), old["chunk_learnability"])
+    new.update(wall_seconds=old["wall_seconds"], date=old["date"], machine=old["machine"])
     return publish(new, out, jobs, old["seeds"], benchmarks)

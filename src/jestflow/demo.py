@@ -17,7 +17,6 @@ import gzip
 import os
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -269,7 +268,3 @@ def make_demo(out: str, cfg: DemoConfig) -> dict:
 
 def demo_complete(out: str) -> bool:
     return storage.exists(storage.join(out, "demo.json"))
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("JESTFLOW_DATA", "data/demo"))

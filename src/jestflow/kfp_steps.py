@@ -18,19 +18,9 @@ from . import stages, storage
 def _knob_overrides(model_size: str, reference_steps: int, steps: int, batch_size: int, filter_ratio: float,
                     n_chunks: int, seed: int, extra: list) -> list[str]:
     """Pipeline parameters -> --set overrides; 0 / "" leave the preset's value."""
-    out = []
-    if model_size:
-        out.append(f"model.size={model_size}")
-    if reference_steps:
-        out.append(f"reference.steps={reference_steps}")
-    if steps:
-        out.append(f"learner.steps={steps}")
-    if batch_size:
-        out.append(f"learner.batch_size={batch_size}")
-    if filter_ratio:
-        out.append(f"select.filter_ratio={filter_ratio}")
-    if n_chunks:
-        out.append(f"select.n_chunks={n_chunks}")
+    knobs = {"model.size": model_size, "reference.steps": reference_steps, "learner.steps": steps,
+             "learner.batch_size": batch_size, "select.filter_ratio": filter_ratio, "select.n_chunks": n_chunks}
+    out = [f"{key}={value}" for key, value in knobs.items() if value]
     if seed >= 0:
         out += [f"reference.seed={seed}", f"learner.seed={seed}", f"demo.seed={seed}"]
     return out + [str(x) for x in (extra or [])]
@@ -99,12 +89,13 @@ def score(config, reference, pool_uri: str, scores, pushgateway: str = "", run_i
 def matched_steps(cfg: C.Config, scores_path: str) -> int:
     """Uniform steps whose total FLOPs equal a JEST run's with this config (reference costs included)."""
     from .model import TwoTower
+    from .train import selection_flops
 
     index = storage.read_json(storage.join(scores_path, "index.json"))
     f = TwoTower(cfg.model, 8).flops_per_example()  # vocabulary size does not enter the FLOPs
     b = cfg.learner.batch_size
     n = int(round(b / (1 - cfg.select.filter_ratio)))  # the curated learner's super-batch, whatever cfg's method
-    per_jest_step = 3 * f * b + f * n + 2 * 4.0 * n * b * cfg.model.embed_dim
+    per_jest_step = 3 * f * b + f * n + selection_flops(n, b, cfg.model.embed_dim, 2)
     total = cfg.learner.steps * per_jest_step + index.get("reference_flops", 0.0) + index.get("scoring_flops", 0.0)
     return max(1, math.ceil(total / (3 * f * b)))
 

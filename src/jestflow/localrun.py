@@ -18,7 +18,7 @@ from . import config as C
 def run_local(preset: str, overrides: list[str], out: str, data_dir: str | None = None,
               curated: str = "", pool: str = "", eval_uri: str = "", method: str | None = None,
               pushgateway: str = "", run_id: str = "") -> dict:
-    C.load_config(preset, None, overrides)  # fail fast, with jestflow's message, on a bad key or value
+    cfg = C.load_config(preset, None, overrides)  # fail fast, with jestflow's message, on a bad key or value
     import kfp.local
 
     from jestflow_pipelines.jest_pipeline import jest_pipeline_cpu
@@ -31,7 +31,7 @@ def run_local(preset: str, overrides: list[str], out: str, data_dir: str | None 
     demo_dir = str(Path(data_dir or f"data/{preset}").resolve())
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(out_p / "kfp"),
                    raise_on_error=True)
-    method = method or C.load_config(preset, None, overrides).select.method
+    method = method or cfg.select.method
     t0 = time.time()
     task = jest_pipeline_cpu(curated_uri=curated, pool_uri=pool, eval_uri=eval_uri, demo_dir=demo_dir, preset=preset,
                              method=method, overrides=list(overrides), pushgateway_url=pushgateway)

@@ -70,6 +70,7 @@ def compare(runs: dict[str, dict], baseline: str = "uniform", metric: str = PRIM
 
 
 def total_flops(summary: dict) -> float:
+    """All compute behind a learner: its scoring, selection and training, plus the reference's."""
     return summary["flops_total"] + summary.get("reference_flops", 0.0) + summary.get("reference_scoring_flops", 0.0)
 
 

@@ -9,6 +9,7 @@ from . import storage
 from .data import ReadStats, iter_split
 from .evaluate import EvalSet, evaluate
 from .model import load_model
+from .report import total_flops  # noqa: F401  (kfp_steps and the CLI read it from here)
 from .scoring import ScoreCache, score_pool
 from .tokenizer import Tokenizer
 from .train import Callback, resolve_device, train
@@ -98,9 +99,6 @@ def offline_filter(cfg: C.Config, cache: ScoreCache | None):
     return lambda sample: sample.uid in uids
 
 
-def total_flops(summary: dict) -> float:
-    """All compute behind a learner: its scoring, selection and training, plus the reference's."""
-    return summary["flops_total"] + summary.get("reference_flops", 0.0) + summary.get("reference_scoring_flops", 0.0)
 
 
 def evaluate_model(cfg: C.Config, model_dir: str, eval_uri: str, out: str | None = None, metrics=None) -> dict:

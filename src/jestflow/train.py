@@ -170,10 +170,14 @@ class ScoreSelect:
         seconds = time.perf_counter() - t0
         d = self.cfg.model.embed_dim
         n_models = (learner is not None) + (ref is not None)
-        # Chunk blocks: per model two N x c products per chunk; sum over chunks gives 2 * 2*N*b*d.
-        sel_flops = n_models * 4.0 * n * b * d
+        sel_flops = selection_flops(n, b, d, n_models)
         info = {"chosen_diag": sel.chosen_diag, "pool_diag": sel.pool_diag, "chosen_score": sel.chosen_score}
         return Picked(batch.take(sel.indices), scoring_flops, sel_flops, seconds, info)
+
+
+def selection_flops(n: int, b: int, d: int, n_models: int) -> float:
+    """Chunked selection: per model two N x c block products per chunk; over all chunks 2 * 2*N*b*d."""
+    return n_models * 4.0 * n * b * d
 
 
 def make_selector(cfg: C.Config, cache: ScoreCache | None):
@@ -373,7 +377,6 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
 
     save_model(model, storage.join(out_dir, "model.pt"))
     tokenizer.save(storage.join(out_dir, "tokenizer.json"))
-    storage.write_bytes(storage.join(out_dir, "config.yaml"), C.dump(cfg).encode())
     trained = sum(state["noise"].values())
     summary = {
         "stage": stage, "method": method, "steps": state["step"], "batch_size": t.batch_size,

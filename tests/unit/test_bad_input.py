@@ -1,32 +1,19 @@
 """Every kind of bad input gives a clear error naming the file, uid or value, and leaves no output
 that looks complete; per-sample problems are skipped, counted and reported instead."""
 
-import io
 import json
 import random
 import shutil
 import signal
-import tarfile
 
 import pytest
+
+from shards import members, write_tar
 
 from jestflow.cli import main
 from jestflow.data import ReadStats, iter_shard
 
 SMOKE = ["--preset", "smoke", "--quiet"]
-
-
-def members(path):
-    with tarfile.open(path) as t:
-        return [(m.name, t.extractfile(m).read()) for m in t.getmembers()]
-
-
-def write_tar(path, items):
-    with tarfile.open(path, "w") as tar:
-        for name, data in items:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
 
 
 def pool_copy(root, tmp_path):

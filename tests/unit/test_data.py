@@ -1,8 +1,9 @@
 import io
-import tarfile
 
 import numpy as np
 import pytest
+
+from shards import write_tar
 
 from jestflow.data import ReadStats, ShardWriter, iter_shard, iter_split, stream
 
@@ -16,12 +17,6 @@ def write_split(folder, n=30, shard_size=10, prefix="s"):
     return folder
 
 
-def raw_tar(path, members):
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
 
 
 def png_bytes():
@@ -84,7 +79,7 @@ def test_stream_holds_only_a_bounded_buffer(tmp_path):
 def test_bad_samples_are_skipped_and_counted(tmp_path, members, reason):
     members = [(n, png_bytes() if d == "PNG" else d) for n, d in members]
     good = [("b.png", png_bytes()), ("b.txt", b"fine")]
-    raw_tar(tmp_path / "x.tar", members + good)
+    write_tar(tmp_path / "x.tar", members + good)
     stats = ReadStats(max_bad_fraction=1.0)
     assert [s.uid for s in iter_shard(str(tmp_path / "x.tar"), stats)] == ["b"]
     assert stats.skipped == {reason: 1} and stats.samples == 1
@@ -92,13 +87,13 @@ def test_bad_samples_are_skipped_and_counted(tmp_path, members, reason):
 
 @pytest.mark.parametrize("name", ["/etc/a.png", "../a.png", "x/../../a.png"])
 def test_unsafe_member_names_are_refused(tmp_path, name):
-    raw_tar(tmp_path / "x.tar", [(name, png_bytes())])
+    write_tar(tmp_path / "x.tar", [(name, png_bytes())])
     with pytest.raises(ValueError, match="unsafe tar member"):
         list(iter_shard(str(tmp_path / "x.tar")))
 
 
 def test_duplicate_uid_names_file_and_uid(tmp_path):
-    raw_tar(tmp_path / "x.tar", [("a.png", png_bytes()), ("a.txt", b"1"), ("b.txt", b"2"), ("a.png", png_bytes())])
+    write_tar(tmp_path / "x.tar", [("a.png", png_bytes()), ("a.txt", b"1"), ("b.txt", b"2"), ("a.png", png_bytes())])
     with pytest.raises(ValueError, match=r"x\.tar: duplicate uid 'a'"):
         list(iter_shard(str(tmp_path / "x.tar"), ReadStats(max_bad_fraction=1.0)))
 
@@ -115,7 +110,7 @@ def test_too_many_bad_samples_fail_loudly(tmp_path):
     members = []
     for i in range(120):
         members += [(f"u{i}.png", png_bytes() if i % 2 else b"junk"), (f"u{i}.txt", b"c")]
-    raw_tar(tmp_path / "x.tar", members)
+    write_tar(tmp_path / "x.tar", members)
     with pytest.raises(ValueError, match="too many bad samples"):
         list(iter_shard(str(tmp_path / "x.tar"), ReadStats(max_bad_fraction=0.1)))
 

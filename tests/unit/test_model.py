@@ -33,10 +33,11 @@ def test_two_tower_shapes_and_save_load(tmp_path, loss):
 
 
 def test_padding_does_not_change_text_embedding():
+    """Padding is masked out of attention and pooling: the same caption with or without 5 pad tokens."""
     m = TwoTower(ModelConfig(context_length=8), vocab_size=10).eval()
-    a = m.encode_text(torch.tensor([[3, 4, 2, 0, 0, 0, 0, 0]]))
-    b = m.encode_text(torch.tensor([[3, 4, 2, 0, 0, 0, 0, 0]]))
-    torch.testing.assert_close(a, b)
+    padded = m.encode_text(torch.tensor([[3, 4, 2, 0, 0, 0, 0, 0]]))
+    bare = m.encode_text(torch.tensor([[3, 4, 2]]))
+    torch.testing.assert_close(padded, bare)
 
 
 def test_flops_scale_with_size():
@@ -67,6 +68,8 @@ def test_patch_stride_keeps_a_quarter_of_the_patches():
     full, coarse = m.encode_image(images), m.encode_image(images, patch_stride=2)
     assert full.shape == coarse.shape and not torch.allclose(full, coarse)
     grid = cfg.image_size // cfg.patch_size
-    f1, f2 = m.flops_per_example(), m.flops_per_example(2)
-    text = m.flops_per_example() - m.flops_per_example(grid)  # rough: image tower cost dominates the gap
-    assert f2 < f1 and text > 0
+    # everything but the transformer blocks over patch tokens is the same at every stride; with one
+    # token left (stride = grid) only that fixed part and one token remain
+    floor = m.flops_per_example(grid)
+    ratio = (m.flops_per_example(2) - floor) / (m.flops_per_example() - floor)
+    assert 0.15 < ratio < 0.25  # 16 of 64 tokens; attention's quadratic term pulls it under 1/4
