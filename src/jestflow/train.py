@@ -31,7 +31,7 @@ from tqdm import tqdm
 from .progress import show_progress
 
 from . import config as C
-from . import storage
+from . import distributed, storage
 from .data import ReadStats, Sample, stream
 from .evaluate import EvalSet, _autocast, evaluate
 from .losses import batch_loss
@@ -128,7 +128,7 @@ class TakeAll:
     def super_batch(self, b: int) -> int:
         return b
 
-    def __call__(self, model, batch, generator, device) -> Picked:
+    def __call__(self, model, batch, generator, device, dist=distributed.Dist()) -> Picked:
         return Picked(batch)
 
 
@@ -149,17 +149,21 @@ class ScoreSelect:
         return self.cfg.super_batch_size()
 
     @torch.no_grad()
-    def __call__(self, model: TwoTower, batch: Batch, generator, device) -> Picked:
+    def __call__(self, model: TwoTower, batch: Batch, generator, device,
+                 dist: distributed.Dist = distributed.Dist()) -> Picked:
         s, b = self.cfg.select, self.cfg.learner.batch_size
         n = len(batch)
         learner = None
         scoring_flops = 0.0
         if self.needs_learner:
+            # Each rank embeds its share of the super-batch; the gathered embeddings are the whole's.
+            mine = dist.split(n, "super-batch size")
             model.eval()
             with _autocast(device):
-                u, v = model(batch.images.to(device), batch.tokens.to(device), self.stride)
+                u, v = model(batch.images[mine].to(device), batch.tokens[mine].to(device), self.stride)
             model.train()
-            learner = Embeds(u.float(), v.float(), model.log_t.detach().float(), model.bias.detach().float())
+            u, v = dist.gather(u.float()), dist.gather(v.float())
+            learner = Embeds(u, v, model.log_t.detach().float(), model.bias.detach().float())
             scoring_flops = model.flops_per_example(self.stride) * n
         ref = self.cache.lookup(batch.uids, device) if self.cache is not None else None
         t0 = time.perf_counter()
@@ -232,6 +236,28 @@ class _Preempted(Exception):
     pass
 
 
+class TrainForward(torch.nn.Module):
+    """The training step's forward, as one module call (what DDP wraps).
+
+    `parts` are (images, tokens, patch_stride) groups: one group normally, two under Flexi-JEST (full
+    resolution and the coarse view). Returns each group's image and text embeddings."""
+
+    def __init__(self, model: TwoTower):
+        super().__init__()
+        self.model = model
+
+    def forward(self, parts: list[tuple[torch.Tensor, torch.Tensor, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(self.model.encode_image(i, stride), self.model.encode_text(tok)) for i, tok, stride in parts]
+
+
+def train_groups(n: int, flexi: int) -> list[tuple[slice, int]]:
+    """The sub-batch's rows by patch stride: all at full resolution, or (Flexi-JEST) the first half
+    at full resolution and the second at the coarse stride."""
+    if flexi > 1:
+        return [(slice(0, n // 2), 1), (slice(n // 2, n), flexi)]
+    return [(slice(0, n), 1)]
+
+
 def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tokenizer,
           cache: ScoreCache | None = None, eval_uri: str | None = None, callbacks: list[Callback] = (),
           progress: bool = True, extra_summary: dict | None = None,
@@ -242,7 +268,7 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
     t = cfg.reference if stage == "reference" else cfg.learner
     selector = TakeAll() if stage == "reference" else make_selector(cfg, cache)
     method = "reference" if stage == "reference" else selector.name
-    device = resolve_device(t.device)
+    dist, device = distributed.setup(resolve_device(t.device))
     if t.threads:
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
@@ -253,6 +279,9 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
     ev = EvalSet.load(eval_uri, cfg.model.image_size, t.max_bad_fraction) if eval_uri and t.eval_every else None
     N = selector.super_batch(t.batch_size)
     flexi = cfg.select.flexi_stride if method == "flexi-jest" else 1
+    groups = train_groups(t.batch_size, flexi)
+    for rows, _ in groups:  # fail before training if a group cannot be split evenly over the ranks
+        dist.split(rows.stop - rows.start, "batch size" if flexi == 1 else "half the batch size (Flexi-JEST)")
 
     state = {"step": 0, "consumed": 0, "flops": Counter(), "noise": Counter(), "curve": [], "seconds": 0.0,
              "uid_segments": []}
@@ -277,8 +306,15 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
         next(samples)
     batches = Prefetcher(make_batches(samples, N, tokenizer))
     uid_log: list[dict] = []
+    forward = TrainForward(model)
+    if dist.active:  # averages gradients over ranks; identical initial weights are broadcast from rank 0
+        forward = torch.nn.parallel.DistributedDataParallel(
+            forward, device_ids=[dist.local_rank] if device.startswith("cuda") else None)
+    callbacks = callbacks if dist.main else ()  # one rank reports, checkpoints and evaluates
 
     def checkpoint():
+        if not dist.main:
+            return
         seg = storage.join(out_dir, "uids", f"steps-{state['step'] - len(uid_log):07d}-{state['step'] - 1:07d}.jsonl.gz")
         if uid_log:
             storage.write_bytes(seg, gzip.compress("".join(json.dumps(r) + "\n" for r in uid_log).encode()))
@@ -297,8 +333,8 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
         preempted["flag"] = True
 
     old = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() else None
-    bar = tqdm(total=t.steps, initial=state["step"], desc=f"{stage}:{method}", unit="step", disable=not show_progress(progress),
-               mininterval=1.0)
+    bar = tqdm(total=t.steps, initial=state["step"], desc=f"{stage}:{method}", unit="step",
+               disable=not (show_progress(progress) and dist.main), mininterval=1.0)
     t_start = time.time() - state["seconds"]
     for cb in callbacks:
         cb.on_start(stage, method)
@@ -310,16 +346,20 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
                 batch = next(batches)
             except StopIteration:
                 raise ValueError(f"{data_uri}: ran out of samples") from None
-            picked = selector(model, batch, gen, device)
+            picked = selector(model, batch, gen, device, dist)
             chosen = picked.batch
+            # This rank's share of each group; the gathered embeddings (with gradient) are the whole
+            # sub-batch's, in single-process order, so the loss is the full-batch loss on every rank.
+            parts = []
+            for rows, stride in groups:
+                mine = dist.split(rows.stop - rows.start, "batch size")
+                idx = torch.arange(rows.start, rows.stop)[mine]
+                parts.append((chosen.images[idx].to(device, non_blocking=True),
+                              chosen.tokens[idx].to(device, non_blocking=True), stride))
             with _autocast(device):
-                images = chosen.images.to(device, non_blocking=True)
-                txt = model.encode_text(chosen.tokens.to(device, non_blocking=True))
-                if flexi > 1:  # Flexi-JEST: half the batch at full resolution, half at the coarse stride
-                    h = len(chosen) // 2
-                    img = torch.cat([model.encode_image(images[:h]), model.encode_image(images[h:], flexi)])
-                else:
-                    img = model.encode_image(images)
+                out = forward(parts)
+                img = torch.cat([dist.gather_with_grad(i) for i, _ in out])
+                txt = torch.cat([dist.gather_with_grad(x) for _, x in out])
                 loss = batch_loss(cfg.model.loss, img, txt, model.log_t, model.bias)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -354,7 +394,7 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
             if step % t.log_every == 0:
                 bar.set_postfix(loss=f"{lossf:.3f}")
             last = state["step"] == t.steps
-            if ev is not None and (state["step"] % t.eval_every == 0 or last):
+            if ev is not None and dist.main and (state["step"] % t.eval_every == 0 or last):
                 m = evaluate(model, tokenizer, ev, cfg.eval.batch_size, device)
                 point = {"step": state["step"], "flops": sum(fl.values()), **m,
                          "noise_window": dict(state.pop("noise_window", {}))}
@@ -362,9 +402,10 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
                 for cb in callbacks:
                     cb.on_eval(stage, method, point)
             state["seconds"] = time.time() - t_start
-            if state["step"] % t.checkpoint_every == 0 or last or preempted["flag"]:
+            stop = dist.any(preempted["flag"])  # torchrun forwards SIGTERM to every rank; agree anyway
+            if state["step"] % t.checkpoint_every == 0 or last or stop:
                 checkpoint()
-            if preempted["flag"] and not last:
+            if stop and not last:
                 raise _Preempted
     except _Preempted:
         bar.close()
@@ -375,8 +416,6 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
         if old is not None:
             signal.signal(signal.SIGTERM, old)
 
-    save_model(model, storage.join(out_dir, "model.pt"))
-    tokenizer.save(storage.join(out_dir, "tokenizer.json"))
     trained = sum(state["noise"].values())
     summary = {
         "stage": stage, "method": method, "steps": state["step"], "batch_size": t.batch_size,
@@ -384,10 +423,14 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
         "flops_total": float(sum(state["flops"].values())), "forward_flops_per_example": fwd,
         "noise_mix": {k: v / trained for k, v in sorted(state["noise"].items())} if trained else {},
         "clean_fraction": state["noise"].get("clean", 0) / trained if trained else float("nan"),
-        "skipped": dict(stats.skipped), "wall_seconds": state["seconds"], "device": device,
+        "skipped": dict(stats.skipped), "wall_seconds": state["seconds"], "device": device, "world_size": dist.world,
         "curve": state["curve"], "uid_log": state["uid_segments"], **(extra_summary or {}),
     }
-    storage.write_json(storage.join(out_dir, "train.json"), summary)
+    if dist.main:
+        save_model(model, storage.join(out_dir, "model.pt"))
+        tokenizer.save(storage.join(out_dir, "tokenizer.json"))
+        storage.write_json(storage.join(out_dir, "train.json"), summary)
+    dist.barrier()  # the other ranks return once rank 0's outputs exist
     for cb in callbacks:
         cb.on_end(stage, method, summary)
     return summary
