@@ -13,6 +13,7 @@ from kfp.dsl import Artifact, Markdown
 from jestflow_components.evaluate.component import evaluate
 from jestflow_components.prepare.component import prepare
 from jestflow_components.report.component import report
+from jestflow_components.merge_scores.component import merge_scores
 from jestflow_components.score.component import score
 from jestflow_components.train_learner.component import train_learner
 from jestflow_components.train_reference.component import train_reference
@@ -58,20 +59,26 @@ def build(gpu: bool = True):
         seed: int = 0,
         overrides: list = [],
         pushgateway_url: str = "",
+        score_workers: int = 4,
     ) -> NamedTuple("Outputs", summary=Artifact, report=Markdown):
         # Cheap and reads external state (data URIs, the demo folder): never cached.
         prep = _common(prepare(curated_uri=curated_uri, pool_uri=pool_uri, eval_uri=eval_uri, demo_dir=demo_dir,
                                preset=preset, model_size=model_size, reference_steps=reference_steps, steps=steps,
                                batch_size=batch_size, filter_ratio=filter_ratio, n_chunks=n_chunks, seed=seed,
-                               overrides=overrides), "1", "4Gi", cache=False).set_display_name("prepare")
+                               overrides=overrides, score_workers=score_workers), "1", "4Gi", cache=False).set_display_name("prepare")
         cfg = prep.outputs["config"]
         # Metrics of every stage go to the Pushgateway grouped by this run's id (empty URL: no pushes).
         mon = {"pushgateway": pushgateway_url, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
         # Expensive and deterministic given config and data: cached, so re-runs reuse the reference.
         ref = _accelerated(train_reference(config=cfg, curated_uri=prep.outputs["curated"], **mon), gpu, "4", "16Gi",
                            cache=True).set_display_name("train reference")
-        scr = _accelerated(score(config=cfg, reference=ref.outputs["reference"], pool_uri=prep.outputs["pool"], **mon),
-                           gpu, "4", "16Gi", cache=True).set_display_name("score pool")
+        # Scoring fans out over pool shards (one branch per worker), then the partial caches merge.
+        with dsl.ParallelFor(items=prep.outputs["score_parts"], name="score-shards") as part:
+            part_task = _accelerated(score(config=cfg, reference=ref.outputs["reference"], pool_uri=prep.outputs["pool"],
+                                           part=part, parts=score_workers, **mon),
+                                     gpu, "4", "16Gi", cache=True).set_display_name("score pool shards")
+        scr = _common(merge_scores(parts=dsl.Collected(part_task.outputs["scores"]), pool_uri=prep.outputs["pool"]),
+                      "1", "4Gi", cache=True).set_display_name("merge scores")
         # Learners are the measurement: not cached, so each submitted run trains afresh. Three of them:
         # the chosen method, uniform at equal iterations, and uniform at equal total FLOPs.
         def learner(meth, match_flops: bool, label: str):

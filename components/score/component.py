@@ -5,9 +5,11 @@ from jestflow_components.image import GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def score(config: Input[Artifact], reference: Input[Model], pool_uri: str, scores: Output[Dataset], pushgateway: str,
-          run_id: str):
-    """Stage 2: run the reference once over the pool; cache embeddings and losses by uid."""
+def score(config: Input[Artifact], reference: Input[Model], pool_uri: str, part: int, parts: int,
+          scores: Output[Dataset], pushgateway: str, run_id: str):
+    """Stage 2, one branch of the fan-out: the reference over pool shards part, part + parts, ...;
+    embeddings and losses cached by uid, one score file per pool shard."""
     from jestflow import kfp_steps
 
-    kfp_steps.score(config, reference, pool_uri, scores, pushgateway, run_id)
+    kfp_steps.score(config, reference, pool_uri, part, parts, scores, pushgateway, run_id)
+

@@ -28,8 +28,10 @@ def _knob_overrides(model_size: str, reference_steps: int, steps: int, batch_siz
 
 def prepare(curated_uri: str, pool_uri: str, eval_uri: str, demo_dir: str, preset: str, model_size: str,
             reference_steps: int, steps: int, batch_size: int, filter_ratio: float, n_chunks: int, seed: int,
-            overrides: list, config_out) -> tuple[str, str, str]:
-    """Resolve and validate the configuration; write the demo data when no data URIs are given."""
+            overrides: list, config_out, score_workers: int = 1) -> tuple[str, str, str, list[int]]:
+    """Resolve and validate the configuration; write the demo data when no data URIs are given.
+
+    Returns the three data URIs and the scoring fan-out's items (`score_parts`)."""
     cfg = C.load_config(preset, None, _knob_overrides(model_size, reference_steps, steps, batch_size, filter_ratio,
                                                       n_chunks, seed, overrides))
     os.makedirs(os.path.dirname(config_out.path) or ".", exist_ok=True)
@@ -37,15 +39,15 @@ def prepare(curated_uri: str, pool_uri: str, eval_uri: str, demo_dir: str, prese
     given = [u for u in (curated_uri, pool_uri, eval_uri) if u]
     if given and len(given) != 3:
         raise ValueError("give all three of curated_uri, pool_uri and eval_uri, or none (demo data)")
-    if given:
-        return curated_uri, pool_uri, eval_uri
-    if not demo_dir:
-        raise ValueError("no data URIs and no demo_dir: nowhere to put the demo data")
-    from .demo import demo_complete, make_demo
+    if not given:
+        if not demo_dir:
+            raise ValueError("no data URIs and no demo_dir: nowhere to put the demo data")
+        from .demo import demo_complete, make_demo
 
-    if not demo_complete(demo_dir):
-        make_demo(demo_dir, cfg.demo)
-    return (storage.join(demo_dir, "curated"), storage.join(demo_dir, "pool"), storage.join(demo_dir, "eval"))
+        if not demo_complete(demo_dir):
+            make_demo(demo_dir, cfg.demo)
+        curated_uri, pool_uri, eval_uri = (storage.join(demo_dir, s) for s in ("curated", "pool", "eval"))
+    return curated_uri, pool_uri, eval_uri, score_parts(pool_uri, score_workers)
 
 
 def _load(config_path: str, method: str | None = None) -> C.Config:
@@ -80,10 +82,35 @@ def train_reference(config, curated_uri: str, reference, metrics, pushgateway: s
     _log(metrics, {"steps": s["steps"], "flops_total": s["flops_total"], "wall_seconds": s["wall_seconds"]})
 
 
-def score(config, reference, pool_uri: str, scores, pushgateway: str = "", run_id: str = "") -> None:
-    idx = stages.score(_load(config.path), reference.path, pool_uri, scores.path,
+def score_parts(pool_uri: str, workers: int) -> list[int]:
+    """The scoring fan-out's items: one per worker, never more than the pool has shards."""
+    from .data import list_shards
+
+    if workers < 1:
+        raise ValueError(f"score_workers = {workers} must be at least 1")
+    return list(range(min(workers, len(list_shards(pool_uri)))))
+
+
+def score(config, reference, pool_uri: str, part: int, parts: int, scores, pushgateway: str = "",
+          run_id: str = "") -> None:
+    """One branch of the scoring fan-out: the reference over pool shards part, part + parts, ..."""
+    from .data import list_shards
+    from .scoring import part_shards
+
+    part, parts = int(part), int(parts)  # a loop item can arrive as a float
+    shards = part_shards(list_shards(pool_uri), part, parts)
+    idx = stages.score(_load(config.path), reference.path, pool_uri, scores.path, shards=shards,
                        metrics=_stage_metrics("score", "reference", run_id, pushgateway))
-    scores.metadata.update({"n": idx["n"], "shards": len(idx["shards"]), "skipped": sum(idx["skipped"].values())})
+    scores.metadata.update({"n": idx["n"], "shards": len(idx["shards"]), "part": part, "parts": parts})
+
+
+def merge_scores(parts: list, pool_uri: str, scores) -> None:
+    """Join the fan-out's partial caches into the one cache the learners read."""
+    from .scoring import merge_caches
+
+    idx = merge_caches([p.path for p in parts], pool_uri, scores.path)
+    scores.metadata.update({"n": idx["n"], "shards": len(idx["shards"]), "parts": len(parts),
+                            "skipped": sum(idx["skipped"].values())})
 
 
 def matched_steps(cfg: C.Config, scores_path: str) -> int:

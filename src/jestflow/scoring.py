@@ -115,6 +115,66 @@ def score_pool(model: TwoTower, tokenizer: Tokenizer, pool_uri: str, cache_uri: 
     return index
 
 
+def part_shards(shards: list[str], part: int, parts: int) -> list[str]:
+    """Part `part` of `parts` of the pool's shards (round robin over the sorted list): the unit of
+    the pipeline's scoring fan-out."""
+    if not 0 <= part < parts:
+        raise ValueError(f"score part {part} is not in 0..{parts - 1}")
+    mine = shards[part::parts]
+    if not mine:
+        raise ValueError(f"score part {part} of {parts} has no shards (the pool has {len(shards)})")
+    return mine
+
+
+def merge_caches(part_uris: list[str], pool_uri: str, out_uri: str) -> dict:
+    """Merge the partial caches written by a scoring fan-out into one cache for `pool_uri`.
+
+    Parts must come from the same reference, cover every pool shard exactly once, and agree on the
+    model facts; anything else is an error naming the part. Score files are copied, the index is
+    written last (a cache without index.json is not a cache)."""
+    indexes = []
+    for uri in part_uris:
+        index_uri = storage.join(uri, "index.json")
+        if not storage.exists(index_uri):
+            raise ValueError(f"{uri}: score part has no index.json (did that part finish?)")
+        indexes.append((uri, storage.read_json(index_uri)))
+    if not indexes:
+        raise ValueError("no score parts to merge")
+    first_uri, first = indexes[0]
+    facts = ("format", "loss", "embed_dim", "log_t", "bias", "reference")
+    owner: dict[str, str] = {}
+    entries: dict[str, dict] = {}
+    for uri, idx in indexes:
+        for k in facts:
+            if idx.get(k) != first.get(k):
+                raise ValueError(f"score parts disagree on {k}: {first_uri} has {first.get(k)!r}, {uri} has {idx.get(k)!r}")
+        for e in idx["shards"]:
+            if e["shard"] in owner:
+                raise ValueError(f"shard {e['shard']} scored twice: in {owner[e['shard']]} and {uri}")
+            owner[e["shard"]], entries[e["shard"]] = uri, e
+    pool = [storage.basename(s) for s in list_shards(pool_uri)]
+    missing = [s for s in pool if s not in entries]
+    if missing or len(entries) != len(pool):
+        raise ValueError(f"score parts do not cover pool {pool_uri}: not scored {missing[:3]}, "
+                         f"not in pool {sorted(set(entries) - set(pool))[:3]}")
+    for name in pool:
+        e = entries[name]
+        src = storage.join(owner[name], e["file"])
+        with storage.open_read(src) as f:
+            storage.write_bytes(storage.join(out_uri, e["file"]), f.read())
+    with storage.open_read(storage.join(first_uri, "tokenizer.json")) as f:
+        storage.write_bytes(storage.join(out_uri, "tokenizer.json"), f.read())
+    skipped: dict[str, int] = {}
+    for _, idx in indexes:
+        for k, v in idx.get("skipped", {}).items():
+            skipped[k] = skipped.get(k, 0) + v
+    index = {**first, "pool": pool_uri, "shards": [entries[s] for s in pool], "n": sum(entries[s]["n"] for s in pool),
+             "skipped": skipped, "scoring_flops": sum(idx.get("scoring_flops", 0.0) for _, idx in indexes),
+             "seconds": max(idx.get("seconds", 0.0) for _, idx in indexes), "parts": len(indexes)}
+    storage.write_json(storage.join(out_uri, "index.json"), index)
+    return index
+
+
 class ScoreCache:
     """The reference's cached embeddings, looked up by uid."""
 

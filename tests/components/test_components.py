@@ -26,7 +26,8 @@ def top_level_imports(path: Path) -> set:
 
 
 def test_expected_components_exist():
-    assert {p.name for p in COMPONENT_DIRS} == {"prepare", "train_reference", "score", "train_learner", "evaluate",
+    assert {p.name for p in COMPONENT_DIRS} == {"prepare", "train_reference", "score", "merge_scores", "train_learner",
+                                                 "pytorchjob", "evaluate",
                                                  "report"}
 
 

@@ -36,12 +36,22 @@ def test_committed_yaml_matches_source(fresh, name):
 
 
 def tasks(spec):
-    return spec["root"]["dag"]["tasks"]
+    """Every task, the ones inside loops (ParallelFor sub-DAGs) included."""
+    out = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        out.update(comp.get("dag", {}).get("tasks", {}))
+    return out
 
 
 def executor(spec, task_name):
     comp = tasks(spec)[task_name]["componentRef"]["name"]
+    if "dag" in spec["components"][comp]:
+        return None  # a loop: no container of its own
     return spec["deploymentSpec"]["executors"][spec["components"][comp]["executorLabel"]]
+
+
+def containers(spec):
+    return {t: task for t, task in tasks(spec).items() if executor(spec, t) is not None}
 
 
 TRAINING = ["train-reference", "score", "train-learner", "train-learner-2", "train-learner-3"]
@@ -56,13 +66,13 @@ def test_gpu_variant_requests_gpus_on_training_and_scoring(fresh):
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s[ex]["tolerations"]
         assert k8s[ex]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
         assert tasks(spec)[t]["retryPolicy"]["maxRetryCount"] == 3
-    for t in ("prepare", "evaluate", "report"):
+    for t in ("prepare", "merge-scores", "evaluate", "report"):
         assert "accelerator" not in executor(spec, t)["container"].get("resources", {}), t
 
 
 def test_cpu_variant_requests_no_gpu(fresh):
     spec, k8s = docs(fresh / "jest_pipeline_cpu.yaml")
-    for t in tasks(spec):
+    for t in containers(spec):
         assert "accelerator" not in executor(spec, t)["container"].get("resources", {}), t
     assert all("tolerations" not in e for e in k8s.values())
 
@@ -70,14 +80,14 @@ def test_cpu_variant_requests_no_gpu(fresh):
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_every_task_sets_requests_mounts_data_and_chooses_caching(fresh, name):
     spec, k8s = docs(fresh / name)
-    for t, task in tasks(spec).items():
+    for t, task in containers(spec).items():
         res = executor(spec, t)["container"]["resources"]
         assert res["cpuRequest"] > 0 and res["memoryRequest"] > 0, t
         ex = spec["components"][task["componentRef"]["name"]]["executorLabel"]
         assert k8s[ex]["pvcMount"][0]["mountPath"] == "/data", t
         assert "cachingOptions" in task, t
-    caching = {t: task["cachingOptions"].get("enableCache", False) for t, task in tasks(spec).items()}
-    assert caching["train-reference"] and caching["score"] and caching["evaluate"]
+    caching = {t: task["cachingOptions"].get("enableCache", False) for t, task in containers(spec).items()}
+    assert caching["train-reference"] and caching["score"] and caching["merge-scores"] and caching["evaluate"]
     assert not caching["prepare"] and not caching["train-learner"] and not caching["report"]
 
 
@@ -94,9 +104,19 @@ def test_scoring_output_feeds_the_learners(fresh):
     spec, _ = docs(fresh / "jest_pipeline.yaml")
     for t in ("train-learner", "train-learner-2", "train-learner-3"):
         scores = tasks(spec)[t]["inputs"]["artifacts"]["scores"]["taskOutputArtifact"]
-        assert scores == {"outputArtifactKey": "scores", "producerTask": "score"}
+        assert scores == {"outputArtifactKey": "scores", "producerTask": "merge-scores"}
         assert tasks(spec)[t]["inputs"]["artifacts"]["reference"]["taskOutputArtifact"]["producerTask"] == "train-reference"
-    assert tasks(spec)["score"]["inputs"]["artifacts"]["reference"]["taskOutputArtifact"]["producerTask"] == "train-reference"
+    assert tasks(spec)["score"]["inputs"]["artifacts"]["reference"]["componentInputArtifact"].startswith("pipelinechannel--train-reference")
+
+
+def test_scoring_fans_out_over_shards_and_merges(fresh):
+    spec, _ = docs(fresh / "jest_pipeline.yaml")
+    name, loop = next((n, t) for n, t in tasks(spec).items() if "parameterIterator" in t)
+    assert loop["taskInfo"]["name"] == "score-shards"
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("prepare-score_parts")
+    assert tasks(spec)["score"]["inputs"]["parameters"]["part"]["componentInputParameter"].startswith("pipelinechannel--prepare-score_parts-loop-item")
+    merged = tasks(spec)["merge-scores"]["inputs"]["artifacts"]["parts"]
+    assert merged["taskOutputArtifact"]["producerTask"] == name
     rep = tasks(spec)["report"]["inputs"]["artifacts"]
     assert {a["taskOutputArtifact"]["producerTask"] for a in rep.values()} >= {"evaluate", "evaluate-2", "evaluate-3"}
 
