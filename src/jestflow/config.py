@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from . import storage
 from .demo import DemoConfig
 
 METHODS = ("jest", "uniform", "independent", "easy-reference", "hard-learner", "flexi-jest",
@@ -226,7 +227,7 @@ def load_config(preset: str | None = "demo", file: str | None = None, overrides:
         cfg = _merge(cfg, load_preset(preset))
     if file:
         try:
-            with open(file) as f:
+            with storage.open_read(file) as f:  # local path or gs:// (a PyTorchJob reads its config artifact)
                 data = yaml.safe_load(f) or {}
         except FileNotFoundError:
             raise ValueError(f"config file not found: {file}") from None

@@ -162,3 +162,49 @@ def report(named: dict, report_md, summary) -> None:
         storage.write_bytes(report_md.path, inline_images(f.read().decode(), summary.path).encode())
     summary.metadata.update({"runs": list(named)})
     return results
+
+
+SHARED_ROOTS = ("gs://", "/data/")  # what every pod of a PyTorchJob reaches: GCS and the data volume
+
+
+def _shared_uri(artifact, what: str, roots=SHARED_ROOTS) -> str:
+    """Where the PyTorchJob's pods reach an artifact: its remote URI (gs://) or a path on the data volume."""
+    uri = artifact.uri
+    if uri.startswith(tuple(roots)):
+        return uri
+    raise ValueError(f"{what} artifact lives at {uri!r}, which the PyTorchJob's pods cannot reach; "
+                     "use a gs:// pipeline root (or paths under /data) for multi-node training")
+
+
+def train_learner_pytorchjob(config, method: str, pool_uri: str, eval_uri: str, scores, reference, model, metrics,
+                             nodes: int, gpus_per_node: int, image: str, namespace: str = "",
+                             pushgateway: str = "", run_id: str = "", api=None, poll_seconds: float = 15.0,
+                             shared_roots=SHARED_ROOTS) -> dict:
+    """Stage 3 on several nodes: a Kubeflow Training Operator PyTorchJob runs `torchrun -m jestflow train`.
+
+    `api` is a `kubernetes.client.CustomObjectsApi` (default: in-cluster configuration)."""
+    from . import pytorchjob
+
+    cfg_uri, out = _shared_uri(config, "config", shared_roots), _shared_uri(model, "model", shared_roots)
+    args = ["-m", "jestflow", "train", "--method", method, "--data", pool_uri, "--eval", eval_uri,
+            "--scores", _shared_uri(scores, "scores", shared_roots),
+            "--tokenizer-from", _shared_uri(reference, "reference", shared_roots),
+            "--out", out, "--preset", "", "--config", cfg_uri, "--quiet"]
+    if pushgateway:
+        args += ["--pushgateway", pushgateway, "--run-id", run_id]
+    name = f"jestflow-{(run_id or 'run')[:36]}-{method}".lower().replace("_", "-")[:63].rstrip("-")
+    spec = pytorchjob.JobSpec(name=name, namespace=namespace or pytorchjob.current_namespace(), image=image,
+                              args=args, nodes=nodes, gpus_per_node=gpus_per_node)
+    if api is None:
+        from kubernetes import client
+        from kubernetes import config as kube_config
+
+        kube_config.load_incluster_config()
+        api = client.CustomObjectsApi()
+    pytorchjob.run(api, pytorchjob.render(spec), poll_seconds=poll_seconds)
+    s = storage.read_json(storage.join(out, "train.json"))
+    model.metadata.update({"method": s["method"], "label": method, "steps": s["steps"], "nodes": nodes,
+                           "world_size": s.get("world_size", 1), "pytorchjob": name})
+    _log(metrics, {"steps": s["steps"], "flops_total": stages.total_flops(s), "clean_fraction": s["clean_fraction"],
+                   "wall_seconds": s["wall_seconds"]})
+    return s
