@@ -8,9 +8,10 @@ import sys
 
 from kfp import compiler
 
-from jestflow_pipelines.jest_pipeline import jest_pipeline, jest_pipeline_cpu
+from jestflow_pipelines.jest_pipeline import jest_pipeline, jest_pipeline_cpu, jest_pipeline_multinode
 
-TARGETS = {"jest_pipeline.yaml": jest_pipeline, "jest_pipeline_cpu.yaml": jest_pipeline_cpu}
+TARGETS = {"jest_pipeline.yaml": jest_pipeline, "jest_pipeline_cpu.yaml": jest_pipeline_cpu,
+           "jest_pipeline_multinode.yaml": jest_pipeline_multinode}
 
 
 def compile_all(out_dir: str) -> list:

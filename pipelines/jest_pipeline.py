@@ -13,7 +13,9 @@ from kfp.dsl import Artifact, Markdown
 from jestflow_components.evaluate.component import evaluate
 from jestflow_components.prepare.component import prepare
 from jestflow_components.report.component import report
+from jestflow_components.image import GPU_IMAGE
 from jestflow_components.merge_scores.component import merge_scores
+from jestflow_components.pytorchjob.component import train_learner_pytorchjob
 from jestflow_components.score.component import score
 from jestflow_components.train_learner.component import train_learner
 from jestflow_components.train_reference.component import train_reference
@@ -37,8 +39,10 @@ def _accelerated(task, gpu: bool, cpu: str, memory: str, cache: bool):
         task.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0)
     return task
 
-def build(gpu: bool = True):
-    suffix = "" if gpu else "-cpu"
+def build(gpu: bool = True, multinode: bool = False):
+    """`multinode`: the curated learner trains as a Kubeflow Training Operator PyTorchJob over
+    `learner_nodes` x `gpus_per_node` ranks (needs a gs:// pipeline root; see docs/distributed.md)."""
+    suffix = "-multinode" if multinode else ("" if gpu else "-cpu")
 
     @dsl.pipeline(name=f"jestflow-jest{suffix}",
                   description="JEST data curation: reference -> score -> joint-selection learner vs uniform -> "
@@ -60,6 +64,8 @@ def build(gpu: bool = True):
         overrides: list = [],
         pushgateway_url: str = "",
         score_workers: int = 4,
+        learner_nodes: int = 2,
+        gpus_per_node: int = 8,
     ) -> NamedTuple("Outputs", summary=Artifact, report=Markdown):
         # Cheap and reads external state (data URIs, the demo folder): never cached.
         prep = _common(prepare(curated_uri=curated_uri, pool_uri=pool_uri, eval_uri=eval_uri, demo_dir=demo_dir,
@@ -82,6 +88,18 @@ def build(gpu: bool = True):
         # Learners are the measurement: not cached, so each submitted run trains afresh. Three of them:
         # the chosen method, uniform at equal iterations, and uniform at equal total FLOPs.
         def learner(meth, match_flops: bool, label: str):
+            if multinode and not match_flops and label == "selected":
+                # Only the launcher runs in the pipeline's pod: small requests, no GPU; the job's pods train.
+                t = _common(train_learner_pytorchjob(config=cfg, method=meth, pool_uri=prep.outputs["pool"],
+                                                     eval_uri=prep.outputs["eval"], scores=scr.outputs["scores"],
+                                                     reference=ref.outputs["reference"], nodes=learner_nodes,
+                                                     gpus_per_node=gpus_per_node, image=GPU_IMAGE, namespace="",
+                                                     **mon), "1", "2Gi", cache=False)
+                t.set_display_name(f"learner: {label} (PyTorchJob)")
+                kubernetes.use_field_path_as_env(t, env_name="JESTFLOW_NAMESPACE", field_path="metadata.namespace")
+                e = _common(evaluate(config=cfg, model=t.outputs["model"], eval_uri=prep.outputs["eval"], **mon),
+                            "2", "8Gi", cache=True).set_display_name(f"evaluate: {label}")
+                return t.outputs["model"], e.outputs["results"]
             t = _accelerated(train_learner(config=cfg, method=meth, match_flops=match_flops,
                                            pool_uri=prep.outputs["pool"], eval_uri=prep.outputs["eval"],
                                            scores=scr.outputs["scores"], reference=ref.outputs["reference"], **mon),
@@ -103,3 +121,4 @@ def build(gpu: bool = True):
 
 jest_pipeline = build(gpu=True)
 jest_pipeline_cpu = build(gpu=False)
+jest_pipeline_multinode = build(gpu=True, multinode=True)

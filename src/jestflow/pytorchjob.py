@@ -145,7 +145,12 @@ def _message(e) -> str:
 
 
 def current_namespace(default: str = "kubeflow") -> str:
-    """The namespace this pod runs in (its service account's), else `default`."""
+    """The namespace this pod runs in ($JESTFLOW_NAMESPACE, set by the pipeline from the pod's own
+    metadata; else its service account's), else `default`."""
+    import os
+
+    if os.environ.get("JESTFLOW_NAMESPACE"):
+        return os.environ["JESTFLOW_NAMESPACE"]
     try:
         with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
             return f.read().strip() or default

@@ -152,3 +152,16 @@ def test_no_secrets_in_the_compiled_pipeline(fresh, name):
         assert needle not in text, needle
     spec, k8s = docs(fresh / name)
     assert all("secretAsEnv" not in e and "secretAsVolume" not in e for e in k8s.values())
+
+
+def test_multinode_variant_trains_the_curated_learner_as_a_pytorchjob(fresh):
+    spec, k8s = docs(fresh / "jest_pipeline_multinode.yaml")
+    comp = tasks(spec)["train-learner-pytorchjob"]["componentRef"]["name"]
+    ins = tasks(spec)["train-learner-pytorchjob"]["inputs"]["parameters"]
+    assert ins["nodes"] == {"componentInputParameter": "learner_nodes"}
+    assert ins["image"]["runtimeValue"]["constant"].endswith(f"-cuda:{__version__}")
+    assert "accelerator" not in executor(spec, "train-learner-pytorchjob")["container"].get("resources", {})
+    env = k8s[spec["components"][comp]["executorLabel"]]["fieldPathAsEnv"]
+    assert {"name": "JESTFLOW_NAMESPACE", "fieldPath": "metadata.namespace"} in env
+    # The two uniform baselines still train in-pipeline; every learner feeds an evaluation.
+    assert {"train-learner", "train-learner-2"} <= set(tasks(spec)) and "train-learner-3" not in tasks(spec)
