@@ -85,13 +85,15 @@ OVERLAY ?= kind
 deploy: ## kubectl apply -k manifests/overlays/OVERLAY (kind | gke-gpu)
 	kubectl apply -k manifests/overlays/$(OVERLAY)
 
-KFP_VERSION ?= 2.4.0
-kind-up: ## create the kind cluster, install KFP $(KFP_VERSION), load images, apply the kind overlay
+KFP_VERSION ?= 2.14.3
+kind-up: image-cpu ## create the kind cluster, install KFP $(KFP_VERSION), load images, apply the kind overlay
 	kind create cluster --config manifests/kind/cluster.yaml
 	kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=$(KFP_VERSION)"
 	kubectl wait --for condition=established --timeout=120s crd/applications.app.k8s.io
 	kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref=$(KFP_VERSION)"
-	kind load docker-image --name jestflow $(IMAGE):$(VERSION)
+	@# kind has no GPUs: the training steps' CUDA tag is served by the CPU image (its torch runs on CPU).
+	docker image inspect $(IMAGE)-cuda:$(VERSION) >/dev/null 2>&1 || docker tag $(IMAGE):$(VERSION) $(IMAGE)-cuda:$(VERSION)
+	kind load docker-image --name jestflow $(IMAGE):$(VERSION) $(IMAGE)-cuda:$(VERSION)
 	$(MAKE) deploy OVERLAY=kind
 	kubectl -n kubeflow wait --for=condition=available --timeout=900s deployment/ml-pipeline
 

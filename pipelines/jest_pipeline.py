@@ -63,7 +63,7 @@ def build(gpu: bool = True, multinode: bool = False):
         seed: int = 0,
         overrides: list = [],
         pushgateway_url: str = "",
-        score_workers: int = 4,
+        score_parts: list = [0, 1, 2, 3],
         learner_nodes: int = 2,
         gpus_per_node: int = 8,
     ) -> NamedTuple("Outputs", summary=Artifact, report=Markdown):
@@ -71,17 +71,18 @@ def build(gpu: bool = True, multinode: bool = False):
         prep = _common(prepare(curated_uri=curated_uri, pool_uri=pool_uri, eval_uri=eval_uri, demo_dir=demo_dir,
                                preset=preset, model_size=model_size, reference_steps=reference_steps, steps=steps,
                                batch_size=batch_size, filter_ratio=filter_ratio, n_chunks=n_chunks, seed=seed,
-                               overrides=overrides, score_workers=score_workers), "1", "4Gi", cache=False).set_display_name("prepare")
+                               overrides=overrides), "1", "4Gi", cache=False).set_display_name("prepare")
         cfg = prep.outputs["config"]
         # Metrics of every stage go to the Pushgateway grouped by this run's id (empty URL: no pushes).
         mon = {"pushgateway": pushgateway_url, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
         # Expensive and deterministic given config and data: cached, so re-runs reuse the reference.
         ref = _accelerated(train_reference(config=cfg, curated_uri=prep.outputs["curated"], **mon), gpu, "4", "16Gi",
                            cache=True).set_display_name("train reference")
-        # Scoring fans out over pool shards (one branch per worker), then the partial caches merge.
-        with dsl.ParallelFor(items=prep.outputs["score_parts"], name="score-shards") as part:
+        # Scoring fans out over pool shards, one branch per item of score_parts (branch p scores shards
+        # p, p + n, p + 2n, ...), then the partial caches merge.
+        with dsl.ParallelFor(items=score_parts, name="score-shards") as part:
             part_task = _accelerated(score(config=cfg, reference=ref.outputs["reference"], pool_uri=prep.outputs["pool"],
-                                           part=part, parts=score_workers, **mon),
+                                           part=part, parts=score_parts, **mon),
                                      gpu, "4", "16Gi", cache=True).set_display_name("score pool shards")
         scr = _common(merge_scores(parts=dsl.Collected(part_task.outputs["scores"]), pool_uri=prep.outputs["pool"]),
                       "1", "4Gi", cache=True).set_display_name("merge scores")

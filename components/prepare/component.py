@@ -9,11 +9,9 @@ from jestflow_components.image import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def prepare(curated_uri: str, pool_uri: str, eval_uri: str, demo_dir: str, preset: str, model_size: str,
             reference_steps: int, steps: int, batch_size: int, filter_ratio: float, n_chunks: int, seed: int,
-            overrides: list, score_workers: int,
-            config: Output[Artifact]) -> NamedTuple("Data", curated=str, pool=str, eval=str, score_parts=list):
-    """Resolve the run's configuration; write the demo dataset if no data URIs are given; plan the
-    scoring fan-out (one item per scoring worker, at most one per pool shard)."""
+            overrides: list, config: Output[Artifact]) -> NamedTuple("Data", curated=str, pool=str, eval=str):
+    """Resolve the run's configuration; write the demo dataset if no data URIs are given."""
     from jestflow import kfp_steps
 
     return kfp_steps.prepare(curated_uri, pool_uri, eval_uri, demo_dir, preset, model_size, reference_steps, steps,
-                             batch_size, filter_ratio, n_chunks, seed, overrides, config, score_workers)
+                             batch_size, filter_ratio, n_chunks, seed, overrides, config)

@@ -28,10 +28,8 @@ def _knob_overrides(model_size: str, reference_steps: int, steps: int, batch_siz
 
 def prepare(curated_uri: str, pool_uri: str, eval_uri: str, demo_dir: str, preset: str, model_size: str,
             reference_steps: int, steps: int, batch_size: int, filter_ratio: float, n_chunks: int, seed: int,
-            overrides: list, config_out, score_workers: int = 1) -> tuple[str, str, str, list[int]]:
-    """Resolve and validate the configuration; write the demo data when no data URIs are given.
-
-    Returns the three data URIs and the scoring fan-out's items (`score_parts`)."""
+            overrides: list, config_out) -> tuple[str, str, str]:
+    """Resolve and validate the configuration; write the demo data when no data URIs are given."""
     cfg = C.load_config(preset, None, _knob_overrides(model_size, reference_steps, steps, batch_size, filter_ratio,
                                                       n_chunks, seed, overrides))
     os.makedirs(os.path.dirname(config_out.path) or ".", exist_ok=True)
@@ -47,7 +45,7 @@ def prepare(curated_uri: str, pool_uri: str, eval_uri: str, demo_dir: str, prese
         if not demo_complete(demo_dir):
             make_demo(demo_dir, cfg.demo)
         curated_uri, pool_uri, eval_uri = (storage.join(demo_dir, s) for s in ("curated", "pool", "eval"))
-    return curated_uri, pool_uri, eval_uri, score_parts(pool_uri, score_workers)
+    return curated_uri, pool_uri, eval_uri
 
 
 def _load(config_path: str, method: str | None = None) -> C.Config:
@@ -82,22 +80,16 @@ def train_reference(config, curated_uri: str, reference, metrics, pushgateway: s
     _log(metrics, {"steps": s["steps"], "flops_total": s["flops_total"], "wall_seconds": s["wall_seconds"]})
 
 
-def score_parts(pool_uri: str, workers: int) -> list[int]:
-    """The scoring fan-out's items: one per worker, never more than the pool has shards."""
-    from .data import list_shards
-
-    if workers < 1:
-        raise ValueError(f"score_workers = {workers} must be at least 1")
-    return list(range(min(workers, len(list_shards(pool_uri)))))
-
-
-def score(config, reference, pool_uri: str, part: int, parts: int, scores, pushgateway: str = "",
+def score(config, reference, pool_uri: str, part: int, parts: list, scores, pushgateway: str = "",
           run_id: str = "") -> None:
-    """One branch of the scoring fan-out: the reference over pool shards part, part + parts, ..."""
+    """One branch of the fan-out (`parts` is the loop's item list): the reference over pool shards
+    part, part + len(parts), ..."""
     from .data import list_shards
     from .scoring import part_shards
 
-    part, parts = int(part), int(parts)  # a loop item can arrive as a float
+    if sorted(int(p) for p in parts) != list(range(len(parts))):
+        raise ValueError(f"score_parts must be 0, 1, ..., n-1; got {parts}")
+    part, parts = int(part), len(parts)  # a loop item can arrive as a float
     shards = part_shards(list_shards(pool_uri), part, parts)
     idx = stages.score(_load(config.path), reference.path, pool_uri, scores.path, shards=shards,
                        metrics=_stage_metrics("score", "reference", run_id, pushgateway))

@@ -60,8 +60,7 @@ def test_components_run_inside_the_image_with_kfp_docker_runner(image, smoke_sco
     @dsl.pipeline(name="image-check")
     def image_check(demo_dir: str, reference_uri: str) -> dsl.Artifact:
         prep = prepare(curated_uri="", pool_uri="", eval_uri="", demo_dir=demo_dir, preset="smoke", model_size="",
-                       reference_steps=0, steps=0, batch_size=0, filter_ratio=0.0, n_chunks=0, seed=0, overrides=[],
-                       score_workers=2)
+                       reference_steps=0, steps=0, batch_size=0, filter_ratio=0.0, n_chunks=0, seed=0, overrides=[])
         model = dsl.importer(artifact_uri=reference_uri, artifact_class=dsl.Model, reimport=False)
         ev = evaluate(config=prep.outputs["config"], model=model.output, eval_uri=prep.outputs["eval"], pushgateway="",
                       run_id="image-check")

@@ -113,8 +113,9 @@ def test_scoring_fans_out_over_shards_and_merges(fresh):
     spec, _ = docs(fresh / "jest_pipeline.yaml")
     name, loop = next((n, t) for n, t in tasks(spec).items() if "parameterIterator" in t)
     assert loop["taskInfo"]["name"] == "score-shards"
-    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("prepare-score_parts")
-    assert tasks(spec)["score"]["inputs"]["parameters"]["part"]["componentInputParameter"].startswith("pipelinechannel--prepare-score_parts-loop-item")
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--score_parts"
+    assert spec["root"]["inputDefinitions"]["parameters"]["score_parts"]["defaultValue"] == [0, 1, 2, 3]
+    assert tasks(spec)["score"]["inputs"]["parameters"]["part"]["componentInputParameter"] == "pipelinechannel--score_parts-loop-item"
     merged = tasks(spec)["merge-scores"]["inputs"]["artifacts"]["parts"]
     assert merged["taskOutputArtifact"]["producerTask"] == name
     rep = tasks(spec)["report"]["inputs"]["artifacts"]
