@@ -41,6 +41,8 @@ def node_validator():
 
 def containers(obj):
     spec = obj.get("spec", {})
+    if obj.get("kind") == "PyTorchJob":  # the Master's pod; Workers are copies of it (checked in tests/k8s)
+        spec = spec["pytorchReplicaSpecs"]["Master"]
     pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec")
     return (pod or {}), (pod or {}).get("containers", []) + (pod or {}).get("initContainers", [])
 
@@ -130,3 +132,34 @@ def test_overlays_differ_where_they_should():
     # standalone KFP runs pipeline pods in `kubeflow`; the data claim must live beside them
     assert all(o["metadata"].get("namespace") == "kubeflow" for o in kind) and "Namespace" not in {o["kind"] for o in kind}
     assert all(o["metadata"].get("namespace") == "jestflow" for o in gke if o["kind"] != "Namespace")
+
+
+def test_the_pytorchjob_the_pipeline_creates_passes_its_crd_schema_and_the_policy():
+    """PyTorchJob is not in the kustomize tree (the multi-node component creates it at run time):
+    validated here with the Training Operator CRD's schema and the same policy as every object."""
+    from jestflow import pytorchjob
+    from tests.k8s.pytorchjob_schema import errors
+
+    job = pytorchjob.render(pytorchjob.JobSpec("jestflow-run-jest", "jestflow", "ghcr.io/jestflow/jestflow-cuda:0.1.0",
+                                               ["-m", "jestflow", "train"], nodes=4, gpus_per_node=8))
+    assert errors(job) == []
+    assert {"app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"} <= set(job["metadata"]["labels"])
+    assert policy_violations([job]) == []
+
+
+def test_kind_recipe_is_consistent():
+    """What can be checked of `make kind-up/kind-run/kind-down` without Docker's kind: one cluster name,
+    a pinned KFP version, the images the components name, and the overlay it applies."""
+    cluster = yaml.safe_load((ROOT / "manifests" / "kind" / "cluster.yaml").read_text())
+    assert cluster["kind"] == "Cluster" and cluster["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    r = subprocess.run(["make", "-n", "kind-up", "kind-run", "kind-down"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    plan = r.stdout
+    from jestflow_components.image import CPU_IMAGE, GPU_IMAGE
+
+    assert "kind create cluster --config manifests/kind/cluster.yaml" in plan
+    assert f"--name {cluster['name']}" in plan and f"kind delete cluster --name {cluster['name']}" in plan
+    assert "?ref=2." in plan and "?ref=master" not in plan  # KFP pinned to a release
+    assert CPU_IMAGE in plan and GPU_IMAGE in plan  # both tags the CPU pipeline's components use are loaded
+    assert "kubectl apply -k manifests/overlays/kind" in plan or "deploy OVERLAY=kind" in plan
+    assert "jestflow submit --cpu" in plan
