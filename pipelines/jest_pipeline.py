@@ -81,8 +81,9 @@ def build(gpu: bool = True, multinode: bool = False):
         # Scoring fans out over pool shards, one branch per item of score_parts (branch p scores shards
         # p, p + n, p + 2n, ...), then the partial caches merge.
         with dsl.ParallelFor(items=score_parts, name="score-shards") as part:
-            part_task = _accelerated(score(config=cfg, reference=ref.outputs["reference"], pool_uri=prep.outputs["pool"],
-                                           part=part, parts=score_parts, **mon),
+            # The pool URI travels on the config artifact's metadata (see kfp_steps.prepare).
+            part_task = _accelerated(score(config=cfg, reference=ref.outputs["reference"], part=part,
+                                           parts=score_parts, **mon),
                                      gpu, "4", "16Gi", cache=True).set_display_name("score pool shards")
         scr = _common(merge_scores(parts=dsl.Collected(part_task.outputs["scores"]), pool_uri=prep.outputs["pool"]),
                       "1", "4Gi", cache=True).set_display_name("merge scores")

@@ -45,6 +45,9 @@ def prepare(curated_uri: str, pool_uri: str, eval_uri: str, demo_dir: str, prese
         if not demo_complete(demo_dir):
             make_demo(demo_dir, cfg.demo)
         curated_uri, pool_uri, eval_uri = (storage.join(demo_dir, s) for s in ("curated", "pool", "eval"))
+    # Also on the config artifact: steps inside a ParallelFor read the pool from there (kfp.local 2.17
+    # replaces a loop task's inputs that are other tasks' output parameters with the loop item).
+    config_out.metadata.update({"curated": curated_uri, "pool": pool_uri, "eval": eval_uri})
     return curated_uri, pool_uri, eval_uri
 
 
@@ -80,13 +83,15 @@ def train_reference(config, curated_uri: str, reference, metrics, pushgateway: s
     _log(metrics, {"steps": s["steps"], "flops_total": s["flops_total"], "wall_seconds": s["wall_seconds"]})
 
 
-def score(config, reference, pool_uri: str, part: int, parts: list, scores, pushgateway: str = "",
-          run_id: str = "") -> None:
+def score(config, reference, part: int, parts: list, scores, pushgateway: str = "", run_id: str = "") -> None:
     """One branch of the fan-out (`parts` is the loop's item list): the reference over pool shards
-    part, part + len(parts), ..."""
+    part, part + len(parts), ... of the pool `prepare` recorded on the config artifact."""
     from .data import list_shards
     from .scoring import part_shards
 
+    pool_uri = (config.metadata or {}).get("pool")
+    if not pool_uri:
+        raise ValueError(f"config artifact {config.path} carries no pool URI in its metadata (written by prepare)")
     if sorted(int(p) for p in parts) != list(range(len(parts))):
         raise ValueError(f"score_parts must be 0, 1, ..., n-1; got {parts}")
     part, parts = int(part), len(parts)  # a loop item can arrive as a float
