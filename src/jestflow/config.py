@@ -76,6 +76,8 @@ class TrainConfig:
     max_bad_fraction: float = 0.01  # skipped samples tolerated before a stage fails
     threads: int = 0  # torch CPU threads; 0 = torch's default
     device: str = "auto"  # auto | cpu | cuda
+    compile: str = "auto"  # torch.compile the towers: auto (on CUDA) | on | off
+    decode_workers: int = 0  # image-decoding threads of the loader; 0 = auto (8 on CUDA, 1 on CPU)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class SelectConfig:
     flexi_stride: int = 2  # flexi-jest: score (and train half the batch) with every s-th patch row/column
     offline_keep: float = 0.0  # offline-easy-reference: pool fraction kept; 0 = 1 - filter_ratio
     block_elems: int = 1 << 26  # largest pairwise block computed at once (rows x chunk); bounds memory
+    kernel: str = "auto"  # sigmoid gains: fused (one Triton kernel per chunk, bf16 on CUDA) | torch | auto (fused on CUDA)
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,12 @@ class Config:
                 raise ValueError(f"{stage}.max_bad_fraction={t.max_bad_fraction} must be in [0, 1]")
             if t.device not in ("auto", "cpu", "cuda"):
                 raise ValueError(f"{stage}.device={t.device!r} must be auto, cpu or cuda")
+            if t.compile not in ("auto", "on", "off"):
+                raise ValueError(f"{stage}.compile={t.compile!r} must be auto, on or off")
+            if t.decode_workers < 0:
+                raise ValueError(f"{stage}.decode_workers={t.decode_workers} must be >= 0")
+        if s.kernel not in ("auto", "fused", "torch"):
+            raise ValueError(f"select.kernel={s.kernel!r} must be auto, fused or torch")
         if s.flexi_stride < 1:
             raise ValueError(f"select.flexi_stride={s.flexi_stride} must be >= 1")
         if not 0 <= s.offline_keep <= 1:

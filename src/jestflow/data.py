@@ -110,21 +110,43 @@ def _decode(uid: str, parts: dict, shard: str, image_size: int | None) -> tuple[
     return Sample(uid, image, caption, meta), ""
 
 
-def iter_shard(shard: str, stats: ReadStats | None = None, image_size: int | None = None) -> Iterator[Sample]:
-    """Yield the samples of one shard in file order."""
+DECODE_WINDOW = 64  # samples decoded together by a decode pool (order is kept)
+
+
+def iter_shard(shard: str, stats: ReadStats | None = None, image_size: int | None = None,
+               pool=None) -> Iterator[Sample]:
+    """Yield the samples of one shard in file order.
+
+    `pool` (a `concurrent.futures` executor) decodes images on its threads, a window of samples at a
+    time; the order, the checks and the counts are exactly those of the serial path."""
     stats = stats if stats is not None else ReadStats()
     seen: set[str] = set()
+    pending: list = []
 
-    def flush(uid, parts):
-        if uid in seen:
-            raise ValueError(f"{shard}: duplicate uid {uid!r}")
-        seen.add(uid)
-        sample, reason = _decode(uid, parts, shard, image_size)
+    def count(uid, result):
+        sample, reason = result
         if sample is None:
             stats.skip(reason, f"{shard}:{uid}")
         else:
             stats.samples += 1
         return sample
+
+    def flush(uid, parts):
+        if uid in seen:
+            raise ValueError(f"{shard}: duplicate uid {uid!r}")
+        seen.add(uid)
+        if pool is None:
+            return count(uid, _decode(uid, parts, shard, image_size))
+        pending.append((uid, parts))
+        return None
+
+    def drain(force: bool):
+        if pending and (force or len(pending) >= DECODE_WINDOW):
+            done = list(pool.map(lambda up: _decode(up[0], up[1], shard, image_size), pending))
+            out = [count(uid, r) for (uid, _), r in zip(pending, done)]
+            pending.clear()
+            return [s for s in out if s is not None]
+        return []
 
     with storage.open_read(shard) as raw:
         try:
@@ -143,6 +165,7 @@ def iter_shard(shard: str, stats: ReadStats | None = None, image_size: int | Non
                     s = flush(uid, parts)
                     if s is not None:
                         yield s
+                    yield from drain(force=False)
                     parts = {}
                 uid = key
                 parts[ext] = data
@@ -152,6 +175,7 @@ def iter_shard(shard: str, stats: ReadStats | None = None, image_size: int | Non
             s = flush(uid, parts)
             if s is not None:
                 yield s
+        yield from drain(force=True)
 
 
 def iter_split(uri: str, stats: ReadStats | None = None, image_size: int | None = None) -> Iterator[Sample]:
@@ -167,9 +191,16 @@ def stream(
     stats: ReadStats | None = None,
     image_size: int | None = None,
     epochs: int | None = None,
+    decode_workers: int = 1,
 ) -> Iterator[Sample]:
-    """Shuffled, endless (or `epochs`-long) stream: shard order and a bounded buffer, both from `seed`."""
+    """Shuffled, endless (or `epochs`-long) stream: shard order and a bounded buffer, both from `seed`.
+    `decode_workers` > 1 decodes images on that many threads (same samples, same order)."""
     shards = list_shards(uri)
+    pool = None
+    if decode_workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="jestflow-decode")
     epoch = 0
     while epochs is None or epoch < epochs:
         rng = random.Random(f"{seed}:{epoch}")
@@ -178,7 +209,7 @@ def stream(
         buf: list[Sample] = []
         produced = 0
         for shard in order:
-            for s in iter_shard(shard, stats, image_size):
+            for s in iter_shard(shard, stats, image_size, pool):
                 if len(buf) < shuffle_buffer:
                     buf.append(s)
                     continue

@@ -99,6 +99,26 @@ class SigmoidScorer:
             self.running[r0:r1] += acc
 
 
+class FusedSigmoidScorer(SigmoidScorer):
+    """The same gains as `SigmoidScorer`, each chunk's update one fused kernel (kernels.chunk_gains):
+    block products on the tensor cores with the log-sigmoid and row sums in registers, nothing
+    materialised. On CUDA the embeddings go in as bf16 (the diagonal stays fp32); elsewhere the
+    kernel's PyTorch twin runs in fp32."""
+
+    def __init__(self, terms, block_elems: int = 1 << 26, dtype: torch.dtype | None = None):
+        super().__init__(terms, block_elems)
+        dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.rows = torch.stack([torch.stack([e.img, e.txt]) for _, e in terms]).to(dtype)  # T x 2 x N x d
+        self.coef = torch.stack([torch.stack([torch.ones((), device=self.device) * s, e.log_t.exp(), e.bias])
+                                 for s, e in terms]).float()  # T x 3: sign, t, β (stays on the device)
+
+    def add(self, idx: torch.Tensor) -> None:
+        from .kernels import chunk_gains
+
+        cols = self.rows[:, [1, 0]][:, :, idx]  # per term: the chunk's texts (for image rows), images
+        chunk_gains(self.rows, cols, idx, self.coef, self.running, self.block_elems)
+
+
 class SoftmaxScorer:
     """Conditional score under the softmax (CLIP) loss: candidate k's image->text and text->image
     cross-entropies with the normaliser over S ∪ {k} (learner minus reference, per the score).
@@ -199,9 +219,17 @@ def sample_chunks(scorer, n_keep: int, n_chunks: int, generator: torch.Generator
     return torch.cat(chunks)
 
 
-def make_scorer(loss: str, terms, block_elems: int = 1 << 26):
+KERNELS = ("auto", "fused", "torch")
+
+
+def make_scorer(loss: str, terms, block_elems: int = 1 << 26, kernel: str = "torch"):
+    """`kernel`: "fused" (kernels.chunk_gains), "torch" (plain tiled PyTorch, fp32) or "auto" (fused
+    on CUDA). Softmax has one implementation."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown selection kernel {kernel!r} (choose from {', '.join(KERNELS)})")
     if loss == "sigmoid":
-        return SigmoidScorer(terms, block_elems)
+        fused = kernel == "fused" or (kernel == "auto" and terms[0][1].img.device.type == "cuda")
+        return FusedSigmoidScorer(terms, block_elems) if fused else SigmoidScorer(terms, block_elems)
     if loss == "softmax":
         return SoftmaxScorer(terms, block_elems)
     raise ValueError(f"unknown loss {loss!r}")
@@ -235,7 +263,7 @@ class Selection:
 
 def select(method: str, learner: Embeds | None, reference: Embeds | None, n_keep: int, n_chunks: int,
            generator: torch.Generator, loss: str = "sigmoid", temperature: float = 1.0,
-           block_elems: int = 1 << 26) -> Selection:
+           block_elems: int = 1 << 26, kernel: str = "auto") -> Selection:
     """Choose `n_keep` of the super-batch described by the embeddings, by `method`."""
     if method not in METHOD_TABLE:
         raise ValueError(f"unknown selection method {method!r} (choose from {', '.join(METHOD_TABLE)})")
@@ -247,7 +275,7 @@ def select(method: str, learner: Embeds | None, reference: Embeds | None, n_keep
         return Selection(idx.to(any_e.img.device), float("nan"), float("nan"), float("nan"))
     terms = score_terms(score, learner, reference)
     if sampler == "joint":
-        scorer = make_scorer(loss, terms, block_elems)
+        scorer = make_scorer(loss, terms, block_elems, kernel)
         idx = sample_chunks(scorer, n_keep, n_chunks, generator, temperature)
         diag = scorer.diag if loss == "sigmoid" else scorer.logits()
         chosen_score = float(scorer.running[idx].sum() / 2 / n_keep) if loss == "sigmoid" else float("nan")

@@ -67,9 +67,11 @@ def make_batches(samples: Iterator[Sample], size: int, tokenizer: Tokenizer) -> 
 
 
 class Prefetcher:
-    """Decode the next batches on a background thread; `wait_seconds` is the time the loop waited."""
+    """Decode the next batches on a background thread; `wait_seconds` is the time the loop waited.
+    With `pin`, batches are put in page-locked memory there, so host-to-GPU copies run asynchronously."""
 
-    def __init__(self, it: Iterator[Batch], depth: int = 2):
+    def __init__(self, it: Iterator[Batch], depth: int = 2, pin: bool = False):
+        self.pin = pin
         self.q: queue.Queue = queue.Queue(maxsize=depth)
         self.wait_seconds = 0.0
         self._stop = False
@@ -79,6 +81,8 @@ class Prefetcher:
     def _run(self, it):
         try:
             for b in it:
+                if self.pin:
+                    b = Batch(b.uids, b.images.pin_memory(), b.tokens.pin_memory(), b.noise)
                 while not self._stop:
                     try:
                         self.q.put(b, timeout=0.1)
@@ -160,7 +164,8 @@ class ScoreSelect:
             mine = dist.split(n, "super-batch size")
             model.eval()
             with _autocast(device):
-                u, v = model(batch.images[mine].to(device), batch.tokens[mine].to(device), self.stride)
+                u, v = model(batch.images[mine].to(device, non_blocking=True),
+                         batch.tokens[mine].to(device, non_blocking=True), self.stride)
             model.train()
             u, v = dist.gather(u.float()), dist.gather(v.float())
             learner = Embeds(u, v, model.log_t.detach().float(), model.bias.detach().float())
@@ -168,7 +173,7 @@ class ScoreSelect:
         ref = self.cache.lookup(batch.uids, device) if self.cache is not None else None
         t0 = time.perf_counter()
         sel = select(self.name, learner, ref, b, s.n_chunks, generator, self.cfg.model.loss, s.temperature,
-                     s.block_elems)
+                     s.block_elems, s.kernel)
         if device != "cpu" and torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
@@ -215,12 +220,12 @@ def lr_lambda(o: C.OptimConfig, steps: int) -> Callable[[int], float]:
     return f
 
 
-def make_optimizer(model: TwoTower, t: C.TrainConfig):
+def make_optimizer(model: TwoTower, t: C.TrainConfig, fused: bool = False):
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and "pos" not in n]
     rest = [p for n, p in model.named_parameters() if p.requires_grad and not (p.ndim >= 2 and "pos" not in n)]
     o = t.optim
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                            lr=o.lr, betas=(o.beta1, o.beta2))
+                            lr=o.lr, betas=(o.beta1, o.beta2), fused=fused or None)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o, t.steps))
 
 
@@ -250,6 +255,48 @@ class TrainForward(torch.nn.Module):
         return [(self.model.encode_image(i, stride), self.model.encode_text(tok)) for i, tok, stride in parts]
 
 
+class TrainStep:
+    """One optimiser step on a chosen sub-batch: this rank's share forward (bf16 autocast on CUDA),
+    embeddings gathered with gradient, the full-batch loss, backward, clip, AdamW, schedule.
+    Returns the loss as a device tensor (no host sync here)."""
+
+    def __init__(self, model: TwoTower, opt, sched, forward, groups, dist, device: str, loss: str, grad_clip: float):
+        self.model, self.opt, self.sched, self.forward = model, opt, sched, forward
+        self.groups, self.dist, self.device, self.loss, self.grad_clip = groups, dist, device, loss, grad_clip
+
+    def __call__(self, chosen: "Batch") -> torch.Tensor:
+        dist, device = self.dist, self.device
+        parts = []
+        for rows, stride in self.groups:
+            mine = dist.split(rows.stop - rows.start, "batch size")
+            idx = torch.arange(rows.start, rows.stop)[mine]
+            parts.append((chosen.images[idx].to(device, non_blocking=True),
+                          chosen.tokens[idx].to(device, non_blocking=True), stride))
+        with _autocast(device):
+            out = self.forward(parts)
+            img = torch.cat([dist.gather_with_grad(i) for i, _ in out])
+            txt = torch.cat([dist.gather_with_grad(x) for _, x in out])
+            loss = batch_loss(self.loss, img, txt, self.model.log_t, self.model.bias)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        return loss.detach()
+
+
+def use_compile(t: C.TrainConfig, device: str) -> bool:
+    return t.compile == "on" or (t.compile == "auto" and device.startswith("cuda"))
+
+
+def compile_towers(model: TwoTower) -> None:
+    """torch.compile each tower in place (parameter names unchanged, so checkpoints stay portable).
+    Fixed shapes per call site (sub-batch, super-batch, coarse view): a few graphs, no dynamic shapes."""
+    model.image.compile(dynamic=False)
+    model.text.compile(dynamic=False)
+
+
 def train_groups(n: int, flexi: int) -> list[tuple[slice, int]]:
     """The sub-batch's rows by patch stride: all at full resolution, or (Flexi-JEST) the first half
     at full resolution and the second at the coarse stride."""
@@ -273,7 +320,8 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
     model = TwoTower(cfg.model, len(tokenizer)).to(device)
-    opt, sched = make_optimizer(model, t)
+    cuda = device.startswith("cuda")
+    opt, sched = make_optimizer(model, t, fused=cuda)
     gen = torch.Generator(device=device).manual_seed(t.seed + 1)
     fwd = model.flops_per_example()
     ev = EvalSet.load(eval_uri, cfg.model.image_size, t.max_bad_fraction) if eval_uri and t.eval_every else None
@@ -299,18 +347,22 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
         state["noise_window"] = Counter(state.get("noise_window", {}))
 
     stats = ReadStats(max_bad_fraction=t.max_bad_fraction)
-    samples = stream(data_uri, t.seed, t.shuffle_buffer, stats, cfg.model.image_size)
+    workers = t.decode_workers or (8 if cuda else 1)
+    samples = stream(data_uri, t.seed, t.shuffle_buffer, stats, cfg.model.image_size, decode_workers=workers)
     if keep is not None:
         samples = (s for s in samples if keep(s))
     for _ in range(state["consumed"]):  # deterministic stream: skip what earlier attempts trained on
         next(samples)
-    batches = Prefetcher(make_batches(samples, N, tokenizer))
+    batches = Prefetcher(make_batches(samples, N, tokenizer), pin=cuda)
     uid_log: list[dict] = []
+    if use_compile(t, device):
+        compile_towers(model)
     forward = TrainForward(model)
     if dist.active:  # averages gradients over ranks; identical initial weights are broadcast from rank 0
         forward = torch.nn.parallel.DistributedDataParallel(
             forward, device_ids=[dist.local_rank] if device.startswith("cuda") else None)
     callbacks = callbacks if dist.main else ()  # one rank reports, checkpoints and evaluates
+    train_step = TrainStep(model, opt, sched, forward, groups, dist, device, cfg.model.loss, t.optim.grad_clip)
 
     def checkpoint():
         if not dist.main:
@@ -350,24 +402,7 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
             chosen = picked.batch
             # This rank's share of each group; the gathered embeddings (with gradient) are the whole
             # sub-batch's, in single-process order, so the loss is the full-batch loss on every rank.
-            parts = []
-            for rows, stride in groups:
-                mine = dist.split(rows.stop - rows.start, "batch size")
-                idx = torch.arange(rows.start, rows.stop)[mine]
-                parts.append((chosen.images[idx].to(device, non_blocking=True),
-                              chosen.tokens[idx].to(device, non_blocking=True), stride))
-            with _autocast(device):
-                out = forward(parts)
-                img = torch.cat([dist.gather_with_grad(i) for i, _ in out])
-                txt = torch.cat([dist.gather_with_grad(x) for _, x in out])
-                loss = batch_loss(cfg.model.loss, img, txt, model.log_t, model.bias)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.optim.grad_clip)
-            opt.step()
-            sched.step()
-            lossf = float(loss.detach())
+            lossf = float(train_step(chosen))
             if not math.isfinite(lossf):
                 raise ValueError(f"{stage}: loss became {lossf} at step {step}; lower the learning rate")
             state["step"] = step + 1
