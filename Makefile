@@ -106,10 +106,13 @@ kind-run: ## port-forward the KFP API and submit the CPU pipeline on the smoke p
 kind-down: ## delete the kind cluster
 	kind delete cluster --name jestflow
 
+bench-gpu: $(STAMP)/installed ## GPU: training MFU, scoring, selection, JEST/Flexi-JEST iteration vs uniform, data wait, each vs a plain PyTorch peer -> bench/gpu/gpu.md
+	jestflow bench gpu --out bench/gpu
+
 bench-select: $(STAMP)/installed ## dense vs chunked selection: time and peak memory (writes bench/select.md)
 	jestflow bench select --out bench
 
 clean: ## remove runs, data and caches made by these targets
 	rm -rf runs data bench $(STAMP) .pytest_cache
 
-.PHONY: help install data run test compile submit wheelhouse base-image image-cpu image-cuda images deploy kind-up kind-run kind-down bench bench-select clean
+.PHONY: help install data run test compile submit wheelhouse base-image image-cpu image-cuda images deploy kind-up kind-run kind-down bench bench-gpu bench-select clean

@@ -136,6 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--device", default="auto", help="cpu, cuda or auto (both where CUDA is present)")
     bs.add_argument("--repeats", type=int, default=3, help="timed repeats per case (best is reported)")
     bs.add_argument("--out", help="also write the table (Markdown) and raw JSON under this folder")
+
+    bg = b.add_parser("gpu", help="GPU performance of every part of a JEST step, each beside a plain PyTorch peer",
+                      description="Learner training (images/s, MFU), scoring, selection (time, peak memory), "
+                      "JEST and Flexi-JEST iteration time relative to a uniform step, and time waiting for data, "
+                      "each measured beside its baseline in the same run. Writes gpu.md and gpu.json under --out.")
+    bg.add_argument("--sizes", default="b16,s16", help="model sizes, comma-separated (tiny for a CPU smoke run)")
+    bg.add_argument("--batch", type=int, default=256, help="sub-batch b (super-batch N = b / (1 - 0.8))")
+    bg.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    bg.add_argument("--select-sizes", default="20480,163840", help="selection super-batch sizes N")
+    bg.add_argument("--dim", type=int, default=768, help="selection embedding dimension d")
+    bg.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    bg.add_argument("--budget", type=float, default=480, help="seconds; sections that would start later are "
+                    "listed as not measured")
+    bg.add_argument("--out", default="bench/gpu", help="folder for gpu.md and gpu.json")
     return p
 
 
@@ -220,6 +234,12 @@ def run(args) -> int:
 
         bench_select([int(x) for x in args.sizes.split(",")], args.dim, args.filter_ratio, args.chunks,
                      args.device, args.repeats, args.out)
+    elif args.cmd == "bench" and args.bench_cmd == "gpu":
+        from .bench_gpu import bench_gpu
+
+        bench_gpu(tuple(args.sizes.split(",")), args.batch, args.steps, select_sizes=tuple(
+            int(x) for x in args.select_sizes.split(",")), dim=args.dim, device=args.device, out=args.out,
+            budget_seconds=args.budget)
     return 0
 
 

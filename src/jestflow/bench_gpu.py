@@ -1,0 +1,452 @@
+"""`jestflow bench gpu`: where a JEST step's time goes on one GPU, against a plain PyTorch peer.
+
+Every figure is measured in this run, on this device, beside its baseline:
+
+* **train**: learner training images/s and model-FLOP utilisation (MFU) of jestflow's step (TrainStep:
+  compiled towers, bf16 autocast, fused AdamW) vs a plain PyTorch SigLIP loop on the same model
+  (eager, bf16 autocast, default AdamW) — uniform batches resident on the GPU;
+* **score**: the learner's super-batch forward (inference, bf16) images/s, compiled vs eager;
+* **select**: joint selection time and peak memory at each super-batch size (d, 16 chunks, filter
+  ratio 0.8): the fused kernel vs the tiled PyTorch scorer (and the dense N x N matrix where it fits);
+* **iteration**: uniform, JEST and Flexi-JEST step times through the real `ScoreSelect` + `TrainStep`,
+  their ratios to the uniform step and selection's share of the JEST step;
+* **data**: the fraction of a JEST step spent waiting for data with the real loader (tar shards of
+  224 px JPEGs written for the run, threaded decoding, pinned prefetch) vs serial decoding.
+
+MFU counts the model's forward FLOPs (model.flops_per_example) x 3 for a training step, over the
+device's bf16 dense peak: the datasheet figure where the device is known, and the measured rate of an
+8192³ bf16 matrix product. `--device cpu --quick` runs every code path at toy sizes (the tests do).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import replace
+
+import torch
+
+from . import config as C
+from . import storage
+
+DATASHEET_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}  # dense bf16 FLOP/s (SXM)
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timeit(fn, device, steps: int, warmup: int) -> float:
+    """Median-free but honest: total wall time of `steps` calls after `warmup`, synchronised."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def device_facts(device: str) -> dict:
+    facts = {"device": device, "torch": torch.__version__}
+    if torch.device(device).type == "cuda":
+        p = torch.cuda.get_device_properties(0)
+        facts.update(gpu=p.name, sms=p.multi_processor_count, memory_gib=round(p.total_memory / 2**30, 1))
+        try:
+            facts["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                             capture_output=True, text=True, timeout=20).stdout.strip()
+        except OSError:
+            facts["driver"] = "?"
+        facts["cuda"] = torch.version.cuda
+        n = 8192
+        a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+        sec = _timeit(lambda: a @ b, device, 10, 3)
+        facts["matmul_bf16_tflops"] = round(2 * n ** 3 / sec / 1e12, 1)
+        facts["datasheet_bf16_tflops"] = next((v / 1e12 for k, v in DATASHEET_BF16.items() if k in p.name), None)
+        del a, b
+    else:
+        facts.update(gpu="cpu", matmul_bf16_tflops=None, datasheet_bf16_tflops=None)
+    return facts
+
+
+# --------------------------------------------------------------------------------------------------
+# Synthetic inputs
+
+
+def _model_config(size: str) -> C.ModelConfig:
+    return C.load_config(None, None, [f"model.size={size}"]).model
+
+
+def _inputs(mc: C.ModelConfig, n: int, vocab: int, device: str, seed: int = 0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    images = torch.randint(0, 256, (n, mc.image_size, mc.image_size, 3), generator=g, dtype=torch.uint8)
+    tokens = torch.randint(1, vocab, (n, mc.context_length), generator=g)
+    lengths = torch.randint(4, mc.context_length + 1, (n,), generator=g)
+    tokens[torch.arange(mc.context_length)[None, :] >= lengths[:, None]] = 0
+    return images.to(device), tokens.to(device)
+
+
+class _FakeCache:
+    """Reference embeddings for the synthetic super-batch, looked up by uid like a ScoreCache."""
+
+    def __init__(self, n: int, d: int, device: str):
+        g = torch.Generator(device="cpu").manual_seed(1)
+        self.img = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1).to(device)
+        self.txt = torch.nn.functional.normalize(self.img.cpu() + 0.8 * torch.randn(n, d, generator=g), dim=1).to(device)
+        self.index = {}
+
+    def lookup(self, uids, device="cpu"):
+        from .selection import Embeds
+
+        rows = torch.tensor([int(u) % len(self.img) for u in uids], device=self.img.device)
+        return Embeds(self.img[rows], self.txt[rows], torch.tensor(2.3, device=device), torch.tensor(-10.0, device=device))
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+
+
+def bench_train(size: str, b: int, device: str, steps: int, warmup: int, facts: dict, vocab: int = 1000) -> dict:
+    from .distributed import Dist
+    from .losses import sigmoid_loss
+    from .model import TwoTower
+    from .train import Batch, TrainForward, TrainStep, compile_towers, make_optimizer, train_groups
+
+    mc = _model_config(size)
+    images, tokens = _inputs(mc, b, vocab, device)
+    cuda = torch.device(device).type == "cuda"
+    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else (lambda: torch.autocast("cpu", enabled=False))
+
+    torch.manual_seed(0)
+    peer_model = TwoTower(mc, vocab).to(device)
+    peer_opt = torch.optim.AdamW(peer_model.parameters(), lr=1e-4)
+
+    def peer_step():
+        with amp():
+            u, v = peer_model(images, tokens)
+            loss = sigmoid_loss(u, v, peer_model.log_t, peer_model.bias)
+        peer_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        peer_opt.step()
+
+    peer = _timeit(peer_step, device, steps, warmup)
+    del peer_model, peer_opt
+    torch.cuda.empty_cache() if cuda else None
+
+    torch.manual_seed(0)
+    model = TwoTower(mc, vocab).to(device)
+    t = replace(C.TrainConfig(), batch_size=b, steps=10**6)
+    opt, sched = make_optimizer(model, t, fused=cuda)
+    compile_towers(model)
+    step = TrainStep(model, opt, sched, TrainForward(model), train_groups(b, 1), Dist(), device, "sigmoid",
+                     t.optim.grad_clip)
+    batch = Batch([str(i) for i in range(b)], images, tokens, [""] * b)
+    ours = _timeit(lambda: step(batch), device, steps, warmup + 2)  # + compile
+    flops = 3 * model.flops_per_example() * b
+    row = {"section": "train", "size": size, "batch": b, "peer_seconds": peer, "jestflow_seconds": ours,
+           "peer_images_per_s": b / peer, "jestflow_images_per_s": b / ours, "speedup": peer / ours,
+           "train_flops_per_step": flops}
+    for key, peak in (("measured", facts.get("matmul_bf16_tflops")), ("datasheet", facts.get("datasheet_bf16_tflops"))):
+        if peak:
+            row[f"mfu_{key}"] = flops / ours / (peak * 1e12)
+            row[f"peer_mfu_{key}"] = flops / peer / (peak * 1e12)
+    return row, model, step
+
+
+def bench_score(size: str, model, n: int, device: str, steps: int, warmup: int, vocab: int = 1000) -> dict:
+    from .evaluate import _autocast
+    from .model import TwoTower
+
+    mc = model.config
+    images, tokens = _inputs(mc, n, vocab, device, seed=2)
+    eager = TwoTower(mc, vocab).to(device).eval()
+
+    def run(m):
+        def f():
+            with torch.inference_mode(), _autocast(device):
+                m(images, tokens)
+        return f
+
+    model.eval()
+    ours = _timeit(run(model), device, steps, warmup + 1)
+    peer = _timeit(run(eager), device, steps, warmup)
+    model.train()
+    del eager
+    return {"section": "score", "size": size, "batch": n, "peer_images_per_s": n / peer,
+            "jestflow_images_per_s": n / ours, "speedup": peer / ours}
+
+
+def bench_select_gpu(n: int, d: int, device: str, repeats: int, impls=("torch", "fused", "dense")) -> list[dict]:
+    from .bench import _embeds
+    from .selection import (DenseScorer, FusedSigmoidScorer, SigmoidScorer, dense_score_matrix, sample_chunks,
+                            score_terms)
+
+    b = int(round(n * 0.2))
+    b -= b % 16
+    terms = score_terms("learnability", _embeds(n, d, 0, device), _embeds(n, d, 1, device))
+    rows = []
+    make = {"torch": lambda: SigmoidScorer(terms), "fused": lambda: FusedSigmoidScorer(terms),
+            "dense": lambda: DenseScorer(dense_score_matrix(terms))}
+    for impl in impls:
+        if impl == "dense" and 2 * n * n * 4 > 0.6 * _free_bytes(device):
+            rows.append({"section": "select", "impl": impl, "n": n, "b": b, "d": d, "skipped": "N x N does not fit"})
+            continue
+        try:  # noqa: SIM105 - a failing implementation is a result, not the end of the run
+            def once():
+                gen = torch.Generator(device=device).manual_seed(0)
+                return sample_chunks(make[impl](), b, 16, gen)
+            once()
+            _sync(device)
+            cuda = torch.device(device).type == "cuda"
+            if cuda:
+                torch.cuda.empty_cache()
+                base = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                once()
+                _sync(device)
+                times.append(time.perf_counter() - t0)
+            peak = (torch.cuda.max_memory_allocated() - base) if cuda else float("nan")
+            times.sort()
+            rows.append({"section": "select", "impl": impl, "n": n, "b": b, "d": d, "seconds": times[len(times) // 2],
+                         "peak_bytes": peak, "floor_seconds": None})
+        except torch.OutOfMemoryError:
+            rows.append({"section": "select", "impl": impl, "n": n, "b": b, "d": d, "skipped": "out of memory"})
+        except Exception as e:  # noqa: BLE001
+            rows.append({"section": "select", "impl": impl, "n": n, "b": b, "d": d,
+                         "skipped": f"failed: {type(e).__name__}: {str(e)[:200]}"})
+        torch.cuda.empty_cache() if torch.device(device).type == "cuda" else None
+    # Agreement of the fused kernel (bf16) with the fp32 scorer on one chunk's update.
+    try:
+        a, f = SigmoidScorer(terms), FusedSigmoidScorer(terms)
+        idx = torch.randperm(n, device=device)[: b // 16]
+        a.add(idx), f.add(idx)
+        rel = float((a.running - f.running).norm() / a.running.norm())
+    except Exception:  # noqa: BLE001 - reported as missing
+        rel = float("nan")
+    for r in rows:
+        r["fused_vs_fp32_rel_error"] = rel
+    return rows
+
+
+def _free_bytes(device: str) -> float:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.mem_get_info()[0]
+    return 8 * 2**30
+
+
+def bench_iteration(size: str, model, step, b: int, device: str, steps: int, warmup: int, vocab: int = 1000) -> list[dict]:
+    from .distributed import Dist
+    from .train import Batch, ScoreSelect, TrainForward, TrainStep, train_groups
+
+    mc = model.config
+    cfg = C.load_config(None, None, [f"model.size={mc.size}", f"learner.batch_size={b}"])
+    n = cfg.super_batch_size()
+    images, tokens = _inputs(mc, n, vocab, device, seed=3)
+    cache = _FakeCache(n, mc.embed_dim, device)
+    sub = Batch([str(i) for i in range(b)], images[:b], tokens[:b], [""] * b)
+    gen = torch.Generator(device=device).manual_seed(0)
+    uniform = _timeit(lambda: step(sub), device, steps, warmup)
+    rows = [{"section": "iteration", "size": size, "method": "uniform", "batch": b, "super_batch": b,
+             "seconds": uniform, "ratio_to_uniform": 1.0}]
+    for method in ("jest", "flexi-jest"):
+        mcfg = C.from_dict({**C.to_dict(cfg), "select": {**C.to_dict(cfg)["select"], "method": method}})
+        sel = ScoreSelect(mcfg, cache)
+        flexi = mcfg.select.flexi_stride if method == "flexi-jest" else 1
+        st = step if flexi == 1 else TrainStep(model, step.opt, step.sched, TrainForward(model), train_groups(b, flexi),
+                                               Dist(), device, "sigmoid", 1.0)
+        batch = Batch([str(i) for i in range(n)], images, tokens, [""] * n)
+        shares = []
+
+        def one():
+            picked = sel(model, batch, gen, device)
+            st(picked.batch)
+            shares.append(picked.selection_seconds)
+
+        sec = _timeit(one, device, steps, warmup + 1)
+        sel_sec = sorted(shares[-steps:])[steps // 2]
+        rows.append({"section": "iteration", "size": size, "method": method, "batch": b, "super_batch": n,
+                     "seconds": sec, "ratio_to_uniform": sec / uniform, "selection_seconds": sel_sec,
+                     "selection_share": sel_sec / sec})
+    return rows
+
+
+def bench_data(size: str, model, step, b: int, device: str, steps: int, workdir: str, vocab_from: int = 1000) -> list[dict]:
+    """The real loader (tar shards of JPEGs -> stream -> batches -> pinned prefetch) feeding the JEST step."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from .data import ShardWriter, stream, ReadStats
+    from .tokenizer import Tokenizer
+    from .train import Batch, Prefetcher, ScoreSelect, make_batches
+
+    mc = model.config
+    cfg = C.load_config(None, None, [f"model.size={mc.size}", f"learner.batch_size={b}"])
+    n = cfg.super_batch_size()
+    total = n * (steps + 3)
+    folder = os.path.join(workdir, f"jpeg-{mc.image_size}")
+    if not os.path.exists(os.path.join(folder, "done")):
+        rng = np.random.default_rng(0)
+        with ShardWriter(folder, "pool", 2000) as w:
+            for i in range(total):  # smooth images (upsampled noise), like photos in entropy more than noise is
+                small = rng.integers(0, 256, (14, 14, 3), dtype=np.uint8)
+                im = Image.fromarray(small).resize((mc.image_size, mc.image_size), Image.BILINEAR)
+                buf = io.BytesIO()
+                im.save(buf, format="JPEG", quality=90)
+                w.write(str(i), buf.getvalue(), f"a photo of thing {i % 97}")
+        open(os.path.join(folder, "done"), "w").close()
+    tok = Tokenizer.build((f"a photo of thing {i}" for i in range(97)), mc.context_length)
+    cache = _FakeCache(total, mc.embed_dim, device)
+    sel = ScoreSelect(cfg, cache)
+    gen = torch.Generator(device=device).manual_seed(0)
+    rows = []
+    for workers in (8, 1):
+        samples = stream(folder, 0, 1000, ReadStats(), mc.image_size, decode_workers=workers)
+        pf = Prefetcher(make_batches(samples, n, tok), depth=2, pin=torch.device(device).type == "cuda")
+        waits, secs = [], []
+        for k in range(steps + 1):
+            t0 = time.perf_counter()
+            batch: Batch = next(pf)
+            picked = sel(model, batch, gen, device)
+            step(picked.batch)
+            _sync(device)
+            if k:  # the first step includes the loader's start
+                waits.append(pf.wait_seconds)
+                secs.append(time.perf_counter() - t0)
+        pf.close()
+        rows.append({"section": "data", "size": mc.size, "decode_workers": workers, "super_batch": n,
+                     "step_seconds": sum(secs) / len(secs), "wait_fraction": sum(waits) / sum(secs)})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def bench_gpu(sizes=("b16", "s16"), batch: int = 256, steps: int = 10, warmup: int = 2,
+              select_sizes=(20480, 163840), dim: int = 768, device: str = "auto", out: str | None = None,
+              budget_seconds: float = 480, workdir: str = "/tmp/jestflow-bench-gpu") -> dict:
+    """Run every section within `budget_seconds`; a section that fails is recorded, the rest go on."""
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    t_start = time.time()
+    facts = device_facts(device)
+    results = {"facts": facts, "rows": [], "not_measured": []}
+
+    def save():
+        if out:
+            storage.write_json(storage.join(out, "gpu.json"), results)
+            storage.write_bytes(storage.join(out, "gpu.md"), markdown(results).encode())
+
+    def left() -> float:
+        return budget_seconds - (time.time() - t_start)
+
+    print(json.dumps(facts), flush=True)
+    for n in select_sizes:
+        if left() < 30:
+            results["not_measured"].append(f"select N={n}: time budget")
+            continue
+        for r in bench_select_gpu(n, dim, device, repeats=5):
+            results["rows"].append(r)
+            print(json.dumps(r), flush=True)
+        save()
+    for size in sizes:
+        if left() < 60:
+            results["not_measured"].append(f"{size}: time budget")
+            continue
+        try:
+            row, model, step = bench_train(size, batch, device, steps, warmup, facts)
+        except Exception as e:  # noqa: BLE001
+            results["not_measured"].append(f"{size} train: failed ({type(e).__name__}: {str(e)[:300]})")
+            print(results["not_measured"][-1], flush=True)
+            continue
+        results["rows"].append(row)
+        print(json.dumps(row), flush=True)
+        save()
+        n = C.load_config(None, None, [f"learner.batch_size={batch}"]).super_batch_size()
+        for name, fn in (("score", lambda: [bench_score(size, model, n, device, steps, warmup)]),
+                         ("iteration", lambda: bench_iteration(size, model, step, batch, device, steps, warmup)),
+                         ("data", lambda: bench_data(size, model, step, batch, device, max(3, steps // 2), workdir))):
+            if left() < 45:
+                results["not_measured"].append(f"{size} {name}: time budget")
+                continue
+            try:
+                for r in fn():
+                    results["rows"].append(r)
+                    print(json.dumps(r), flush=True)
+            except Exception as e:  # noqa: BLE001
+                results["not_measured"].append(f"{size} {name}: failed ({type(e).__name__}: {str(e)[:300]})")
+                print(results["not_measured"][-1], flush=True)
+            save()
+        del model, step
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
+    results["seconds"] = time.time() - t_start
+    save()
+    print(markdown(results))
+    return results
+
+
+def _f(x, spec=".1f"):
+    return "–" if x is None else format(x, spec)
+
+
+def markdown(results: dict) -> str:
+    f = results["facts"]
+    out = [f"Device: {f.get('gpu')} ({f.get('memory_gib', '?')} GiB, driver {f.get('driver', '–')}, CUDA "
+           f"{f.get('cuda', '–')}), PyTorch {f['torch']}; bf16 matmul 8192³ measured "
+           f"{_f(f.get('matmul_bf16_tflops'))} TFLOP/s, datasheet {_f(f.get('datasheet_bf16_tflops'))} TFLOP/s.", ""]
+    rows = results["rows"]
+    tr = [r for r in rows if r["section"] == "train"]
+    if tr:
+        out += ["**Learner training** (uniform batches on the GPU; plain peer: eager, bf16 autocast, default AdamW)", "",
+                "| model | batch | peer img/s | jestflow img/s | speed-up | MFU (datasheet) | MFU (measured matmul) | peer MFU (datasheet) |",
+                "|---|---|---|---|---|---|---|---|"]
+        for r in tr:
+            out.append(f"| {r['size']} | {r['batch']} | {r['peer_images_per_s']:.0f} | {r['jestflow_images_per_s']:.0f} | "
+                       f"{r['speedup']:.2f}x | {_f(r.get('mfu_datasheet'), '.1%')} | {_f(r.get('mfu_measured'), '.1%')} | "
+                       f"{_f(r.get('peer_mfu_datasheet'), '.1%')} |")
+        out.append("")
+    sc = [r for r in rows if r["section"] == "score"]
+    if sc:
+        out += ["**Scoring** (learner forward over the super-batch, inference, bf16)", "",
+                "| model | batch | eager img/s | jestflow (compiled) img/s | speed-up |", "|---|---|---|---|---|"]
+        out += [f"| {r['size']} | {r['batch']} | {r['peer_images_per_s']:.0f} | {r['jestflow_images_per_s']:.0f} | "
+                f"{r['speedup']:.2f}x |" for r in sc]
+        out.append("")
+    se = [r for r in rows if r["section"] == "select"]
+    if se:
+        out += ["**Joint selection** (learnability, 16 chunks, ratio 0.8)", "",
+                "| N → b | d | implementation | ms | peak GiB | fused vs fp32 rel. error |", "|---|---|---|---|---|---|"]
+        for r in se:
+            if "skipped" in r:
+                out.append(f"| {r['n']} → {r['b']} | {r['d']} | {r['impl']} | not run: {r['skipped']} | | |")
+            else:
+                out.append(f"| {r['n']} → {r['b']} | {r['d']} | {r['impl']} | {r['seconds'] * 1e3:.1f} | "
+                           f"{r['peak_bytes'] / 2**30:.3f} | {r['fused_vs_fp32_rel_error']:.1e} |")
+        out.append("")
+    it = [r for r in rows if r["section"] == "iteration"]
+    if it:
+        out += ["**Iteration time** (real ScoreSelect + TrainStep; super-batch N = 5b)", "",
+                "| model | method | b | N | ms/step | × uniform | selection ms | selection share |", "|---|---|---|---|---|---|---|---|"]
+        for r in it:
+            out.append(f"| {r['size']} | {r['method']} | {r['batch']} | {r['super_batch']} | {r['seconds'] * 1e3:.1f} | "
+                       f"{r['ratio_to_uniform']:.2f} | {_f(r.get('selection_seconds') and r['selection_seconds'] * 1e3)} | "
+                       f"{_f(r.get('selection_share'), '.1%')} |")
+        out.append("")
+    da = [r for r in rows if r["section"] == "data"]
+    if da:
+        out += ["**Waiting for data** (JEST step fed by the real loader: tar shards of JPEGs, decode, pinned prefetch)", "",
+                "| model | decode threads | N | s/step | waiting |", "|---|---|---|---|---|"]
+        out += [f"| {r['size']} | {r['decode_workers']} | {r['super_batch']} | {r['step_seconds']:.3f} | "
+                f"{r['wait_fraction']:.1%} |" for r in da]
+        out.append("")
+    if results.get("not_measured"):
+        out += ["Not measured: " + "; ".join(results["not_measured"]), ""]
+    return "\n".join(out)
