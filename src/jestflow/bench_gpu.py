@@ -180,7 +180,8 @@ def bench_score(size: str, model, n: int, device: str, steps: int, warmup: int, 
             "jestflow_images_per_s": n / ours, "speedup": peer / ours}
 
 
-def bench_select_gpu(n: int, d: int, device: str, repeats: int, impls=("torch", "fused", "dense")) -> list[dict]:
+def bench_select_gpu(n: int, d: int, device: str, repeats: int,
+                     impls=("torch", "fused", "fused-nested", "dense")) -> list[dict]:
     from .bench import _embeds
     from .selection import (DenseScorer, FusedSigmoidScorer, SigmoidScorer, dense_score_matrix, sample_chunks,
                             score_terms)
@@ -190,6 +191,7 @@ def bench_select_gpu(n: int, d: int, device: str, repeats: int, impls=("torch", 
     terms = score_terms("learnability", _embeds(n, d, 0, device), _embeds(n, d, 1, device))
     rows = []
     make = {"torch": lambda: SigmoidScorer(terms), "fused": lambda: FusedSigmoidScorer(terms),
+            "fused-nested": lambda: FusedSigmoidScorer(terms, variant="nested"),
             "dense": lambda: DenseScorer(dense_score_matrix(terms))}
     for impl in impls:
         if impl == "dense" and 2 * n * n * 4 > 0.6 * _free_bytes(device):

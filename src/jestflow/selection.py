@@ -105,18 +105,24 @@ class FusedSigmoidScorer(SigmoidScorer):
     materialised. On CUDA the embeddings go in as bf16 (the diagonal stays fp32); elsewhere the
     kernel's PyTorch twin runs in fp32."""
 
-    def __init__(self, terms, block_elems: int = 1 << 26, dtype: torch.dtype | None = None):
+    def __init__(self, terms, block_elems: int = 1 << 26, dtype: torch.dtype | None = None, variant: str = "flat"):
         super().__init__(terms, block_elems)
         dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
-        self.rows = torch.stack([torch.stack([e.img, e.txt]) for _, e in terms]).to(dtype)  # T x 2 x N x d
+        d = terms[0][1].img.shape[1]
+        self.rows = torch.empty(len(terms), 2, self.n, d, dtype=dtype, device=self.device)  # T x 2 x N x d
+        for k, (_, e) in enumerate(terms):  # copied in place: no fp32 intermediate of the whole stack
+            self.rows[k, 0].copy_(e.img)
+            self.rows[k, 1].copy_(e.txt)
         self.coef = torch.stack([torch.stack([torch.ones((), device=self.device) * s, e.log_t.exp(), e.bias])
                                  for s, e in terms]).float()  # T x 3: sign, t, β (stays on the device)
+        self.variant = variant
 
     def add(self, idx: torch.Tensor) -> None:
         from .kernels import chunk_gains
 
-        cols = self.rows[:, [1, 0]][:, :, idx]  # per term: the chunk's texts (for image rows), images
-        chunk_gains(self.rows, cols, idx, self.coef, self.running, self.block_elems)
+        # per term: the chunk's texts (against image rows) and the chunk's images (against text rows)
+        cols = torch.stack([self.rows[:, 1, idx], self.rows[:, 0, idx]], dim=1)
+        chunk_gains(self.rows, cols, idx, self.coef, self.running, self.block_elems, self.variant)
 
 
 class SoftmaxScorer:

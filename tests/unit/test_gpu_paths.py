@@ -1,0 +1,100 @@
+"""The GPU code paths, run on CPU at toy sizes: the fused selection kernel (Triton's interpreter),
+compiled towers, threaded decoding, pinned prefetch, and `jestflow bench gpu` end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from jestflow.bench import _embeds
+from jestflow.data import ReadStats, stream
+from jestflow.selection import FusedSigmoidScorer, SigmoidScorer, make_scorer, sample_chunks, score_terms
+
+KERNEL_CHECK = r"""
+import json, torch
+from jestflow.bench import _embeds
+from jestflow import kernels
+from jestflow.selection import FusedSigmoidScorer, SigmoidScorer, sample_chunks, score_terms
+assert kernels.triton_usable(torch.device("cpu"))
+out = {}
+for n, d, c in ((100, 40, 20), (64, 32, 16)):  # sizes off the tile grid: the masks matter
+    terms = score_terms("learnability", _embeds(n, d, 0, "cpu"), _embeds(n, d, 1, "cpu"))
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(n))[:c]
+    ref = SigmoidScorer(terms); ref.add(idx)
+    for variant in kernels.VARIANTS:
+        f = FusedSigmoidScorer(terms, variant=variant)
+        f.running.fill_(0.5)  # the kernel adds to what is there
+        f.add(idx)
+        out[f"{n}-{variant}"] = float((f.running - 0.5 - ref.running).abs().max() / ref.running.abs().max())
+g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+out["same_draws"] = torch.equal(sample_chunks(SigmoidScorer(terms), 32, 4, g1),
+                                sample_chunks(FusedSigmoidScorer(terms), 32, 4, g2))
+print(json.dumps(out))
+"""
+
+
+def test_fused_triton_kernel_matches_the_fp32_scorer_under_the_interpreter():
+    pytest.importorskip("triton")
+    r = subprocess.run([sys.executable, "-c", KERNEL_CHECK], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "TRITON_INTERPRET": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out.pop("same_draws") is True
+    assert max(out.values()) < 1e-5, out  # fp32 on both sides: summation order only
+
+
+def test_torch_twin_of_the_kernel_and_kernel_choice():
+    terms = score_terms("learnability", _embeds(200, 16, 0, "cpu"), _embeds(200, 16, 1, "cpu"))
+    idx = torch.arange(0, 200, 7)
+    a, f = SigmoidScorer(terms), FusedSigmoidScorer(terms, block_elems=64)  # several row tiles
+    a.add(idx), f.add(idx)
+    torch.testing.assert_close(f.running, a.running, rtol=1e-5, atol=1e-5)
+    assert type(make_scorer("sigmoid", terms, kernel="auto")) is SigmoidScorer  # CPU: the plain scorer
+    assert type(make_scorer("sigmoid", terms, kernel="fused")) is FusedSigmoidScorer
+    with pytest.raises(ValueError, match="unknown selection kernel 'cublas'"):
+        make_scorer("sigmoid", terms, kernel="cublas")
+
+
+def test_compiled_towers_compute_what_eager_ones_do():
+    from jestflow import config as C
+    from jestflow.model import TwoTower
+    from jestflow.train import compile_towers
+
+    torch.manual_seed(0)
+    m = TwoTower(C.load_config("smoke").model, 50)
+    images = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)
+    tokens = torch.randint(1, 50, (4, 16))
+    with torch.no_grad():
+        want = m(images, tokens)
+        compile_towers(m)
+        got = m(images, tokens)
+    assert set(m.state_dict()) == set(TwoTower(C.load_config("smoke").model, 50).state_dict())  # names unchanged
+    for w, g in zip(want, got):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_threaded_decoding_yields_the_same_stream(smoke_scored):
+    pool = str(smoke_scored / "data" / "pool")
+    serial, threaded = ReadStats(), ReadStats()
+    a = [(s.uid, s.image.tobytes()) for s in stream(pool, 7, 200, serial, 32, epochs=1)]
+    b = [(s.uid, s.image.tobytes()) for s in stream(pool, 7, 200, threaded, 32, epochs=1, decode_workers=4)]
+    assert a == b and len(a) == 1600 and serial.samples == threaded.samples == 1600
+
+
+def test_bench_gpu_runs_every_section_on_cpu(tmp_path):
+    from jestflow.bench_gpu import bench_gpu
+
+    res = bench_gpu(("tiny",), batch=16, steps=1, warmup=1, select_sizes=(320,), dim=32, device="cpu",
+                    out=str(tmp_path), budget_seconds=900, workdir=str(tmp_path / "work"))
+    sections = {r["section"] for r in res["rows"]}
+    assert sections == {"train", "score", "select", "iteration", "data"}, res["not_measured"]
+    it = {r["method"]: r for r in res["rows"] if r["section"] == "iteration"}
+    assert it["jest"]["super_batch"] == 80 and it["jest"]["ratio_to_uniform"] > 1
+    sel = [r for r in res["rows"] if r["section"] == "select" and "seconds" in r]
+    assert {r["impl"] for r in sel} == {"torch", "fused", "fused-nested", "dense"}
+    assert sel[0]["fused_vs_fp32_rel_error"] < 1e-5
+    md = (tmp_path / "gpu.md").read_text()
+    assert "Joint selection" in md and "Waiting for data" in md
