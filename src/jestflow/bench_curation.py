@@ -277,7 +277,11 @@ def publish(results: dict, out: str, jobs, seeds: int, benchmarks: str | None) -
         for name in pngs:
             shutil.copy2(storage.join(out, name), os.path.join(root, "docs", "bench", name))
         storage.write_json(os.path.join(root, "docs", "bench", "results.json"), results)
-        storage.write_bytes(benchmarks, md.replace("](", "](docs/bench/").encode())
+        md_repo = md.replace("](", "](docs/bench/")
+        gpu = os.path.join(root, "docs", "bench-gpu.md")  # the GPU section (jestflow bench gpu), kept on re-render
+        if os.path.exists(gpu):
+            md_repo += "\n" + open(gpu).read()
+        storage.write_bytes(benchmarks, md_repo.encode())
     print(md)
     return results
 
