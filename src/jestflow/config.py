@@ -235,6 +235,8 @@ def load_config(preset: str | None = "demo", file: str | None = None, overrides:
     if preset:
         cfg = _merge(cfg, load_preset(preset))
     if file:
+        if not storage.exists(file):
+            raise ValueError(f"config file not found: {file}")
         try:
             with storage.open_read(file) as f:  # local path or gs:// (a PyTorchJob reads its config artifact)
                 data = yaml.safe_load(f) or {}

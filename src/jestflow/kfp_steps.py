@@ -67,13 +67,13 @@ def _log(metrics, values: dict, prefix: str = "") -> None:
             metrics.log_metric(prefix + k, float(v))
 
 
-def _stage_metrics(stage: str, method: str, run_id: str, pushgateway: str):
+def _stage_metrics(stage: str, method: str, run_id: str, pushgateway: str, part: str = ""):
     """Prometheus metrics pushed to `pushgateway` (pipeline parameter), or None when it is empty."""
     if not pushgateway:
         return None
     from .metrics import StageMetrics
 
-    return StageMetrics(stage, method, run_id or None, pushgateway)
+    return StageMetrics(stage, method, run_id or None, pushgateway, part=part)
 
 
 def train_reference(config, curated_uri: str, reference, metrics, pushgateway: str = "", run_id: str = "") -> None:
@@ -97,7 +97,7 @@ def score(config, reference, part: int, parts: list, scores, pushgateway: str = 
     part, parts = int(part), len(parts)  # a loop item can arrive as a float
     shards = part_shards(list_shards(pool_uri), part, parts)
     idx = stages.score(_load(config.path), reference.path, pool_uri, scores.path, shards=shards,
-                       metrics=_stage_metrics("score", "reference", run_id, pushgateway))
+                       metrics=_stage_metrics("score", "reference", run_id, pushgateway, part=str(part)))
     scores.metadata.update({"n": idx["n"], "shards": len(idx["shards"]), "part": part, "parts": parts})
 
 

@@ -32,8 +32,10 @@ class StageMetrics:
     """Metrics of one stage of one run (one Pushgateway group)."""
 
     def __init__(self, stage: str, method: str = "", run_id: str | None = None, gateway: str | None = None,
-                 push_interval: float | None = None, registry: CollectorRegistry | None = None, job: str = "jestflow"):
+                 push_interval: float | None = None, registry: CollectorRegistry | None = None, job: str = "jestflow",
+                 part: str = ""):
         self.stage, self.method = stage, method or stage
+        self.part = part  # a branch of a fan-out (scoring): its own Pushgateway group, label `part`
         self.run_id = run_id or default_run_id()
         self.gateway = gateway if gateway is not None else os.environ.get(ENV_GATEWAY, "")
         self.push_interval = push_interval if push_interval is not None else float(os.environ.get("JESTFLOW_PUSH_INTERVAL", 15))
@@ -161,7 +163,8 @@ class StageMetrics:
         self._last_push = now
         try:
             push_to_gateway(self.gateway, job=self.job, registry=self.registry, timeout=3,
-                            grouping_key={"run_id": self.run_id, "stage": self.stage, "method": self.method})
+                            grouping_key={"run_id": self.run_id, "stage": self.stage, "method": self.method,
+                                          **({"part": self.part} if self.part else {})})
             return True
         except Exception as e:  # unreachable, refused, HTTP error: say it once, keep working
             self._l("push_fail").inc()

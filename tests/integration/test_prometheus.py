@@ -62,23 +62,30 @@ def test_every_documented_metric_arrives_for_each_stage(series):
     assert not missing, missing
 
 
+def values(series, name, stage, method, **labels):
+    return [v for m, v in series[(name, stage, method)] if all(m.get(k) == x for k, x in labels.items())]
+
+
 def value(series, name, stage, method, **labels):
-    samples = [v for m, v in series[(name, stage, method)] if all(m.get(k) == x for k, x in labels.items())]
+    samples = values(series, name, stage, method, **labels)
     assert len(samples) == 1, (name, stage, method, labels)
     return samples[0]
 
 
 def test_values_are_plausible(series):
-    for group in GROUPS:
-        assert value(series, "jestflow_stage_running", *group) == 0
-        assert value(series, "jestflow_stage_duration_seconds", *group) > 0
-        assert value(series, "jestflow_push_failures_total", *group) == 0
-        assert abs(value(series, "jestflow_stage_last_progress_timestamp_seconds", *group) - time.time()) < 3600
+    for group in GROUPS:  # every series of the group: the scoring fan-out pushes one per branch (label part)
+        assert all(v == 0 for v in values(series, "jestflow_stage_running", *group))
+        assert all(v > 0 for v in values(series, "jestflow_stage_duration_seconds", *group))
+        assert all(v == 0 for v in values(series, "jestflow_push_failures_total", *group))
+        assert all(abs(v - time.time()) < 3600 for v in
+                   values(series, "jestflow_stage_last_progress_timestamp_seconds", *group))
+    parts = {m.get("part") for m, _ in series[("jestflow_scored_examples_total", "score", "reference")]}
+    assert parts == {"0", "1", "2", "3"}  # the pipeline's default score_parts
     # smoke preset: reference 150 steps of 64, learners 60 steps of 32, pool 1600
     assert value(series, "jestflow_train_step", "reference", "reference") == 150
     assert value(series, "jestflow_train_examples_total", "reference", "reference") == 150 * 64
     assert value(series, "jestflow_train_examples_total", "learner", "jest") == 60 * 32
-    assert value(series, "jestflow_scored_examples_total", "score", "reference") == 1600
+    assert sum(values(series, "jestflow_scored_examples_total", "score", "reference")) == 1600
     for group in [g for g in GROUPS if g[0] in ("reference", "learner")]:
         loss = value(series, "jestflow_train_loss", *group)
         assert 0 < loss < 50 and math.isfinite(loss)
@@ -106,7 +113,7 @@ def test_pipeline_completes_with_the_gateway_down_and_says_so_once_per_stage(tmp
     assert r.returncode == 0, log[-4000:]
     assert (tmp_path / "out" / "results.json").exists()
     warnings = [ln for ln in log.splitlines() if "metrics push to Pushgateway" in ln]
-    # one warning from each of the 8 pushing stages (reference, score, 3 learners, 3 evaluations), not per push
+    # one warning from each pushing task (reference, 4 scoring branches, 3 learners, 3 evaluations), not per push
     per_stage = {st: sum(f"the {st} stage goes on" in w for w in warnings)
                  for st in ("reference", "score", "learner", "evaluate")}
-    assert per_stage == {"reference": 1, "score": 1, "learner": 3, "evaluate": 3}, "\n".join(warnings) or log[-4000:]
+    assert per_stage == {"reference": 1, "score": 4, "learner": 3, "evaluate": 3}, "\n".join(warnings) or log[-4000:]
