@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="stage 3: train a learner with a data-selection method",
                        description="Train the learner on the pool; each step draws a super-batch and the "
-                       "method picks the sub-batch to train on.")
+                       "method picks the sub-batch to train on. Under torchrun (e.g. `torchrun --nproc_per_node 8 "
+                       "-m jestflow train ...`) it trains data-parallel with global selection (docs/distributed.md).")
     t.add_argument("--method", choices=["jest", "uniform", "independent", "easy-reference", "hard-learner",
                                         "flexi-jest", "offline-easy-reference", "oracle"],
                    help="selection method (default: the config's select.method)")
