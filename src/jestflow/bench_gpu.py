@@ -181,7 +181,7 @@ def bench_score(size: str, model, n: int, device: str, steps: int, warmup: int, 
 
 
 def bench_select_gpu(n: int, d: int, device: str, repeats: int,
-                     impls=("torch", "fused", "fused-nested", "dense")) -> list[dict]:
+                     impls=("torch", "fused", "dense")) -> list[dict]:
     from .bench import _embeds
     from .selection import (DenseScorer, FusedSigmoidScorer, SigmoidScorer, dense_score_matrix, sample_chunks,
                             score_terms)
@@ -191,7 +191,6 @@ def bench_select_gpu(n: int, d: int, device: str, repeats: int,
     terms = score_terms("learnability", _embeds(n, d, 0, device), _embeds(n, d, 1, device))
     rows = []
     make = {"torch": lambda: SigmoidScorer(terms), "fused": lambda: FusedSigmoidScorer(terms),
-            "fused-nested": lambda: FusedSigmoidScorer(terms, variant="nested"),
             "dense": lambda: DenseScorer(dense_score_matrix(terms))}
     for impl in impls:
         if impl == "dense" and 2 * n * n * 4 > 0.6 * _free_bytes(device):
@@ -405,50 +404,38 @@ def markdown(results: dict) -> str:
            f"{f.get('cuda', '–')}), PyTorch {f['torch']}; bf16 matmul 8192³ measured "
            f"{_f(f.get('matmul_bf16_tflops'))} TFLOP/s, datasheet {_f(f.get('datasheet_bf16_tflops'))} TFLOP/s.", ""]
     rows = results["rows"]
-    tr = [r for r in rows if r["section"] == "train"]
-    if tr:
-        out += ["**Learner training** (uniform batches on the GPU; plain peer: eager, bf16 autocast, default AdamW)", "",
-                "| model | batch | peer img/s | jestflow img/s | speed-up | MFU (datasheet) | MFU (measured matmul) | peer MFU (datasheet) |",
-                "|---|---|---|---|---|---|---|---|"]
-        for r in tr:
-            out.append(f"| {r['size']} | {r['batch']} | {r['peer_images_per_s']:.0f} | {r['jestflow_images_per_s']:.0f} | "
-                       f"{r['speedup']:.2f}x | {_f(r.get('mfu_datasheet'), '.1%')} | {_f(r.get('mfu_measured'), '.1%')} | "
-                       f"{_f(r.get('peer_mfu_datasheet'), '.1%')} |")
-        out.append("")
-    sc = [r for r in rows if r["section"] == "score"]
-    if sc:
-        out += ["**Scoring** (learner forward over the super-batch, inference, bf16)", "",
-                "| model | batch | eager img/s | jestflow (compiled) img/s | speed-up |", "|---|---|---|---|---|"]
-        out += [f"| {r['size']} | {r['batch']} | {r['peer_images_per_s']:.0f} | {r['jestflow_images_per_s']:.0f} | "
-                f"{r['speedup']:.2f}x |" for r in sc]
-        out.append("")
-    se = [r for r in rows if r["section"] == "select"]
-    if se:
-        out += ["**Joint selection** (learnability, 16 chunks, ratio 0.8)", "",
-                "| N → b | d | implementation | ms | peak GiB | fused vs fp32 rel. error |", "|---|---|---|---|---|---|"]
-        for r in se:
-            if "skipped" in r:
-                out.append(f"| {r['n']} → {r['b']} | {r['d']} | {r['impl']} | not run: {r['skipped']} | | |")
-            else:
-                out.append(f"| {r['n']} → {r['b']} | {r['d']} | {r['impl']} | {r['seconds'] * 1e3:.1f} | "
-                           f"{r['peak_bytes'] / 2**30:.3f} | {r['fused_vs_fp32_rel_error']:.1e} |")
-        out.append("")
-    it = [r for r in rows if r["section"] == "iteration"]
-    if it:
-        out += ["**Iteration time** (real ScoreSelect + TrainStep; super-batch N = 5b)", "",
-                "| model | method | b | N | ms/step | × uniform | selection ms | selection share |", "|---|---|---|---|---|---|---|---|"]
-        for r in it:
-            out.append(f"| {r['size']} | {r['method']} | {r['batch']} | {r['super_batch']} | {r['seconds'] * 1e3:.1f} | "
-                       f"{r['ratio_to_uniform']:.2f} | {_f(r.get('selection_seconds') and r['selection_seconds'] * 1e3)} | "
-                       f"{_f(r.get('selection_share'), '.1%')} |")
-        out.append("")
-    da = [r for r in rows if r["section"] == "data"]
-    if da:
-        out += ["**Waiting for data** (JEST step fed by the real loader: tar shards of JPEGs, decode, pinned prefetch)", "",
-                "| model | decode threads | N | s/step | waiting |", "|---|---|---|---|---|"]
-        out += [f"| {r['size']} | {r['decode_workers']} | {r['super_batch']} | {r['step_seconds']:.3f} | "
-                f"{r['wait_fraction']:.1%} |" for r in da]
-        out.append("")
+
+    def section(name: str, title: str, header: list[str], line) -> None:
+        picked = [r for r in rows if r["section"] == name]
+        if picked:
+            out.extend([title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)])
+            out.extend("| " + " | ".join(line(r)) + " |" for r in picked)
+            out.append("")
+
+    section("train", "**Learner training** (uniform batches on the GPU; plain peer: eager, bf16 autocast, default AdamW)",
+            ["model", "batch", "peer img/s", "jestflow img/s", "speed-up", "MFU (datasheet)", "MFU (measured matmul)",
+             "peer MFU (datasheet)"],
+            lambda r: [r["size"], str(r["batch"]), f"{r['peer_images_per_s']:.0f}", f"{r['jestflow_images_per_s']:.0f}",
+                       f"{r['speedup']:.2f}x", _f(r.get("mfu_datasheet"), ".1%"), _f(r.get("mfu_measured"), ".1%"),
+                       _f(r.get("peer_mfu_datasheet"), ".1%")])
+    section("score", "**Scoring** (learner forward over the super-batch, inference, bf16)",
+            ["model", "batch", "eager img/s", "jestflow (compiled) img/s", "speed-up"],
+            lambda r: [r["size"], str(r["batch"]), f"{r['peer_images_per_s']:.0f}", f"{r['jestflow_images_per_s']:.0f}",
+                       f"{r['speedup']:.2f}x"])
+    section("select", "**Joint selection** (learnability, 16 chunks, ratio 0.8)",
+            ["N → b", "d", "implementation", "ms", "peak GiB", "fused vs fp32 rel. error"],
+            lambda r: [f"{r['n']} → {r['b']}", str(r["d"]), r["impl"]] + (
+                [f"not run: {r['skipped']}", "", ""] if "skipped" in r else
+                [f"{r['seconds'] * 1e3:.1f}", f"{r['peak_bytes'] / 2**30:.3f}", f"{r['fused_vs_fp32_rel_error']:.1e}"]))
+    section("iteration", "**Iteration time** (real ScoreSelect + TrainStep; super-batch N = 5b)",
+            ["model", "method", "b", "N", "ms/step", "× uniform", "selection ms", "selection share"],
+            lambda r: [r["size"], r["method"], str(r["batch"]), str(r["super_batch"]), f"{r['seconds'] * 1e3:.1f}",
+                       f"{r['ratio_to_uniform']:.2f}", _f(r.get("selection_seconds") and r["selection_seconds"] * 1e3),
+                       _f(r.get("selection_share"), ".1%")])
+    section("data", "**Waiting for data** (JEST step fed by the real loader: tar shards of JPEGs, decode, pinned prefetch)",
+            ["model", "decode threads", "N", "s/step", "waiting"],
+            lambda r: [r["size"], str(r["decode_workers"]), str(r["super_batch"]), f"{r['step_seconds']:.3f}",
+                       f"{r['wait_fraction']:.1%}"])
     if results.get("not_measured"):
         out += ["Not measured: " + "; ".join(results["not_measured"]), ""]
     return "\n".join(out)

@@ -37,54 +37,6 @@ def triton_usable(device: torch.device) -> bool:
 
 
 if triton is not None:
-    @triton.autotune(
-        configs=[
-            triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
-            triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64}, num_warps=8, num_stages=3),
-            triton.Config({"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
-            triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128}, num_warps=8, num_stages=2),
-        ] if os.environ.get("TRITON_INTERPRET") != "1" else [
-            triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=1, num_stages=1)],
-        key=["N", "C", "D", "T"],
-    )
-    @triton.jit
-    def _chunk_gain_kernel(rows_ptr, cols_ptr, idx_ptr, coef_ptr, out_ptr, N, C: tl.constexpr, D: tl.constexpr,
-                           stride_rt, stride_rp, stride_rn, stride_ct, stride_cp, stride_cn,
-                           T: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        pid = tl.program_id(0)
-        rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-        rk = tl.arange(0, BLOCK_K)
-        row_ok = rm < N
-        total = tl.zeros((BLOCK_M,), dtype=tl.float32)
-        for term in tl.static_range(T):
-            sign = tl.load(coef_ptr + 3 * term)
-            t = tl.load(coef_ptr + 3 * term + 1)
-            beta = tl.load(coef_ptr + 3 * term + 2)
-            for p in tl.static_range(2):  # p = 0: image rows x text columns; p = 1: text rows x image columns
-                r_base = rows_ptr + term * stride_rt + p * stride_rp
-                c_base = cols_ptr + term * stride_ct + p * stride_cp
-                for j0 in range(0, C, BLOCK_N):
-                    cn = j0 + tl.arange(0, BLOCK_N)
-                    col_ok = cn < C
-                    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-                    for k0 in range(0, D, BLOCK_K):
-                        k_ok = (k0 + rk) < D
-                        a = tl.load(r_base + rm[:, None] * stride_rn + (k0 + rk)[None, :],
-                                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-                        b = tl.load(c_base + cn[:, None] * stride_cn + (k0 + rk)[None, :],
-                                    mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-                        acc = tl.dot(a, tl.trans(b), acc)
-                    owner = tl.load(idx_ptr + cn, mask=col_ok, other=-1)
-                    positive = rm[:, None] == owner[None, :]
-                    x = tl.where(positive, -1.0, 1.0) * (t * acc + beta)  # -z * logit
-                    sp = tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
-                    sp = tl.where(col_ok[None, :], sp, 0.0)
-                    total += sign * tl.sum(sp, axis=1)
-        prev = tl.load(out_ptr + rm, mask=row_ok, other=0.0)
-        tl.store(out_ptr + rm, prev + total, mask=row_ok)
-
-
-if triton is not None:
     _CONFIGS_FLAT = [
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=4),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64}, num_warps=8, num_stages=3),
@@ -98,9 +50,11 @@ if triton is not None:
     def _chunk_gain_kernel_flat(rows_ptr, cols_ptr, idx_ptr, coef_ptr, out_ptr, N, C: tl.constexpr, D: tl.constexpr,
                                 stride_rt, stride_rp, stride_rn, stride_ct, stride_cp, stride_cn,
                                 T: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        """The same arithmetic as `_chunk_gain_kernel`, as one flat loop over (term, direction, column
-        tile, k step), so the software pipeline never drains between column tiles; the epilogue runs
-        on the last k step of each tile (the pattern of Triton's persistent matmul)."""
+        """One program per BLOCK_M rows; one flat loop over (term, direction, column tile, k step), so the
+        software pipeline never drains between column tiles; the epilogue (log-sigmoid, signs, row
+        sums) runs on the last k step of each tile (the pattern of Triton's persistent matmul). A
+        nested-loop version (a loop per column tile) measured the same at N = 163,840 and 1.7x slower
+        at N = 20,480 on an H200, and was removed."""
         pid = tl.program_id(0)
         rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
         rk = tl.arange(0, BLOCK_K)
@@ -140,11 +94,8 @@ if triton is not None:
         tl.store(out_ptr + rm, prev + total, mask=row_ok)
 
 
-VARIANTS = ("flat", "nested")
-
-
 def chunk_gains(rows: torch.Tensor, cols: torch.Tensor, idx: torch.Tensor, coef: torch.Tensor,
-                out: torch.Tensor, block_elems: int = 1 << 26, variant: str = "flat") -> None:
+                out: torch.Tensor, block_elems: int = 1 << 26) -> None:
     """out[r] += the chunk's gain terms for every row r (see the module docstring).
 
     rows: T x 2 x N x d (per term: image rows, text rows), cols: T x 2 x c x d (per term: the chunk's
@@ -155,8 +106,7 @@ def chunk_gains(rows: torch.Tensor, cols: torch.Tensor, idx: torch.Tensor, coef:
     if triton_usable(rows.device):
         rows, cols = rows.contiguous(), cols.contiguous()
         grid = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]),)  # noqa: E731
-        kernel = _chunk_gain_kernel_flat if variant == "flat" else _chunk_gain_kernel
-        kernel[grid](rows, cols, idx.contiguous(), coef.contiguous(), out, N, C, D,
+        _chunk_gain_kernel_flat[grid](rows, cols, idx.contiguous(), coef.contiguous(), out, N, C, D,
                                  rows.stride(0), rows.stride(1), rows.stride(2),
                                  cols.stride(0), cols.stride(1), cols.stride(2), T=T)
         return

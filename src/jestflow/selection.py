@@ -105,7 +105,7 @@ class FusedSigmoidScorer(SigmoidScorer):
     materialised. On CUDA the embeddings go in as bf16 (the diagonal stays fp32); elsewhere the
     kernel's PyTorch twin runs in fp32."""
 
-    def __init__(self, terms, block_elems: int = 1 << 26, dtype: torch.dtype | None = None, variant: str = "flat"):
+    def __init__(self, terms, block_elems: int = 1 << 26, dtype: torch.dtype | None = None):
         super().__init__(terms, block_elems)
         dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         d = terms[0][1].img.shape[1]
@@ -115,14 +115,13 @@ class FusedSigmoidScorer(SigmoidScorer):
             self.rows[k, 1].copy_(e.txt)
         self.coef = torch.stack([torch.stack([torch.ones((), device=self.device) * s, e.log_t.exp(), e.bias])
                                  for s, e in terms]).float()  # T x 3: sign, t, β (stays on the device)
-        self.variant = variant
 
     def add(self, idx: torch.Tensor) -> None:
         from .kernels import chunk_gains
 
         # per term: the chunk's texts (against image rows) and the chunk's images (against text rows)
         cols = torch.stack([self.rows[:, 1, idx], self.rows[:, 0, idx]], dim=1)
-        chunk_gains(self.rows, cols, idx, self.coef, self.running, self.block_elems, self.variant)
+        chunk_gains(self.rows, cols, idx, self.coef, self.running, self.block_elems)
 
 
 class SoftmaxScorer:

@@ -7,7 +7,9 @@ request so tests can check what jestflow sent. A real KFP backend cannot run her
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from tests.jsonhttp import JSONHandler
 
 
 class FakeKFP:
@@ -16,17 +18,8 @@ class FakeKFP:
         self.experiments = {}
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def _reply(self, code, body):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(JSONHandler):
+            _reply = JSONHandler.reply
 
             def do_GET(self):
                 outer.requests.append(("GET", self.path, None))
