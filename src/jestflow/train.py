@@ -51,7 +51,12 @@ class Batch:
     def take(self, idx: torch.Tensor) -> "Batch":
         i = idx.cpu()
         il = i.tolist()
-        return Batch([self.uids[k] for k in il], self.images[i], self.tokens[i], [self.noise[k] for k in il])
+        if self.images.is_pinned():  # keep the chosen sub-batch page-locked: its copy to the GPU stays async
+            images = torch.index_select(self.images, 0, i, out=torch.empty(
+                (len(il), *self.images.shape[1:]), dtype=self.images.dtype, pin_memory=True))
+        else:
+            images = self.images[i]
+        return Batch([self.uids[k] for k in il], images, self.tokens[i], [self.noise[k] for k in il])
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -269,9 +274,9 @@ class TrainStep:
         parts = []
         for rows, stride in self.groups:
             mine = dist.split(rows.stop - rows.start, "batch size")
-            idx = torch.arange(rows.start, rows.stop)[mine]
-            parts.append((chosen.images[idx].to(device, non_blocking=True),
-                          chosen.tokens[idx].to(device, non_blocking=True), stride))
+            view = slice(rows.start + mine.start, rows.start + mine.stop)  # a view: no host copy
+            parts.append((chosen.images[view].to(device, non_blocking=True),
+                          chosen.tokens[view].to(device, non_blocking=True), stride))
         with _autocast(device):
             out = self.forward(parts)
             img = torch.cat([dist.gather_with_grad(i) for i, _ in out])
