@@ -83,22 +83,28 @@ class Prefetcher:
         self.t = threading.Thread(target=self._run, args=(it,), daemon=True)
         self.t.start()
 
+    def _put(self, item) -> bool:
+        """Hand `item` over unless the loop has closed the prefetcher; False once closed."""
+        while not self._stop:
+            try:
+                self.q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _run(self, it):
         try:
             for b in it:
-                if self.pin:
-                    b = Batch(b.uids, b.images.pin_memory(), b.tokens.pin_memory(), b.noise)
-                while not self._stop:
-                    try:
-                        self.q.put(b, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
                 if self._stop:
                     return
-            self.q.put(StopIteration())
+                if self.pin:
+                    b = Batch(b.uids, b.images.pin_memory(), b.tokens.pin_memory(), b.noise)
+                if not self._put(b):
+                    return
+            self._put(StopIteration())
         except BaseException as e:  # surface reader errors in the training thread
-            self.q.put(e)
+            self._put(e)
 
     def __next__(self) -> Batch:
         t0 = time.perf_counter()
@@ -111,7 +117,10 @@ class Prefetcher:
         return item
 
     def close(self):
+        """Stop and join the thread, so no decoding runs on while the interpreter shuts down (a daemon
+        thread inside torch at exit aborts the process: "terminate called without an active exception")."""
         self._stop = True
+        self.t.join(timeout=60)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -405,8 +414,6 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
                 raise ValueError(f"{data_uri}: ran out of samples") from None
             picked = selector(model, batch, gen, device, dist)
             chosen = picked.batch
-            # This rank's share of each group; the gathered embeddings (with gradient) are the whole
-            # sub-batch's, in single-process order, so the loss is the full-batch loss on every rank.
             lossf = float(train_step(chosen))
             if not math.isfinite(lossf):
                 raise ValueError(f"{stage}: loss became {lossf} at step {step}; lower the learning rate")
