@@ -99,13 +99,11 @@ def build(gpu: bool = True, multinode: bool = False):
                                                      **mon), "1", "2Gi", cache=False)
                 t.set_display_name(f"learner: {label} (PyTorchJob)")
                 kubernetes.use_field_path_as_env(t, env_name="JESTFLOW_NAMESPACE", field_path="metadata.namespace")
-                e = _common(evaluate(config=cfg, model=t.outputs["model"], eval_uri=prep.outputs["eval"], **mon),
-                            "2", "8Gi", cache=True).set_display_name(f"evaluate: {label}")
-                return t.outputs["model"], e.outputs["results"]
-            t = _accelerated(train_learner(config=cfg, method=meth, match_flops=match_flops,
-                                           pool_uri=prep.outputs["pool"], eval_uri=prep.outputs["eval"],
-                                           scores=scr.outputs["scores"], reference=ref.outputs["reference"], **mon),
-                             gpu, "4", "16Gi", cache=False).set_display_name(f"learner: {label}")
+            else:
+                t = _accelerated(train_learner(config=cfg, method=meth, match_flops=match_flops,
+                                               pool_uri=prep.outputs["pool"], eval_uri=prep.outputs["eval"],
+                                               scores=scr.outputs["scores"], reference=ref.outputs["reference"], **mon),
+                                 gpu, "4", "16Gi", cache=False).set_display_name(f"learner: {label}")
             # Pure function of the model: cached.
             e = _common(evaluate(config=cfg, model=t.outputs["model"], eval_uri=prep.outputs["eval"], **mon), "2", "8Gi",
                         cache=True).set_display_name(f"evaluate: {label}")

@@ -40,7 +40,7 @@ def _sync(device):
 
 
 def _timeit(fn, device, steps: int, warmup: int) -> float:
-    """Median-free but honest: total wall time of `steps` calls after `warmup`, synchronised."""
+    """Mean seconds per call over `steps` calls after `warmup`, the device synchronised at both ends."""
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -216,7 +216,7 @@ def bench_select_gpu(n: int, d: int, device: str, repeats: int,
             peak = (torch.cuda.max_memory_allocated() - base) if cuda else float("nan")
             times.sort()
             rows.append({"section": "select", "impl": impl, "n": n, "b": b, "d": d, "seconds": times[len(times) // 2],
-                         "peak_bytes": peak, "floor_seconds": None})
+                         "peak_bytes": peak})
         except torch.OutOfMemoryError:
             rows.append({"section": "select", "impl": impl, "n": n, "b": b, "d": d, "skipped": "out of memory"})
         except Exception as e:  # noqa: BLE001
@@ -261,7 +261,7 @@ def bench_iteration(size: str, model, step, b: int, device: str, steps: int, war
         sel = ScoreSelect(mcfg, cache)
         flexi = mcfg.select.flexi_stride if method == "flexi-jest" else 1
         st = step if flexi == 1 else TrainStep(model, step.opt, step.sched, TrainForward(model), train_groups(b, flexi),
-                                               Dist(), device, "sigmoid", 1.0)
+                                               Dist(), device, step.loss, step.grad_clip)
         batch = Batch([str(i) for i in range(n)], images, tokens, [""] * n)
         shares = []
 
@@ -278,7 +278,7 @@ def bench_iteration(size: str, model, step, b: int, device: str, steps: int, war
     return rows
 
 
-def bench_data(size: str, model, step, b: int, device: str, steps: int, workdir: str, vocab_from: int = 1000) -> list[dict]:
+def bench_data(model, step, b: int, device: str, steps: int, workdir: str) -> list[dict]:
     """The real loader (tar shards of JPEGs -> stream -> batches -> pinned prefetch) feeding the JEST step."""
     import io
 
@@ -373,7 +373,7 @@ def bench_gpu(sizes=("b16", "s16"), batch: int = 256, steps: int = 10, warmup: i
         n = C.load_config(None, None, [f"learner.batch_size={batch}"]).super_batch_size()
         for name, fn in (("score", lambda: [bench_score(size, model, n, device, steps, warmup)]),
                          ("iteration", lambda: bench_iteration(size, model, step, batch, device, steps, warmup)),
-                         ("data", lambda: bench_data(size, model, step, batch, device, max(3, steps // 2), workdir))):
+                         ("data", lambda: bench_data(model, step, batch, device, max(3, steps // 2), workdir))):
             if left() < 45:
                 results["not_measured"].append(f"{size} {name}: time budget")
                 continue

@@ -256,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jestflow: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from .distributed import teardown
+
+        teardown()  # under torchrun: leave the process group cleanly (a no-op otherwise)
 
 
 if __name__ == "__main__":

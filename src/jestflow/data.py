@@ -201,28 +201,32 @@ def stream(
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="jestflow-decode")
-    epoch = 0
-    while epochs is None or epoch < epochs:
-        rng = random.Random(f"{seed}:{epoch}")
-        order = shards[:]
-        rng.shuffle(order)
-        buf: list[Sample] = []
-        produced = 0
-        for shard in order:
-            for s in iter_shard(shard, stats, image_size, pool):
-                if len(buf) < shuffle_buffer:
-                    buf.append(s)
-                    continue
-                i = rng.randrange(len(buf))
-                buf[i], s = s, buf[i]
-                produced += 1
-                yield s
-        rng.shuffle(buf)
-        produced += len(buf)
-        yield from buf
-        if produced == 0:
-            raise ValueError(f"split {uri} has no usable samples")
-        epoch += 1
+    try:
+        epoch = 0
+        while epochs is None or epoch < epochs:
+            rng = random.Random(f"{seed}:{epoch}")
+            order = shards[:]
+            rng.shuffle(order)
+            buf: list[Sample] = []
+            produced = 0
+            for shard in order:
+                for s in iter_shard(shard, stats, image_size, pool):
+                    if len(buf) < shuffle_buffer:
+                        buf.append(s)
+                        continue
+                    i = rng.randrange(len(buf))
+                    buf[i], s = s, buf[i]
+                    produced += 1
+                    yield s
+            rng.shuffle(buf)
+            produced += len(buf)
+            yield from buf
+            if produced == 0:
+                raise ValueError(f"split {uri} has no usable samples")
+            epoch += 1
+    finally:  # the stream was exhausted, closed or garbage-collected: let the decode threads go
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 class ShardWriter:

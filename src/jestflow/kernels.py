@@ -7,11 +7,11 @@ For a chunk of chosen columns `idx` (c of them) and every candidate row r of the
 
 with z_rj = +1 where r is idx[j] and -1 elsewhere. The Triton kernel computes each BLOCK_M x BLOCK_N
 tile of the two products on the tensor cores (bf16 in, fp32 accumulate), applies the log-sigmoid
-and the sign in registers and reduces the tile to per-row sums, so memory traffic is the embeddings
-alone and extra memory is zero: this is the matmul-with-fused-log-sigmoid path of issue 8.
+and the sign in registers and reduces the tile to per-row sums, so no block is ever written to
+memory: traffic is the embeddings, extra memory their bf16 copy and the chunk's columns.
 
-`chunk_gains` dispatches: the Triton kernel on CUDA (or under TRITON_INTERPRET=1 on CPU, which is how
-the tests run it without a GPU), else a tiled PyTorch version of the same arithmetic.
+The kernel runs on CUDA, and on CPU under TRITON_INTERPRET=1 (how the tests run it without a GPU);
+where it cannot run, `selection.FusedSigmoidScorer` falls back to the plain tiled scorer.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 
 import torch
-import torch.nn.functional as F
 
 try:  # Triton ships with CUDA PyTorch; CPU installs may lack it
     import triton
@@ -95,29 +94,18 @@ if triton is not None:
 
 
 def chunk_gains(rows: torch.Tensor, cols: torch.Tensor, idx: torch.Tensor, coef: torch.Tensor,
-                out: torch.Tensor, block_elems: int = 1 << 26) -> None:
+                out: torch.Tensor) -> None:
     """out[r] += the chunk's gain terms for every row r (see the module docstring).
 
     rows: T x 2 x N x d (per term: image rows, text rows), cols: T x 2 x c x d (per term: the chunk's
     text, the chunk's image), idx: c row indices of the chunk, coef: T x 3 (sign, t, β) fp32,
     out: N fp32, updated in place."""
+    if not triton_usable(rows.device):
+        raise RuntimeError(f"the fused selection kernel cannot run on {rows.device} (no Triton, or on CPU "
+                           "without TRITON_INTERPRET=1)")
     T, _, N, D = rows.shape
-    C = cols.shape[2]
-    if triton_usable(rows.device):
-        rows, cols = rows.contiguous(), cols.contiguous()
-        grid = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]),)  # noqa: E731
-        _chunk_gain_kernel_flat[grid](rows, cols, idx.contiguous(), coef.contiguous(), out, N, C, D,
-                                 rows.stride(0), rows.stride(1), rows.stride(2),
-                                 cols.stride(0), cols.stride(1), cols.stride(2), T=T)
-        return
-    step = max(1, block_elems // max(1, C))
-    for r0 in range(0, N, step):
-        r1 = min(N, r0 + step)
-        z = torch.where(torch.arange(r0, r1, device=rows.device)[:, None] == idx[None, :], 1.0, -1.0)
-        acc = torch.zeros(r1 - r0, device=rows.device, dtype=torch.float32)
-        for k in range(T):
-            sign, t, beta = coef[k, 0], coef[k, 1], coef[k, 2]
-            for p in range(2):
-                logits = (rows[k, p, r0:r1] @ cols[k, p].T).float() * t + beta
-                acc += sign * F.softplus(-z * logits).sum(1)
-        out[r0:r1] += acc
+    rows, cols = rows.contiguous(), cols.contiguous()
+    grid = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]),)  # noqa: E731
+    _chunk_gain_kernel_flat[grid](rows, cols, idx.contiguous(), coef.contiguous(), out, N, cols.shape[2], D,
+                                  rows.stride(0), rows.stride(1), rows.stride(2),
+                                  cols.stride(0), cols.stride(1), cols.stride(2), T=T)

@@ -135,7 +135,12 @@ def train_learner(config, method: str, match_flops: bool, pool_uri: str, eval_ur
     s = stages.train_learner(cfg, pool_uri, model.path, scores.path if method not in ("uniform", "oracle") else None,
                              eval_uri, tokenizer_from=reference.path,
                              metrics=_stage_metrics("learner", label, run_id, pushgateway))
-    model.metadata.update({"method": s["method"], "label": label, "steps": s["steps"]})
+    _learner_outputs(s, label, model, metrics)
+
+
+def _learner_outputs(s: dict, label: str, model, metrics, **extra) -> None:
+    """A trained learner's summary onto its Model artifact's metadata and its Metrics artifact."""
+    model.metadata.update({"method": s["method"], "label": label, "steps": s["steps"], **extra})
     _log(metrics, {"steps": s["steps"], "flops_total": stages.total_flops(s), "clean_fraction": s["clean_fraction"],
                    "wall_seconds": s["wall_seconds"]})
 
@@ -200,8 +205,5 @@ def train_learner_pytorchjob(config, method: str, pool_uri: str, eval_uri: str, 
         api = client.CustomObjectsApi()
     pytorchjob.run(api, pytorchjob.render(spec), poll_seconds=poll_seconds)
     s = storage.read_json(storage.join(out, "train.json"))
-    model.metadata.update({"method": s["method"], "label": method, "steps": s["steps"], "nodes": nodes,
-                           "world_size": s.get("world_size", 1), "pytorchjob": name})
-    _log(metrics, {"steps": s["steps"], "flops_total": stages.total_flops(s), "clean_fraction": s["clean_fraction"],
-                   "wall_seconds": s["wall_seconds"]})
+    _learner_outputs(s, method, model, metrics, nodes=nodes, world_size=s.get("world_size", 1), pytorchjob=name)
     return s

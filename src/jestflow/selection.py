@@ -102,11 +102,16 @@ class SigmoidScorer:
 class FusedSigmoidScorer(SigmoidScorer):
     """The same gains as `SigmoidScorer`, each chunk's update one fused kernel (kernels.chunk_gains):
     block products on the tensor cores with the log-sigmoid and row sums in registers, nothing
-    materialised. On CUDA the embeddings go in as bf16 (the diagonal stays fp32); elsewhere the
-    kernel's PyTorch twin runs in fp32."""
+    materialised. On CUDA the embeddings go in as bf16 (the diagonal stays fp32). Where the kernel
+    cannot run (no Triton; CPU without TRITON_INTERPRET=1) this is exactly `SigmoidScorer`."""
 
     def __init__(self, terms, block_elems: int = 1 << 26, dtype: torch.dtype | None = None):
+        from .kernels import triton_usable
+
         super().__init__(terms, block_elems)
+        self.fused = triton_usable(self.device)
+        if not self.fused:
+            return
         dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         d = terms[0][1].img.shape[1]
         self.rows = torch.empty(len(terms), 2, self.n, d, dtype=dtype, device=self.device)  # T x 2 x N x d
@@ -119,9 +124,11 @@ class FusedSigmoidScorer(SigmoidScorer):
     def add(self, idx: torch.Tensor) -> None:
         from .kernels import chunk_gains
 
+        if not self.fused:
+            return super().add(idx)
         # per term: the chunk's texts (against image rows) and the chunk's images (against text rows)
         cols = torch.stack([self.rows[:, 1, idx], self.rows[:, 0, idx]], dim=1)
-        chunk_gains(self.rows, cols, idx, self.coef, self.running, self.block_elems)
+        chunk_gains(self.rows, cols, idx, self.coef, self.running)
 
 
 class SoftmaxScorer:
