@@ -29,7 +29,7 @@ from dataclasses import replace
 import torch
 
 from . import config as C
-from . import storage
+from . import reuse, storage
 
 DATASHEET_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}  # dense bf16 FLOP/s (SXM)
 
@@ -110,7 +110,8 @@ class _FakeCache:
 # Sections
 
 
-def bench_train(size: str, b: int, device: str, steps: int, warmup: int, facts: dict, vocab: int = 1000) -> dict:
+def bench_train(size: str, b: int, device: str, steps: int, warmup: int, facts: dict, vocab: int = 1000,
+                compile: bool = True) -> dict:
     from .distributed import Dist
     from .losses import sigmoid_loss
     from .model import TwoTower
@@ -141,7 +142,8 @@ def bench_train(size: str, b: int, device: str, steps: int, warmup: int, facts: 
     model = TwoTower(mc, vocab).to(device)
     t = replace(C.TrainConfig(), batch_size=b, steps=10**6)
     opt, sched = make_optimizer(model, t, fused=cuda)
-    compile_towers(model)
+    if compile:
+        compile_towers(model)
     step = TrainStep(model, opt, sched, TrainForward(model), train_groups(b, 1), Dist(), device, "sigmoid",
                      t.optim.grad_clip)
     batch = Batch([str(i) for i in range(b)], images, tokens, [""] * b)
@@ -256,25 +258,37 @@ def bench_iteration(size: str, model, step, b: int, device: str, steps: int, war
     uniform = _timeit(lambda: step(sub), device, steps, warmup)
     rows = [{"section": "iteration", "size": size, "method": "uniform", "batch": b, "super_batch": b,
              "seconds": uniform, "ratio_to_uniform": 1.0}]
-    for method in ("jest", "flexi-jest"):
+    cuda = torch.device(device).type == "cuda"
+    for method, replay in (("jest", False), ("jest", True), ("flexi-jest", False), ("flexi-jest", True)):
         mcfg = C.from_dict({**C.to_dict(cfg), "select": {**C.to_dict(cfg)["select"], "method": method}})
-        sel = ScoreSelect(mcfg, cache)
+        sel = ScoreSelect(mcfg, cache, reuse_activations=replay)
         flexi = mcfg.select.flexi_stride if method == "flexi-jest" else 1
         st = step if flexi == 1 else TrainStep(model, step.opt, step.sched, TrainForward(model), train_groups(b, flexi),
-                                               Dist(), device, step.loss, step.grad_clip)
+                                               Dist(), device, step.loss, step.grad_clip, score_stride=flexi)
         batch = Batch([str(i) for i in range(n)], images, tokens, [""] * n)
         shares = []
+        tape = reuse.tape_bytes_per_example(mc, flexi, 2 if cuda else 4) * n if replay else 0
+        row = {"section": "iteration", "size": size, "method": method + (" + reuse" if replay else ""), "batch": b,
+               "super_batch": n, "tape_bytes": tape}
 
         def one():
             picked = sel(model, batch, gen, device)
-            st(picked.batch)
+            st(picked.batch, picked.tapes)
             shares.append(picked.selection_seconds)
 
-        sec = _timeit(one, device, steps, warmup + 1)
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            sec = _timeit(one, device, steps, warmup + 1)
+        except torch.OutOfMemoryError:
+            rows.append({**row, "skipped": f"out of memory (tape {tape / 2**30:.1f} GiB)"})
+            torch.cuda.empty_cache() if cuda else None
+            continue
         sel_sec = sorted(shares[-steps:])[steps // 2]
-        rows.append({"section": "iteration", "size": size, "method": method, "batch": b, "super_batch": n,
-                     "seconds": sec, "ratio_to_uniform": sec / uniform, "selection_seconds": sel_sec,
-                     "selection_share": sel_sec / sec})
+        rows.append({**row, "seconds": sec, "ratio_to_uniform": sec / uniform, "selection_seconds": sel_sec,
+                     "selection_share": sel_sec / sec,
+                     "peak_bytes": torch.cuda.max_memory_allocated() if cuda else float("nan")})
     return rows
 
 
@@ -309,36 +323,54 @@ def bench_data(model, step, b: int, device: str, steps: int, workdir: str) -> li
     sel = ScoreSelect(cfg, cache)
     gen = torch.Generator(device=device).manual_seed(0)
     rows = []
-    for workers in (8, 1):
-        samples = stream(folder, 0, 1000, ReadStats(), mc.image_size, decode_workers=workers)
-        pf = Prefetcher(make_batches(samples, n, tok), depth=2, pin=torch.device(device).type == "cuda")
+    cuda = torch.device(device).type == "cuda"
+    resident = next(make_batches(stream(folder, 0, 1000, ReadStats(), mc.image_size), n, tok))  # no loader at all
+    if cuda:
+        resident = Batch(resident.uids, resident.images.pin_memory(), resident.tokens.pin_memory(), resident.noise)
+    for workers, mode in ((0, "in memory"), (8, "process"), (8, "thread"), (1, "serial")):
+        if workers:
+            samples = stream(folder, 0, 1000, ReadStats(), mc.image_size, decode_workers=workers,
+                             decode_mode=mode if workers > 1 else "thread")
+            pf = Prefetcher(make_batches(samples, n, tok), depth=2, pin=cuda)
         waits, secs = [], []
         for k in range(steps + 1):
             t0 = time.perf_counter()
-            batch: Batch = next(pf)
+            batch: Batch = next(pf) if workers else resident
             picked = sel(model, batch, gen, device)
-            step(picked.batch)
+            step(picked.batch, picked.tapes)
             _sync(device)
             if k:  # the first step includes the loader's start
-                waits.append(pf.wait_seconds)
+                waits.append(pf.wait_seconds if workers else 0.0)
                 secs.append(time.perf_counter() - t0)
-        pf.close()
-        rows.append({"section": "data", "size": mc.size, "decode_workers": workers, "super_batch": n,
-                     "step_seconds": sum(secs) / len(secs), "wait_fraction": sum(waits) / sum(secs)})
+        if workers:
+            pf.close()
+        rows.append({"section": "data", "size": mc.size, "decode_workers": workers, "decode_mode": mode,
+                     "super_batch": n, "step_seconds": sum(secs) / len(secs), "wait_fraction": sum(waits) / sum(secs)})
+    compute = rows[0]["step_seconds"]
+    for r in rows:
+        r["vs_in_memory"] = r["step_seconds"] / compute
     return rows
 
 
 # --------------------------------------------------------------------------------------------------
 
 
+SECTIONS = ("select", "train", "score", "iteration", "data")
+
+
 def bench_gpu(sizes=("b16", "s16"), batch: int = 256, steps: int = 10, warmup: int = 2,
               select_sizes=(20480, 163840), dim: int = 768, device: str = "auto", out: str | None = None,
-              budget_seconds: float = 480, workdir: str = "/tmp/jestflow-bench-gpu") -> dict:
-    """Run every section within `budget_seconds`; a section that fails is recorded, the rest go on."""
+              budget_seconds: float = 480, workdir: str = "/tmp/jestflow-bench-gpu", compile: bool = True,
+              sections=SECTIONS) -> dict:
+    """Run the `sections` within `budget_seconds`; a section that fails is recorded, the rest go on.
+    The train section always runs when a later one is asked for (it builds the model they use)."""
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown bench sections {sorted(unknown)} (known: {', '.join(SECTIONS)})")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     t_start = time.time()
     facts = device_facts(device)
-    results = {"facts": facts, "rows": [], "not_measured": []}
+    results = {"facts": {**facts, "compile": compile}, "rows": [], "not_measured": []}
 
     def save():
         if out:
@@ -349,7 +381,7 @@ def bench_gpu(sizes=("b16", "s16"), batch: int = 256, steps: int = 10, warmup: i
         return budget_seconds - (time.time() - t_start)
 
     print(json.dumps(facts), flush=True)
-    for n in select_sizes:
+    for n in select_sizes if "select" in sections else ():
         if left() < 30:
             results["not_measured"].append(f"select N={n}: time budget")
             continue
@@ -357,12 +389,12 @@ def bench_gpu(sizes=("b16", "s16"), batch: int = 256, steps: int = 10, warmup: i
             results["rows"].append(r)
             print(json.dumps(r), flush=True)
         save()
-    for size in sizes:
+    for size in sizes if set(sections) - {"select"} else ():
         if left() < 60:
             results["not_measured"].append(f"{size}: time budget")
             continue
         try:
-            row, model, step = bench_train(size, batch, device, steps, warmup, facts)
+            row, model, step = bench_train(size, batch, device, steps, warmup, facts, compile=compile)
         except Exception as e:  # noqa: BLE001
             results["not_measured"].append(f"{size} train: failed ({type(e).__name__}: {str(e)[:300]})")
             print(results["not_measured"][-1], flush=True)
@@ -374,6 +406,8 @@ def bench_gpu(sizes=("b16", "s16"), batch: int = 256, steps: int = 10, warmup: i
         for name, fn in (("score", lambda: [bench_score(size, model, n, device, steps, warmup)]),
                          ("iteration", lambda: bench_iteration(size, model, step, batch, device, steps, warmup)),
                          ("data", lambda: bench_data(model, step, batch, device, max(3, steps // 2), workdir))):
+            if name not in sections:
+                continue
             if left() < 45:
                 results["not_measured"].append(f"{size} {name}: time budget")
                 continue
@@ -398,11 +432,17 @@ def _f(x, spec=".1f"):
     return "–" if x is None else format(x, spec)
 
 
+def _gib(x) -> str:
+    """Bytes as GiB; '–' where none (0, None, or NaN when not measured off CUDA)."""
+    return "–" if not x or x != x else f"{x / 2**30:.1f}"
+
+
 def markdown(results: dict) -> str:
     f = results["facts"]
     out = [f"Device: {f.get('gpu')} ({f.get('memory_gib', '?')} GiB, driver {f.get('driver', '–')}, CUDA "
            f"{f.get('cuda', '–')}), PyTorch {f['torch']}; bf16 matmul 8192³ measured "
-           f"{_f(f.get('matmul_bf16_tflops'))} TFLOP/s, datasheet {_f(f.get('datasheet_bf16_tflops'))} TFLOP/s.", ""]
+           f"{_f(f.get('matmul_bf16_tflops'))} TFLOP/s, datasheet {_f(f.get('datasheet_bf16_tflops'))} TFLOP/s; "
+           f"jestflow's towers {'compiled' if f.get('compile', True) else 'eager (--no-compile)'}.", ""]
     rows = results["rows"]
 
     def section(name: str, title: str, header: list[str], line) -> None:
@@ -427,15 +467,21 @@ def markdown(results: dict) -> str:
             lambda r: [f"{r['n']} → {r['b']}", str(r["d"]), r["impl"]] + (
                 [f"not run: {r['skipped']}", "", ""] if "skipped" in r else
                 [f"{r['seconds'] * 1e3:.1f}", f"{r['peak_bytes'] / 2**30:.3f}", f"{r['fused_vs_fp32_rel_error']:.1e}"]))
-    section("iteration", "**Iteration time** (real ScoreSelect + TrainStep; super-batch N = 5b)",
-            ["model", "method", "b", "N", "ms/step", "× uniform", "selection ms", "selection share"],
-            lambda r: [r["size"], r["method"], str(r["batch"]), str(r["super_batch"]), f"{r['seconds'] * 1e3:.1f}",
-                       f"{r['ratio_to_uniform']:.2f}", _f(r.get("selection_seconds") and r["selection_seconds"] * 1e3),
-                       _f(r.get("selection_share"), ".1%")])
-    section("data", "**Waiting for data** (JEST step fed by the real loader: tar shards of JPEGs, decode, pinned prefetch)",
-            ["model", "decode threads", "N", "s/step", "waiting"],
-            lambda r: [r["size"], str(r["decode_workers"]), str(r["super_batch"]), f"{r['step_seconds']:.3f}",
-                       f"{r['wait_fraction']:.1%}"])
+    section("iteration", "**Iteration time** (real ScoreSelect + TrainStep; super-batch N = 5b; "
+            "+ reuse: the training forward replays the scoring forward's recorded linear layers)",
+            ["model", "method", "b", "N", "ms/step", "× uniform", "selection ms", "selection share", "tape GiB",
+             "peak GiB"],
+            lambda r: [r["size"], r["method"], str(r["batch"]), str(r["super_batch"])] + (
+                [f"not run: {r['skipped']}", "", "", "", _gib(r["tape_bytes"]), ""] if "skipped" in r else
+                [f"{r['seconds'] * 1e3:.1f}", f"{r['ratio_to_uniform']:.2f}",
+                 _f(r.get("selection_seconds") and r["selection_seconds"] * 1e3), _f(r.get("selection_share"), ".1%"),
+                 _gib(r.get("tape_bytes")), _gib(r.get("peak_bytes"))]))
+    section("data", "**Waiting for data** (JEST step fed by the real loader: tar shards of JPEGs, decode, pinned "
+            "prefetch; first row: the same step on a batch already in memory)",
+            ["model", "decode workers", "N", "s/step", "waiting", "× in-memory step"],
+            lambda r: [r["size"], f"{r['decode_workers']} ({r.get('decode_mode', 'thread')})" if r["decode_workers"]
+                       else "none (in memory)", str(r["super_batch"]), f"{r['step_seconds']:.3f}",
+                       f"{r['wait_fraction']:.1%}", _f(r.get("vs_in_memory"), ".2f")])
     if results.get("not_measured"):
         out += ["Not measured: " + "; ".join(results["not_measured"]), ""]
     return "\n".join(out)

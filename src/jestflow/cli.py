@@ -150,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--device", default="auto", help="cuda, cpu or auto")
     bg.add_argument("--budget", type=float, default=480, help="seconds; sections that would start later are "
                     "listed as not measured")
+    bg.add_argument("--sections", default="select,train,score,iteration,data",
+                    help="sections to run, comma-separated (train always runs before score, iteration, data)")
+    bg.add_argument("--no-compile", action="store_true", help="eager towers on jestflow's side too (e.g. on CPU, "
+                    "where compiling every variant takes minutes)")
     bg.add_argument("--out", default="bench/gpu", help="folder for gpu.md and gpu.json")
     return p
 
@@ -240,7 +244,7 @@ def run(args) -> int:
 
         bench_gpu(tuple(args.sizes.split(",")), args.batch, args.steps, select_sizes=tuple(
             int(x) for x in args.select_sizes.split(",")), dim=args.dim, device=args.device, out=args.out,
-            budget_seconds=args.budget)
+            budget_seconds=args.budget, compile=not args.no_compile, sections=tuple(args.sections.split(",")))
     return 0
 
 

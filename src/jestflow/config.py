@@ -77,7 +77,10 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = torch's default
     device: str = "auto"  # auto | cpu | cuda
     compile: str = "auto"  # torch.compile the towers: auto (on CUDA) | on | off
-    decode_workers: int = 0  # image-decoding threads of the loader; 0 = auto (8 on CUDA, 1 on CPU)
+    decode_workers: int = 0  # image-decoding workers of the loader; 0 = auto (8 on CUDA, 1 = serial on CPU)
+    decode_mode: str = "process"  # the workers are processes (off the training process's GIL) | thread
+    reuse_activations: str = "off"  # replay the scoring forward in the training step (reuse.py): on | off |
+    #                                 auto (CUDA, one process, tape <= 40% of GPU memory). Off until measured on a GPU
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,10 @@ class Config:
                 raise ValueError(f"{stage}.device={t.device!r} must be auto, cpu or cuda")
             if t.compile not in ("auto", "on", "off"):
                 raise ValueError(f"{stage}.compile={t.compile!r} must be auto, on or off")
+            if t.reuse_activations not in ("auto", "on", "off"):
+                raise ValueError(f"{stage}.reuse_activations={t.reuse_activations!r} must be auto, on or off")
+            if t.decode_mode not in ("process", "thread"):
+                raise ValueError(f"{stage}.decode_mode={t.decode_mode!r} must be process or thread")
             if t.decode_workers < 0:
                 raise ValueError(f"{stage}.decode_workers={t.decode_workers} must be >= 0")
         if s.kernel not in ("auto", "fused", "torch"):
@@ -180,7 +187,9 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif typ is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool):  # YAML 1.1 reads on/off (and yes/no) as booleans: `compile: off`
+            return "on" if value else "off"
+        if isinstance(value, (str, int, float)):
             return str(value)
     raise ValueError(f"config {key}={value!r}: expected {getattr(typ, '__name__', typ)}")
 

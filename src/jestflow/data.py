@@ -16,6 +16,7 @@ import io
 import json
 import random
 import tarfile
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -110,18 +111,49 @@ def _decode(uid: str, parts: dict, shard: str, image_size: int | None) -> tuple[
     return Sample(uid, image, caption, meta), ""
 
 
-DECODE_WINDOW = 64  # samples decoded together by a decode pool (order is kept)
+def _decode_window(items: list[tuple[str, dict]], shard: str, image_size: int | None) -> list:
+    return [_decode(uid, parts, shard, image_size) for uid, parts in items]
+
+
+class DecodePool:
+    """Decodes windows of samples on `workers` processes (default) or threads, `depth` windows in flight.
+
+    Processes keep JPEG decoding and resizing off the training process's interpreter lock (decode threads
+    hold it for part of each image, which slowed the training thread's kernel launches on a GPU).
+    Workers are spawned, not forked: forking a process that holds a CUDA context is unsafe."""
+
+    WINDOW = 16  # samples per task: small enough to spread a super-batch over the workers
+
+    def __init__(self, workers: int, mode: str = "process"):
+        from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+        if mode == "process":
+            import multiprocessing
+
+            self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        elif mode == "thread":
+            self.executor = ThreadPoolExecutor(workers, thread_name_prefix="jestflow-decode")
+        else:
+            raise ValueError(f"decode mode {mode!r} must be process or thread")
+        self.mode, self.depth = mode, 2 * workers
+
+    def submit(self, items: list[tuple[str, dict]], shard: str, image_size: int | None):
+        return self.executor.submit(_decode_window, items, shard, image_size)
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=self.mode == "process", cancel_futures=True)
 
 
 def iter_shard(shard: str, stats: ReadStats | None = None, image_size: int | None = None,
-               pool=None) -> Iterator[Sample]:
+               pool: DecodePool | None = None) -> Iterator[Sample]:
     """Yield the samples of one shard in file order.
 
-    `pool` (a `concurrent.futures` executor) decodes images on its threads, a window of samples at a
-    time; the order, the checks and the counts are exactly those of the serial path."""
+    `pool` decodes images on its workers, windows of samples at a time, several windows ahead of the
+    reader; the order, the checks and the counts are exactly those of the serial path."""
     stats = stats if stats is not None else ReadStats()
     seen: set[str] = set()
     pending: list = []
+    inflight: deque = deque()
 
     def count(uid, result):
         sample, reason = result
@@ -138,15 +170,21 @@ def iter_shard(shard: str, stats: ReadStats | None = None, image_size: int | Non
         if pool is None:
             return count(uid, _decode(uid, parts, shard, image_size))
         pending.append((uid, parts))
+        if len(pending) >= DecodePool.WINDOW:
+            inflight.append((pending[:], pool.submit(pending[:], shard, image_size)))
+            pending.clear()
         return None
 
     def drain(force: bool):
-        if pending and (force or len(pending) >= DECODE_WINDOW):
-            done = list(pool.map(lambda up: _decode(up[0], up[1], shard, image_size), pending))
-            out = [count(uid, r) for (uid, _), r in zip(pending, done)]
+        """Samples of the oldest windows, in order, once more than `depth` are in flight (all when forced)."""
+        if force and pending:
+            inflight.append((pending[:], pool.submit(pending[:], shard, image_size)))
             pending.clear()
-            return [s for s in out if s is not None]
-        return []
+        out = []
+        while inflight and (force or len(inflight) > pool.depth):
+            items, fut = inflight.popleft()
+            out += [count(uid, r) for (uid, _), r in zip(items, fut.result())]
+        return [s for s in out if s is not None]
 
     with storage.open_read(shard) as raw:
         try:
@@ -165,7 +203,8 @@ def iter_shard(shard: str, stats: ReadStats | None = None, image_size: int | Non
                     s = flush(uid, parts)
                     if s is not None:
                         yield s
-                    yield from drain(force=False)
+                    if pool is not None:
+                        yield from drain(force=False)
                     parts = {}
                 uid = key
                 parts[ext] = data
@@ -175,7 +214,8 @@ def iter_shard(shard: str, stats: ReadStats | None = None, image_size: int | Non
             s = flush(uid, parts)
             if s is not None:
                 yield s
-        yield from drain(force=True)
+        if pool is not None:
+            yield from drain(force=True)
 
 
 def iter_split(uri: str, stats: ReadStats | None = None, image_size: int | None = None) -> Iterator[Sample]:
@@ -192,15 +232,13 @@ def stream(
     image_size: int | None = None,
     epochs: int | None = None,
     decode_workers: int = 1,
+    decode_mode: str = "process",
 ) -> Iterator[Sample]:
     """Shuffled, endless (or `epochs`-long) stream: shard order and a bounded buffer, both from `seed`.
-    `decode_workers` > 1 decodes images on that many threads (same samples, same order)."""
+    `decode_workers` > 1 decodes images on that many processes or threads (`decode_mode`; same samples,
+    same order)."""
     shards = list_shards(uri)
-    pool = None
-    if decode_workers > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="jestflow-decode")
+    pool = DecodePool(decode_workers, decode_mode) if decode_workers > 1 else None
     try:
         epoch = 0
         while epochs is None or epoch < epochs:
@@ -224,9 +262,9 @@ def stream(
             if produced == 0:
                 raise ValueError(f"split {uri} has no usable samples")
             epoch += 1
-    finally:  # the stream was exhausted, closed or garbage-collected: let the decode threads go
+    finally:  # the stream was exhausted, closed or garbage-collected: let the decode workers go
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown()
 
 
 class ShardWriter:

@@ -2,17 +2,29 @@
 
 Attention uses PyTorch's scaled_dot_product_attention (flash / memory-efficient kernels on CUDA).
 Embeddings come out L2-normalised; the model owns the learnable temperature ``log_t`` and bias.
+
+Every linear layer of a tower is applied through an optional `linear(layer, x)` hook (default: the
+layer itself). Activation reuse (reuse.py) uses it to record the layers' outputs in the scoring
+forward and to replay them in the training step, so the block maths is written once, here.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+
+
+Linear = Callable[[nn.Linear, torch.Tensor], torch.Tensor]
+
+
+def apply_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return layer(x)
 
 
 class Block(nn.Module):
@@ -26,12 +38,13 @@ class Block(nn.Module):
         self.proj = nn.Linear(width, width)
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(approximate="tanh"), nn.Linear(4 * width, width))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, linear: Linear = apply_linear) -> torch.Tensor:
         b, n, w = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = linear(self.qkv, self.ln1(x)).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        x = x + self.proj(a.transpose(1, 2).reshape(b, n, w))
-        return x + self.mlp(self.ln2(x))
+        x = x + linear(self.proj, a.transpose(1, 2).reshape(b, n, w))
+        fc1, act, fc2 = self.mlp
+        return x + linear(fc2, act(linear(fc1, self.ln2(x))))
 
 
 class ImageTower(nn.Module):
@@ -44,7 +57,7 @@ class ImageTower(nn.Module):
         self.ln = nn.LayerNorm(c.width)
         self.head = nn.Linear(c.width, c.embed_dim)
 
-    def forward(self, images: torch.Tensor, patch_stride: int = 1) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, patch_stride: int = 1, linear: Linear = apply_linear) -> torch.Tensor:
         """`images`: B x H x W x 3 uint8 (or float in [0, 255]).
 
         `patch_stride` > 1 keeps every s-th patch row and column (1/s² of the tokens): the cheap,
@@ -58,8 +71,8 @@ class ImageTower(nn.Module):
             g = self.image_size // self.patch.stride[0]
             x = x.view(x.shape[0], g, g, -1)[:, ::patch_stride, ::patch_stride].reshape(x.shape[0], -1, x.shape[-1])
         for blk in self.blocks:
-            x = blk(x)
-        return self.head(self.ln(x).mean(dim=1))
+            x = blk(x, None, linear)
+        return linear(self.head, self.ln(x).mean(dim=1))
 
 
 class TextTower(nn.Module):
@@ -71,15 +84,15 @@ class TextTower(nn.Module):
         self.ln = nn.LayerNorm(c.text_width)
         self.head = nn.Linear(c.text_width, c.embed_dim)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, linear: Linear = apply_linear) -> torch.Tensor:
         valid = tokens != 0  # padding id is 0; every caption has at least its EOS token
         x = self.tok(tokens) + self.pos[:, : tokens.shape[1]]
         mask = valid[:, None, None, :]
         for blk in self.blocks:
-            x = blk(x, mask)
+            x = blk(x, mask, linear)
         x = self.ln(x)
         w = valid.unsqueeze(-1).to(x.dtype)
-        return self.head((x * w).sum(1) / w.sum(1))
+        return linear(self.head, (x * w).sum(1) / w.sum(1))
 
 
 class TwoTower(nn.Module):
@@ -93,14 +106,15 @@ class TwoTower(nn.Module):
         self.log_t = nn.Parameter(torch.tensor(math.log(10.0) if sig else math.log(1 / 0.07)))
         self.bias = nn.Parameter(torch.tensor(-10.0 if sig else 0.0), requires_grad=sig)
 
-    def encode_image(self, images: torch.Tensor, patch_stride: int = 1) -> torch.Tensor:
-        return F.normalize(self.image(images, patch_stride).float(), dim=-1)
+    def encode_image(self, images: torch.Tensor, patch_stride: int = 1, linear: Linear = apply_linear) -> torch.Tensor:
+        return F.normalize(self.image(images, patch_stride, linear).float(), dim=-1)
 
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text(tokens).float(), dim=-1)
+    def encode_text(self, tokens: torch.Tensor, linear: Linear = apply_linear) -> torch.Tensor:
+        return F.normalize(self.text(tokens, linear).float(), dim=-1)
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor, patch_stride: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encode_image(images, patch_stride), self.encode_text(tokens)
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor, patch_stride: int = 1,
+                image_linear: Linear = apply_linear, text_linear: Linear = apply_linear) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode_image(images, patch_stride, image_linear), self.encode_text(tokens, text_linear)
 
     def flops_per_example(self, patch_stride: int = 1) -> float:
         """Forward FLOPs for one image-caption pair (multiply-add = 2 FLOPs); training is ~3x.

@@ -31,11 +31,11 @@ from tqdm import tqdm
 from .progress import show_progress
 
 from . import config as C
-from . import distributed, storage
+from . import distributed, reuse, storage
 from .data import ReadStats, Sample, stream
 from .evaluate import EvalSet, _autocast, evaluate
 from .losses import batch_loss
-from .model import TwoTower, save_model
+from .model import TwoTower, apply_linear, save_model
 from .scoring import ScoreCache
 from .selection import Embeds, METHOD_TABLE, select
 from .tokenizer import Tokenizer
@@ -134,6 +134,7 @@ class Picked:
     selection_flops: float = 0.0
     selection_seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    tapes: tuple[reuse.Tape, reuse.Tape] | None = None  # the chosen rows' recorded image and text linears
 
 
 class TakeAll:
@@ -153,7 +154,7 @@ class TakeAll:
 class ScoreSelect:
     """Score the super-batch with the learner (and the cached reference), then select jointly."""
 
-    def __init__(self, cfg: C.Config, cache: ScoreCache | None):
+    def __init__(self, cfg: C.Config, cache: ScoreCache | None, reuse_activations: bool = False):
         self.cfg, self.cache = cfg, cache
         self.name = cfg.select.method
         # Flexi-JEST scores the super-batch with a coarse view of each image (fewer patches).
@@ -162,6 +163,7 @@ class ScoreSelect:
         self.needs_learner = score in ("learnability", "hard-learner")
         if score in ("learnability", "easy-reference") and cache is None:
             raise ValueError(f"method {self.name!r} needs a reference score cache (--scores)")
+        self.reuse = reuse_activations and self.needs_learner  # record the scoring forward for the train step
 
     def super_batch(self, b: int) -> int:
         return self.cfg.super_batch_size()
@@ -173,13 +175,15 @@ class ScoreSelect:
         n = len(batch)
         learner = None
         scoring_flops = 0.0
+        rec = (reuse.Recorder(), reuse.Recorder()) if self.reuse else (None, None)
         if self.needs_learner:
             # Each rank embeds its share of the super-batch; the gathered embeddings are the whole's.
             mine = dist.split(n, "super-batch size")
             model.eval()
             with _autocast(device):
                 u, v = model(batch.images[mine].to(device, non_blocking=True),
-                         batch.tokens[mine].to(device, non_blocking=True), self.stride)
+                             batch.tokens[mine].to(device, non_blocking=True), self.stride,
+                             *(r or apply_linear for r in rec))
             model.train()
             u, v = dist.gather(u.float()), dist.gather(v.float())
             learner = Embeds(u, v, model.log_t.detach().float(), model.bias.detach().float())
@@ -195,7 +199,8 @@ class ScoreSelect:
         n_models = (learner is not None) + (ref is not None)
         sel_flops = selection_flops(n, b, d, n_models)
         info = {"chosen_diag": sel.chosen_diag, "pool_diag": sel.pool_diag, "chosen_score": sel.chosen_score}
-        return Picked(batch.take(sel.indices), scoring_flops, sel_flops, seconds, info)
+        tapes = tuple(r.tape.take(sel.indices) for r in rec) if self.reuse else None
+        return Picked(batch.take(sel.indices), scoring_flops, sel_flops, seconds, info, tapes)
 
 
 def selection_flops(n: int, b: int, d: int, n_models: int) -> float:
@@ -203,10 +208,31 @@ def selection_flops(n: int, b: int, d: int, n_models: int) -> float:
     return n_models * 4.0 * n * b * d
 
 
-def make_selector(cfg: C.Config, cache: ScoreCache | None):
+def make_selector(cfg: C.Config, cache: ScoreCache | None, reuse_activations: bool = False):
     if cfg.select.method in C.UNIFORM_SAMPLING:
         return TakeAll(cfg.select.method)
-    return ScoreSelect(cfg, cache)
+    return ScoreSelect(cfg, cache, reuse_activations)
+
+
+def use_reuse(cfg: C.Config, t: C.TrainConfig, device: str, dist: distributed.Dist) -> bool:
+    """Whether the learner replays its scoring forward (reuse.py). `auto`: on CUDA, in one process, when
+    the super-batch's tape takes at most 40% of the GPU's memory; `on` refuses what cannot work."""
+    s = cfg.select
+    if t.reuse_activations == "off" or s.method in C.UNIFORM_SAMPLING or \
+            METHOD_TABLE[s.method][1] not in ("learnability", "hard-learner"):
+        return False
+    if dist.active:
+        if t.reuse_activations == "on":
+            raise ValueError("learner.reuse_activations=on needs a single process: under global selection the "
+                             "chosen rows were embedded on other ranks; use auto or off with torchrun")
+        return False
+    if t.reuse_activations == "on":
+        return True
+    if not device.startswith("cuda"):
+        return False
+    stride = s.flexi_stride if s.method == "flexi-jest" else 1
+    need = reuse.tape_bytes_per_example(cfg.model, stride) * cfg.super_batch_size()
+    return need <= 0.4 * torch.cuda.get_device_properties(torch.device(device)).total_memory
 
 
 # --------------------------------------------------------------------------------------------------
@@ -258,15 +284,20 @@ class _Preempted(Exception):
 class TrainForward(torch.nn.Module):
     """The training step's forward, as one module call (what DDP wraps).
 
-    `parts` are (images, tokens, patch_stride) groups: one group normally, two under Flexi-JEST (full
-    resolution and the coarse view). Returns each group's image and text embeddings."""
+    `parts` are (images, tokens, patch_stride, image_tape, text_tape) groups: one group normally, two
+    under Flexi-JEST (full resolution and the coarse view). A tape, where given, replays the scoring
+    forward's linear layers (reuse.py). Returns each group's image and text embeddings."""
 
     def __init__(self, model: TwoTower):
         super().__init__()
         self.model = model
 
-    def forward(self, parts: list[tuple[torch.Tensor, torch.Tensor, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [(self.model.encode_image(i, stride), self.model.encode_text(tok)) for i, tok, stride in parts]
+    def forward(self, parts: list[tuple]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        def hook(tape):
+            return reuse.Replayer(tape) if tape is not None else apply_linear
+
+        return [(self.model.encode_image(i, stride, hook(it)), self.model.encode_text(tok, hook(tt)))
+                for i, tok, stride, it, tt in parts]
 
 
 class TrainStep:
@@ -274,18 +305,22 @@ class TrainStep:
     embeddings gathered with gradient, the full-batch loss, backward, clip, AdamW, schedule.
     Returns the loss as a device tensor (no host sync here)."""
 
-    def __init__(self, model: TwoTower, opt, sched, forward, groups, dist, device: str, loss: str, grad_clip: float):
+    def __init__(self, model: TwoTower, opt, sched, forward, groups, dist, device: str, loss: str, grad_clip: float,
+                 score_stride: int = 1):
         self.model, self.opt, self.sched, self.forward = model, opt, sched, forward
         self.groups, self.dist, self.device, self.loss, self.grad_clip = groups, dist, device, loss, grad_clip
+        self.score_stride = score_stride  # the image view the scoring forward (and so a tape) saw
 
-    def __call__(self, chosen: "Batch") -> torch.Tensor:
+    def __call__(self, chosen: "Batch", tapes: tuple[reuse.Tape, reuse.Tape] | None = None) -> torch.Tensor:
         dist, device = self.dist, self.device
         parts = []
         for rows, stride in self.groups:
             mine = dist.split(rows.stop - rows.start, "batch size")
             view = slice(rows.start + mine.start, rows.start + mine.stop)  # a view: no host copy
+            image_tape = tapes[0].rows(view) if tapes and stride == self.score_stride else None
+            text_tape = tapes[1].rows(view) if tapes else None
             parts.append((chosen.images[view].to(device, non_blocking=True),
-                          chosen.tokens[view].to(device, non_blocking=True), stride))
+                          chosen.tokens[view].to(device, non_blocking=True), stride, image_tape, text_tape))
         with _autocast(device):
             out = self.forward(parts)
             img = torch.cat([dist.gather_with_grad(i) for i, _ in out])
@@ -306,7 +341,11 @@ def use_compile(t: C.TrainConfig, device: str) -> bool:
 
 def compile_towers(model: TwoTower) -> None:
     """torch.compile each tower in place (parameter names unchanged, so checkpoints stay portable).
-    Fixed shapes per call site (sub-batch, super-batch, coarse view): a few graphs, no dynamic shapes."""
+    Fixed shapes per call site (sub-batch, super-batch, coarse view, recorded or replayed): a graph per
+    variant, up to a dozen under Flexi-JEST with reuse, so the recompile limit (8) is raised past that."""
+    import torch._dynamo.config as dynamo
+
+    dynamo.recompile_limit = max(dynamo.recompile_limit, 32)
     model.image.compile(dynamic=False)
     model.text.compile(dynamic=False)
 
@@ -319,6 +358,17 @@ def train_groups(n: int, flexi: int) -> list[tuple[slice, int]]:
     return [(slice(0, n), 1)]
 
 
+def train_flops(model: TwoTower, groups: list[tuple[slice, int]], replay_stride: int = 0) -> float:
+    """FLOPs of a training step: 3x the forward of each group, less the linear layers a tape replays
+    (the text always, the image where its view is the one scored, `replay_stride`; 0 = no replay)."""
+    total = 0.0
+    for rows, stride in groups:
+        n = rows.stop - rows.start
+        saved = reuse.linear_flops_per_example(model.config, stride, image=stride == replay_stride) if replay_stride else 0.0
+        total += n * (3 * model.flops_per_example(stride) - saved)
+    return total
+
+
 def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tokenizer,
           cache: ScoreCache | None = None, eval_uri: str | None = None, callbacks: list[Callback] = (),
           progress: bool = True, extra_summary: dict | None = None,
@@ -327,9 +377,9 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
 
     `keep` filters the pool before anything is drawn (the offline-filter baselines)."""
     t = cfg.reference if stage == "reference" else cfg.learner
-    selector = TakeAll() if stage == "reference" else make_selector(cfg, cache)
-    method = "reference" if stage == "reference" else selector.name
     dist, device = distributed.setup(resolve_device(t.device))
+    selector = TakeAll() if stage == "reference" else make_selector(cfg, cache, use_reuse(cfg, t, device, dist))
+    method = "reference" if stage == "reference" else selector.name
     if t.threads:
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
@@ -362,7 +412,8 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
 
     stats = ReadStats(max_bad_fraction=t.max_bad_fraction)
     workers = t.decode_workers or (8 if cuda else 1)
-    samples = stream(data_uri, t.seed, t.shuffle_buffer, stats, cfg.model.image_size, decode_workers=workers)
+    samples = stream(data_uri, t.seed, t.shuffle_buffer, stats, cfg.model.image_size, decode_workers=workers,
+                     decode_mode=t.decode_mode)
     if keep is not None:
         samples = (s for s in samples if keep(s))
     for _ in range(state["consumed"]):  # deterministic stream: skip what earlier attempts trained on
@@ -376,7 +427,8 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
         forward = torch.nn.parallel.DistributedDataParallel(
             forward, device_ids=[dist.local_rank] if device.startswith("cuda") else None)
     callbacks = callbacks if dist.main else ()  # one rank reports, checkpoints and evaluates
-    train_step = TrainStep(model, opt, sched, forward, groups, dist, device, cfg.model.loss, t.optim.grad_clip)
+    train_step = TrainStep(model, opt, sched, forward, groups, dist, device, cfg.model.loss, t.optim.grad_clip,
+                           score_stride=flexi)
 
     def checkpoint():
         if not dist.main:
@@ -414,15 +466,14 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
                 raise ValueError(f"{data_uri}: ran out of samples") from None
             picked = selector(model, batch, gen, device, dist)
             chosen = picked.batch
-            lossf = float(train_step(chosen))
+            lossf = float(train_step(chosen, picked.tapes))
             if not math.isfinite(lossf):
                 raise ValueError(f"{stage}: loss became {lossf} at step {step}; lower the learning rate")
             state["step"] = step + 1
             state["consumed"] += len(batch)
             fl = state["flops"]
             before = sum(fl.values())
-            fl["train"] += 3 * (fwd * len(chosen) if flexi == 1 else
-                                fwd * (len(chosen) // 2) + model.flops_per_example(flexi) * (len(chosen) - len(chosen) // 2))
+            fl["train"] += train_flops(model, groups, flexi if picked.tapes else 0)
             fl["scoring"] += picked.scoring_flops
             fl["selection"] += picked.selection_flops
             state["noise"].update(n for n in chosen.noise if n)

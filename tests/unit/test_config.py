@@ -18,6 +18,17 @@ def test_overrides_are_typed():
     assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
 
 
+def test_on_off_switches_survive_yaml(tmp_path):
+    """YAML 1.1 reads on/off as booleans; the string switches still get "on"/"off"."""
+    cfg = load_config("smoke", overrides=["learner.compile=off", "learner.reuse_activations=on"])
+    assert (cfg.learner.compile, cfg.learner.reuse_activations) == ("off", "on")
+    f = tmp_path / "c.yaml"
+    f.write_text("learner:\n  compile: on\n")
+    assert load_config("smoke", str(f)).learner.compile == "on"
+    with pytest.raises(ValueError, match="select.method='off' is not one of"):
+        load_config("smoke", overrides=["select.method=off"])
+
+
 def test_model_size_resets_architecture():
     cfg = load_config("smoke", overrides=["model.size=b16"])
     assert (cfg.model.width, cfg.model.depth, cfg.model.image_size, cfg.model.patch_size) == (768, 12, 224, 16)

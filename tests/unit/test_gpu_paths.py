@@ -80,12 +80,39 @@ def test_compiled_towers_compute_what_eager_ones_do():
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
 
 
-def test_threaded_decoding_yields_the_same_stream(smoke_scored):
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_parallel_decoding_yields_the_same_stream(smoke_scored, mode):
     pool = str(smoke_scored / "data" / "pool")
-    serial, threaded = ReadStats(), ReadStats()
-    a = [(s.uid, s.image.tobytes()) for s in stream(pool, 7, 200, serial, 32, epochs=1)]
-    b = [(s.uid, s.image.tobytes()) for s in stream(pool, 7, 200, threaded, 32, epochs=1, decode_workers=4)]
-    assert a == b and len(a) == 1600 and serial.samples == threaded.samples == 1600
+    serial, parallel = ReadStats(), ReadStats()
+    a = [(s.uid, s.image.tobytes(), s.caption) for s in stream(pool, 7, 200, serial, 32, epochs=1)]
+    b = [(s.uid, s.image.tobytes(), s.caption)
+         for s in stream(pool, 7, 200, parallel, 32, epochs=1, decode_workers=3, decode_mode=mode)]
+    assert a == b and len(a) == 1600 and serial.samples == parallel.samples == 1600
+
+
+def test_decode_processes_count_bad_samples_like_the_serial_reader(tmp_path):
+    """Bad samples decoded in worker processes are skipped and counted in order, as the serial path does."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from jestflow.data import ShardWriter
+
+    with ShardWriter(str(tmp_path), "s", 1000) as w:
+        for i in range(120):
+            if i % 40 == 7:
+                w.write(f"u{i}", b"not an image", "a broken one")
+            else:
+                buf = io.BytesIO()
+                Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(buf, format="PNG")
+                w.write(f"u{i}", buf.getvalue(), f"caption {i}")
+    serial, parallel = ReadStats(max_bad_fraction=0.5), ReadStats(max_bad_fraction=0.5)
+    a = [s.uid for s in stream(str(tmp_path), 1, 10, serial, 8, epochs=1)]
+    b = [s.uid for s in stream(str(tmp_path), 1, 10, parallel, 8, epochs=1, decode_workers=2)]
+    assert a == b and len(a) == 117 and parallel.skipped == serial.skipped and parallel.bad == 3
+    with pytest.raises(ValueError, match="decode mode 'fiber' must be process or thread"):
+        next(stream(str(tmp_path), 1, 10, ReadStats(), 8, decode_workers=2, decode_mode="fiber"))
 
 
 def test_bench_gpu_runs_every_section_on_cpu(tmp_path):
@@ -96,7 +123,11 @@ def test_bench_gpu_runs_every_section_on_cpu(tmp_path):
     sections = {r["section"] for r in res["rows"]}
     assert sections == {"train", "score", "select", "iteration", "data"}, res["not_measured"]
     it = {r["method"]: r for r in res["rows"] if r["section"] == "iteration"}
+    assert set(it) == {"uniform", "jest", "jest + reuse", "flexi-jest", "flexi-jest + reuse"}
     assert it["jest"]["super_batch"] == 80 and it["jest"]["ratio_to_uniform"] > 1
+    assert it["jest + reuse"]["tape_bytes"] > it["flexi-jest + reuse"]["tape_bytes"] > 0 == it["jest"]["tape_bytes"]
+    data = [(r["decode_workers"], r["decode_mode"]) for r in res["rows"] if r["section"] == "data"]
+    assert data == [(0, "in memory"), (8, "process"), (8, "thread"), (1, "serial")]
     sel = [r for r in res["rows"] if r["section"] == "select" and "seconds" in r]
     assert {r["impl"] for r in sel} == {"torch", "fused", "dense"}
     assert sel[0]["fused_vs_fp32_rel_error"] < 1e-5
