@@ -272,9 +272,12 @@ def bench_iteration(size: str, model, step, b: int, device: str, steps: int, war
                "super_batch": n, "tape_bytes": tape}
 
         def one():
-            picked = sel(model, batch, gen, device)
+            t0 = time.perf_counter()
+            picked = sel(model, batch, gen, device)  # synchronises after the selection
+            t1 = time.perf_counter()
             st(picked.batch, picked.tapes)
-            shares.append(picked.selection_seconds)
+            _sync(device)
+            shares.append((picked.selection_seconds, t1 - t0, time.perf_counter() - t1))
 
         if cuda:
             torch.cuda.empty_cache()
@@ -285,9 +288,9 @@ def bench_iteration(size: str, model, step, b: int, device: str, steps: int, war
             rows.append({**row, "skipped": f"out of memory (tape {tape / 2**30:.1f} GiB)"})
             torch.cuda.empty_cache() if cuda else None
             continue
-        sel_sec = sorted(shares[-steps:])[steps // 2]
+        sel_sec, score_sec, train_sec = (sorted(x[i] for x in shares[-steps:])[steps // 2] for i in range(3))
         rows.append({**row, "seconds": sec, "ratio_to_uniform": sec / uniform, "selection_seconds": sel_sec,
-                     "selection_share": sel_sec / sec,
+                     "selection_share": sel_sec / sec, "score_select_seconds": score_sec, "train_seconds": train_sec,
                      "peak_bytes": torch.cuda.max_memory_allocated() if cuda else float("nan")})
     return rows
 
@@ -469,11 +472,13 @@ def markdown(results: dict) -> str:
                 [f"{r['seconds'] * 1e3:.1f}", f"{r['peak_bytes'] / 2**30:.3f}", f"{r['fused_vs_fp32_rel_error']:.1e}"]))
     section("iteration", "**Iteration time** (real ScoreSelect + TrainStep; super-batch N = 5b; "
             "+ reuse: the training forward replays the scoring forward's recorded linear layers)",
-            ["model", "method", "b", "N", "ms/step", "× uniform", "selection ms", "selection share", "tape GiB",
-             "peak GiB"],
+            ["model", "method", "b", "N", "ms/step", "× uniform", "score+select ms", "train ms", "selection ms",
+             "selection share", "tape GiB", "peak GiB"],
             lambda r: [r["size"], r["method"], str(r["batch"]), str(r["super_batch"])] + (
-                [f"not run: {r['skipped']}", "", "", "", _gib(r["tape_bytes"]), ""] if "skipped" in r else
+                [f"not run: {r['skipped']}", "", "", "", "", "", _gib(r["tape_bytes"]), ""] if "skipped" in r else
                 [f"{r['seconds'] * 1e3:.1f}", f"{r['ratio_to_uniform']:.2f}",
+                 _f(r.get("score_select_seconds") and r["score_select_seconds"] * 1e3),
+                 _f(r.get("train_seconds") and r["train_seconds"] * 1e3),
                  _f(r.get("selection_seconds") and r["selection_seconds"] * 1e3), _f(r.get("selection_share"), ".1%"),
                  _gib(r.get("tape_bytes")), _gib(r.get("peak_bytes"))]))
     section("data", "**Waiting for data** (JEST step fed by the real loader: tar shards of JPEGs, decode, pinned "
