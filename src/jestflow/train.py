@@ -175,15 +175,15 @@ class ScoreSelect:
         n = len(batch)
         learner = None
         scoring_flops = 0.0
-        rec = (reuse.Recorder(), reuse.Recorder()) if self.reuse else (None, None)
+        rec = (reuse.Recorder(), reuse.Recorder()) if self.reuse else ()
+        hooks = rec or (apply_linear, apply_linear)  # image and text tower: record their linears, or just run them
         if self.needs_learner:
             # Each rank embeds its share of the super-batch; the gathered embeddings are the whole's.
             mine = dist.split(n, "super-batch size")
             model.eval()
             with _autocast(device):
                 u, v = model(batch.images[mine].to(device, non_blocking=True),
-                             batch.tokens[mine].to(device, non_blocking=True), self.stride,
-                             *(r or apply_linear for r in rec))
+                             batch.tokens[mine].to(device, non_blocking=True), self.stride, *hooks)
             model.train()
             u, v = dist.gather(u.float()), dist.gather(v.float())
             learner = Embeds(u, v, model.log_t.detach().float(), model.bias.detach().float())
@@ -199,7 +199,7 @@ class ScoreSelect:
         n_models = (learner is not None) + (ref is not None)
         sel_flops = selection_flops(n, b, d, n_models)
         info = {"chosen_diag": sel.chosen_diag, "pool_diag": sel.pool_diag, "chosen_score": sel.chosen_score}
-        tapes = tuple(r.tape.take(sel.indices) for r in rec) if self.reuse else None
+        tapes = tuple(r.tape.take(sel.indices) for r in rec) if rec else None
         return Picked(batch.take(sel.indices), scoring_flops, sel_flops, seconds, info, tapes)
 
 
@@ -467,13 +467,14 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
             picked = selector(model, batch, gen, device, dist)
             chosen = picked.batch
             lossf = float(train_step(chosen, picked.tapes))
+            replayed, picked.tapes = picked.tapes is not None, None  # free the tape before the next scoring pass
             if not math.isfinite(lossf):
                 raise ValueError(f"{stage}: loss became {lossf} at step {step}; lower the learning rate")
             state["step"] = step + 1
             state["consumed"] += len(batch)
             fl = state["flops"]
             before = sum(fl.values())
-            fl["train"] += train_flops(model, groups, flexi if picked.tapes else 0)
+            fl["train"] += train_flops(model, groups, flexi if replayed else 0)
             fl["scoring"] += picked.scoring_flops
             fl["selection"] += picked.selection_flops
             state["noise"].update(n for n in chosen.noise if n)
