@@ -295,6 +295,51 @@ def bench_iteration(size: str, model, step, b: int, device: str, steps: int, war
     return rows
 
 
+def loader_interference(folder: str, image_size: int, device: str, workers: int = 8, launches: int = 20000,
+                        warm_seconds: float = 2.0) -> list[dict]:
+    """How much slower the training thread issues small device operations (a stand-in for kernel
+    launches, which need the GIL) while the loader decodes on threads vs processes, and the loader's
+    images/s meanwhile. This is the mechanism that made the H200's loader-fed step 4x its compute."""
+    import threading
+
+    from .data import ReadStats, stream
+
+    x = torch.zeros(16, device=device)
+
+    def loop() -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(launches):
+            x.add_(1.0)
+        _sync(device)
+        return time.perf_counter() - t0
+
+    alone = min(loop() for _ in range(3))
+    rows = []
+    for mode in ("thread", "process"):
+        stop, seen = threading.Event(), [0]
+
+        def consume():
+            samples = stream(folder, 0, 100, ReadStats(), image_size, decode_workers=workers, decode_mode=mode)
+            for _ in samples:
+                seen[0] += 1
+                if stop.is_set():
+                    break
+            samples.close()
+
+        t = threading.Thread(target=consume, daemon=True)
+        t.start()
+        time.sleep(warm_seconds)  # workers started, queue of windows full
+        n0, t0 = seen[0], time.perf_counter()
+        busy = min(loop() for _ in range(3))
+        rate = (seen[0] - n0) / (time.perf_counter() - t0)
+        stop.set()
+        t.join(timeout=120)
+        rows.append({"section": "loader", "decode_mode": mode, "decode_workers": workers, "image_size": image_size,
+                     "launch_seconds_alone": alone, "launch_slowdown": busy / alone, "images_per_s": rate})
+    return rows
+
+
 def bench_data(model, step, b: int, device: str, steps: int, workdir: str) -> list[dict]:
     """The real loader (tar shards of JPEGs -> stream -> batches -> pinned prefetch) feeding the JEST step."""
     import io
@@ -352,6 +397,7 @@ def bench_data(model, step, b: int, device: str, steps: int, workdir: str) -> li
     compute = rows[0]["step_seconds"]
     for r in rows:
         r["vs_in_memory"] = r["step_seconds"] / compute
+    rows += loader_interference(folder, mc.image_size, device)
     return rows
 
 
@@ -487,6 +533,11 @@ def markdown(results: dict) -> str:
             lambda r: [r["size"], f"{r['decode_workers']} ({r.get('decode_mode', 'thread')})" if r["decode_workers"]
                        else "none (in memory)", str(r["super_batch"]), f"{r['step_seconds']:.3f}",
                        f"{r['wait_fraction']:.1%}", _f(r.get("vs_in_memory"), ".2f")])
+    section("loader", "**Training thread vs the loader** (20,000 small device operations issued while the loader "
+            "decodes the same JPEG shards; slowdown against the same loop with no loader running)",
+            ["decode workers", "image px", "loop slowdown", "loader img/s meanwhile"],
+            lambda r: [f"{r['decode_workers']} ({r['decode_mode']})", str(r["image_size"]),
+                       f"{r['launch_slowdown']:.2f}x", f"{r['images_per_s']:.0f}"])
     if results.get("not_measured"):
         out += ["Not measured: " + "; ".join(results["not_measured"]), ""]
     return "\n".join(out)

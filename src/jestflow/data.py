@@ -138,7 +138,24 @@ class DecodePool:
         self.mode, self.depth = mode, 2 * workers
 
     def submit(self, items: list[tuple[str, dict]], shard: str, image_size: int | None):
-        return self.executor.submit(_decode_window, items, shard, image_size)
+        try:
+            return self.executor.submit(_decode_window, items, shard, image_size)
+        except RuntimeError as e:
+            if "bootstrapping phase" not in str(e):
+                raise
+            raise RuntimeError("decode_mode=process spawns worker processes, which re-import the calling "
+                               "script: guard its entry point with `if __name__ == \"__main__\":`, or set "
+                               "learner.decode_mode=thread") from None
+
+    def result(self, fut, shard: str) -> list:
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return fut.result()
+        except BrokenProcessPool as e:
+            raise RuntimeError(f"{shard}: a decode worker process died ({e}). Its own error is printed above; "
+                               "out of memory, or a script without an `if __name__ == \"__main__\":` guard, are "
+                               "the usual causes (learner.decode_mode=thread avoids processes)") from None
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=self.mode == "process", cancel_futures=True)
@@ -183,7 +200,7 @@ def iter_shard(shard: str, stats: ReadStats | None = None, image_size: int | Non
         out = []
         while inflight and (force or len(inflight) > pool.depth):
             items, fut = inflight.popleft()
-            out += [count(uid, r) for (uid, _), r in zip(items, fut.result())]
+            out += [count(uid, r) for (uid, _), r in zip(items, pool.result(fut, shard))]
         return [s for s in out if s is not None]
 
     with storage.open_read(shard) as raw:

@@ -111,6 +111,15 @@ def test_decode_processes_count_bad_samples_like_the_serial_reader(tmp_path):
     a = [s.uid for s in stream(str(tmp_path), 1, 10, serial, 8, epochs=1)]
     b = [s.uid for s in stream(str(tmp_path), 1, 10, parallel, 8, epochs=1, decode_workers=2)]
     assert a == b and len(a) == 117 and parallel.skipped == serial.skipped and parallel.bad == 3
+    # a script without a __main__ guard: spawned workers re-import it; the error says what to do
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text("from jestflow.data import ReadStats, stream\n"
+                      f"next(stream({str(tmp_path)!r}, 1, 10, ReadStats(), 8, decode_workers=2))\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "guard its entry point" in r.stderr and "a decode worker process died" in r.stderr
     with pytest.raises(ValueError, match="decode mode 'fiber' must be process or thread"):
         next(stream(str(tmp_path), 1, 10, ReadStats(), 8, decode_workers=2, decode_mode="fiber"))
 
@@ -121,13 +130,15 @@ def test_bench_gpu_runs_every_section_on_cpu(tmp_path):
     res = bench_gpu(("tiny",), batch=16, steps=1, warmup=1, select_sizes=(320,), dim=32, device="cpu",
                     out=str(tmp_path), budget_seconds=900, workdir=str(tmp_path / "work"))
     sections = {r["section"] for r in res["rows"]}
-    assert sections == {"train", "score", "select", "iteration", "data"}, res["not_measured"]
+    assert sections == {"train", "score", "select", "iteration", "data", "loader"}, res["not_measured"]
     it = {r["method"]: r for r in res["rows"] if r["section"] == "iteration"}
     assert set(it) == {"uniform", "jest", "jest + reuse", "flexi-jest", "flexi-jest + reuse"}
     assert it["jest"]["super_batch"] == 80 and it["jest"]["ratio_to_uniform"] > 1
     assert it["jest + reuse"]["tape_bytes"] > it["flexi-jest + reuse"]["tape_bytes"] > 0 == it["jest"]["tape_bytes"]
     data = [(r["decode_workers"], r["decode_mode"]) for r in res["rows"] if r["section"] == "data"]
     assert data == [(0, "in memory"), (8, "process"), (8, "thread"), (1, "serial")]
+    loader = {r["decode_mode"]: r for r in res["rows"] if r["section"] == "loader"}
+    assert set(loader) == {"thread", "process"} and all(r["images_per_s"] > 0 for r in loader.values())
     sel = [r for r in res["rows"] if r["section"] == "select" and "seconds" in r]
     assert {r["impl"] for r in sel} == {"torch", "fused", "dense"}
     assert sel[0]["fused_vs_fp32_rel_error"] < 1e-5
