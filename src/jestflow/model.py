@@ -116,20 +116,32 @@ class TwoTower(nn.Module):
                 image_linear: Linear = apply_linear, text_linear: Linear = apply_linear) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode_image(images, patch_stride, image_linear), self.encode_text(tokens, text_linear)
 
+    def image_tokens(self, patch_stride: int = 1) -> int:
+        grid = self.config.image_size // self.config.patch_size
+        return math.ceil(grid / patch_stride) ** 2
+
+    def linear_flops_per_example(self, patch_stride: int = 1, image: bool = True, text: bool = True) -> float:
+        """Forward FLOPs of the towers' linear layers (qkv, proj, MLP: 24·w² per token and block; the
+        heads), the part activation reuse replays instead of recomputing."""
+        c = self.config
+        flops = 0
+        if image:
+            flops += c.depth * 24 * c.width ** 2 * self.image_tokens(patch_stride) + 2 * c.width * c.embed_dim
+        if text:
+            flops += c.text_depth * 24 * c.text_width ** 2 * c.context_length + 2 * c.text_width * c.embed_dim
+        return float(flops)
+
     def flops_per_example(self, patch_stride: int = 1) -> float:
         """Forward FLOPs for one image-caption pair (multiply-add = 2 FLOPs); training is ~3x.
         With `patch_stride` s the image tower sees 1/s² of the patches (the patch embedding still
-        runs over the whole image)."""
+        runs over the whole image). Linear layers, plus the attention core (4·t²·w per block) and the
+        patch embedding."""
         c = self.config
-
-        def tower(width, depth, tokens):
-            per_block = 24 * width * width * tokens + 4 * tokens * tokens * width
-            return depth * per_block + 2 * width * c.embed_dim
-
         grid = c.image_size // c.patch_size
         embed = 2 * grid * grid * 3 * c.patch_size ** 2 * c.width
-        kept = math.ceil(grid / patch_stride) ** 2
-        return float(tower(c.width, c.depth, kept) + embed + tower(c.text_width, c.text_depth, c.context_length))
+        t = self.image_tokens(patch_stride)
+        attention = c.depth * 4 * t * t * c.width + c.text_depth * 4 * c.context_length ** 2 * c.text_width
+        return self.linear_flops_per_example(patch_stride) + float(attention + embed)
 
 
 def save_model(model: TwoTower, path: str) -> None:

@@ -101,21 +101,8 @@ class Replayer:
 def tape_bytes_per_example(c: ModelConfig, patch_stride: int = 1, element_size: int = 2) -> int:
     """Bytes the tape holds per super-batch example: per block qkv (3w) + proj (w) + fc1 (4w) + fc2 (w)
     outputs per token, plus the two heads."""
-    grid = c.image_size // c.patch_size
-    kept = math.ceil(grid / patch_stride) ** 2
+    kept = math.ceil((c.image_size // c.patch_size) / patch_stride) ** 2
     image = c.depth * kept * 9 * c.width
     text = c.text_depth * c.context_length * 9 * c.text_width
     return (image + text + 2 * c.embed_dim) * element_size
 
-
-def linear_flops_per_example(c: ModelConfig, patch_stride: int = 1, image: bool = True, text: bool = True) -> float:
-    """Forward FLOPs of the linear layers a replay skips (cf. TwoTower.flops_per_example, which also
-    counts the attention core and the patch embedding that a replay recomputes)."""
-    grid = c.image_size // c.patch_size
-    kept = math.ceil(grid / patch_stride) ** 2
-    flops = 0.0
-    if image:
-        flops += c.depth * 24 * c.width ** 2 * kept + 2 * c.width * c.embed_dim
-    if text:
-        flops += c.text_depth * 24 * c.text_width ** 2 * c.context_length + 2 * c.text_width * c.embed_dim
-    return float(flops)

@@ -364,7 +364,7 @@ def train_flops(model: TwoTower, groups: list[tuple[slice, int]], replay_stride:
     total = 0.0
     for rows, stride in groups:
         n = rows.stop - rows.start
-        saved = reuse.linear_flops_per_example(model.config, stride, image=stride == replay_stride) if replay_stride else 0.0
+        saved = model.linear_flops_per_example(stride, image=stride == replay_stride) if replay_stride else 0.0
         total += n * (3 * model.flops_per_example(stride) - saved)
     return total
 

@@ -102,15 +102,14 @@ def test_when_reuse_is_used():
 
 def test_train_flops_drop_by_the_replayed_linears():
     m, _, _ = _model_and_inputs()
-    c = m.config
     plain = train_flops(m, train_groups(16, 1))
     assert plain == 16 * 3 * m.flops_per_example()
-    assert train_flops(m, train_groups(16, 1), 1) == plain - 16 * reuse.linear_flops_per_example(c, 1)
+    assert train_flops(m, train_groups(16, 1), 1) == plain - 16 * m.linear_flops_per_example(1)
     # Flexi-JEST: the full-resolution half replays its text only, the coarse half both towers
     flexi = train_flops(m, train_groups(16, 2), 2)
-    want = 8 * (3 * m.flops_per_example(1) - reuse.linear_flops_per_example(c, 1, image=False)) + \
-        8 * (3 * m.flops_per_example(2) - reuse.linear_flops_per_example(c, 2))
-    assert flexi == want and 0 < reuse.linear_flops_per_example(c, 1) < m.flops_per_example(1)
+    want = 8 * (3 * m.flops_per_example(1) - m.linear_flops_per_example(1, image=False)) + \
+        8 * (3 * m.flops_per_example(2) - m.linear_flops_per_example(2))
+    assert flexi == want and 0 < m.linear_flops_per_example(1) < m.flops_per_example(1)
 
 
 @pytest.mark.parametrize("method", ["jest", "flexi-jest"])
