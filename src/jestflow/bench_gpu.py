@@ -9,13 +9,18 @@ Every figure is measured in this run, on this device, beside its baseline:
 * **select**: joint selection time and peak memory at each super-batch size (d, 16 chunks, filter
   ratio 0.8): the fused kernel vs the tiled PyTorch scorer (and the dense N x N matrix where it fits);
 * **iteration**: uniform, JEST and Flexi-JEST step times through the real `ScoreSelect` + `TrainStep`,
-  their ratios to the uniform step and selection's share of the JEST step;
-* **data**: the fraction of a JEST step spent waiting for data with the real loader (tar shards of
-  224 px JPEGs written for the run, threaded decoding, pinned prefetch) vs serial decoding.
+  each with and without activation reuse (reuse.py; tape size and peak memory reported), their ratios
+  to the uniform step, the score+select / train split and selection's share of the step;
+* **data**: the JEST step fed by the real loader (tar shards of JPEGs written for the run, decoding on
+  8 processes, 8 threads or serially, pinned prefetch) against the same step on a batch already in
+  memory, and the fraction of each step spent waiting;
+* **loader**: how much slower the training thread issues small device operations while the loader
+  decodes on threads vs processes (the GIL contention behind a loader-fed step's slowdown).
 
 MFU counts the model's forward FLOPs (model.flops_per_example) x 3 for a training step, over the
 device's bf16 dense peak: the datasheet figure where the device is known, and the measured rate of an
-8192³ bf16 matrix product. `--device cpu --quick` runs every code path at toy sizes (the tests do).
+8192³ bf16 matrix product. `--device cpu --sizes tiny --batch 16 --steps 1 --select-sizes 320 --dim 32`
+runs every code path at toy sizes (the tests do).
 """
 
 from __future__ import annotations

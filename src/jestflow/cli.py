@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bg = b.add_parser("gpu", help="GPU performance of every part of a JEST step, each beside a plain PyTorch peer",
                       description="Learner training (images/s, MFU), scoring, selection (time, peak memory), "
-                      "JEST and Flexi-JEST iteration time relative to a uniform step, and time waiting for data, "
+                      "JEST and Flexi-JEST iteration time relative to a uniform step (with and without activation "
+                      "reuse), time waiting for data and the loader's drag on the training thread, "
                       "each measured beside its baseline in the same run. Writes gpu.md and gpu.json under --out.")
     bg.add_argument("--sizes", default="b16,s16", help="model sizes, comma-separated (tiny for a CPU smoke run)")
     bg.add_argument("--batch", type=int, default=256, help="sub-batch b (super-batch N = b / (1 - 0.8))")
@@ -151,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--budget", type=float, default=480, help="seconds; sections that would start later are "
                     "listed as not measured")
     bg.add_argument("--sections", default="select,train,score,iteration,data",
-                    help="sections to run, comma-separated (train always runs before score, iteration, data)")
+                    help="sections to run, comma-separated: select, train, score, iteration, data (with the "
+                    "loader-interference rows); train always runs before the last three")
     bg.add_argument("--no-compile", action="store_true", help="eager towers on jestflow's side too (e.g. on CPU, "
                     "where compiling every variant takes minutes)")
     bg.add_argument("--out", default="bench/gpu", help="folder for gpu.md and gpu.json")
