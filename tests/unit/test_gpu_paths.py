@@ -1,5 +1,5 @@
 """The GPU code paths, run on CPU at toy sizes: the fused selection kernel (Triton's interpreter),
-compiled towers, threaded decoding, and `jestflow bench gpu` end to end (page-locked memory needs a
+compiled towers, decoding on worker processes and threads, and `jestflow bench gpu` end to end (page-locked memory needs a
 GPU and is not exercised here)."""
 
 import json
@@ -112,9 +112,6 @@ def test_decode_processes_count_bad_samples_like_the_serial_reader(tmp_path):
     b = [s.uid for s in stream(str(tmp_path), 1, 10, parallel, 8, epochs=1, decode_workers=2)]
     assert a == b and len(a) == 117 and parallel.skipped == serial.skipped and parallel.bad == 3
     # a script without a __main__ guard: spawned workers re-import it; the error says what to do
-    import subprocess
-    import sys
-
     script = tmp_path / "unguarded.py"
     script.write_text("from jestflow.data import ReadStats, stream\n"
                       f"next(stream({str(tmp_path)!r}, 1, 10, ReadStats(), 8, decode_workers=2))\n")
