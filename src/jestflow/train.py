@@ -160,7 +160,7 @@ class ScoreSelect:
         # Flexi-JEST scores the super-batch with a coarse view of each image (fewer patches).
         self.stride = cfg.select.flexi_stride if self.name == "flexi-jest" else 1
         _, score = METHOD_TABLE[self.name]
-        self.needs_learner = score in ("learnability", "hard-learner")
+        self.needs_learner = scores_with_learner(self.name)
         if score in ("learnability", "easy-reference") and cache is None:
             raise ValueError(f"method {self.name!r} needs a reference score cache (--scores)")
         self.reuse = reuse_activations and self.needs_learner  # record the scoring forward for the train step
@@ -208,6 +208,11 @@ def selection_flops(n: int, b: int, d: int, n_models: int) -> float:
     return n_models * 4.0 * n * b * d
 
 
+def scores_with_learner(method: str) -> bool:
+    """Whether `method` runs the learner forward over the super-batch (and so has something to reuse)."""
+    return method not in C.UNIFORM_SAMPLING and METHOD_TABLE[method][1] in ("learnability", "hard-learner")
+
+
 def make_selector(cfg: C.Config, cache: ScoreCache | None, reuse_activations: bool = False):
     if cfg.select.method in C.UNIFORM_SAMPLING:
         return TakeAll(cfg.select.method)
@@ -218,8 +223,7 @@ def use_reuse(cfg: C.Config, t: C.TrainConfig, device: str, dist: distributed.Di
     """Whether the learner replays its scoring forward (reuse.py). `auto`: on CUDA, in one process, when
     the super-batch's tape takes at most 40% of the GPU's memory; `on` refuses what cannot work."""
     s = cfg.select
-    if t.reuse_activations == "off" or s.method in C.UNIFORM_SAMPLING or \
-            METHOD_TABLE[s.method][1] not in ("learnability", "hard-learner"):
+    if t.reuse_activations == "off" or not scores_with_learner(s.method):
         return False
     if dist.active:
         if t.reuse_activations == "on":
