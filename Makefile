@@ -37,6 +37,18 @@ $(STAMP)/npm: tests/manifests/package.json
 	cd tests/manifests && npm install --silent --no-audit --no-fund
 	@touch $@
 
+lint: $(STAMP)/installed ## ruff: lint and format check (configuration in pyproject.toml)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format: $(STAMP)/installed ## ruff: fix what it can and format the code
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
+
+FAST_TESTS := tests/unit tests/components tests/pipelines/test_compiled.py tests/pipelines/test_submit.py
+test-fast: $(STAMP)/installed ## the edit-test loop: unit, component and pipeline-compile tests, no slow ones (no Docker, apt or npm)
+	$(PYTHON) -m pytest -q -m "not slow" $(FAST_TESTS)
+
 test: $(STAMP)/installed $(STAMP)/services $(STAMP)/npm ## all tests (smoke preset): builds the CPU image (starts dockerd if needed); the tests start Prometheus, Pushgateway, a GCS emulator
 	@$(MAKE) --no-print-directory image-cpu >$(STAMP)/image-cpu.log 2>&1 && echo "built $(IMAGE):$(VERSION) (log $(STAMP)/image-cpu.log)" || \
 	  { tail -20 $(STAMP)/image-cpu.log; if [ -n "$$CI" ]; then echo "image build failed" >&2; exit 1; else \
@@ -51,7 +63,8 @@ submit: $(STAMP)/installed ## submit the GPU pipeline to KFP_HOST (PARAMS="steps
 	jestflow submit --host $(KFP_HOST) --experiment $(or $(EXPERIMENT),jestflow) $(foreach p,$(PARAMS),--param $(p))
 
 bench: $(STAMP)/installed ## curation benchmark: every method vs uniform, 3 seeds (bench preset, ~40 min on 2 cores) -> BENCHMARKS.md
-	jestflow bench curation --preset bench --out bench/curation --benchmarks BENCHMARKS.md
+	jestflow bench curation --preset bench --out bench/curation
+	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md
 
 VERSION = $(shell $(PYTHON) -c "import re; print(re.search(r'__version__ = \"(.+)\"', open('src/jestflow/__init__.py').read()).group(1))")
 BASE_IMAGE ?= jestflow-base:bookworm
@@ -115,4 +128,4 @@ bench-select: $(STAMP)/installed ## dense vs chunked selection: time and peak me
 clean: ## remove runs, data and caches made by these targets
 	rm -rf runs data bench $(STAMP) .pytest_cache
 
-.PHONY: help install data run test compile submit wheelhouse base-image image-cpu image-cuda images deploy kind-up kind-run kind-down bench bench-gpu bench-select clean
+.PHONY: help install data run lint format test-fast test compile submit wheelhouse base-image image-cpu image-cuda images deploy kind-up kind-run kind-down bench bench-gpu bench-select clean

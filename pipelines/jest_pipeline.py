@@ -89,8 +89,8 @@ def build(gpu: bool = True, multinode: bool = False):
                       "1", "4Gi", cache=True).set_display_name("merge scores")
         # Learners are the measurement: not cached, so each submitted run trains afresh. Three of them:
         # the chosen method, uniform at equal iterations, and uniform at equal total FLOPs.
-        def learner(meth, match_flops: bool, label: str):
-            if multinode and not match_flops and label == "selected":
+        def learner(meth, match_flops_of, label: str):
+            if multinode and label == "selected":
                 # Only the launcher runs in the pipeline's pod: small requests, no GPU; the job's pods train.
                 t = _common(train_learner_pytorchjob(config=cfg, method=meth, pool_uri=prep.outputs["pool"],
                                                      eval_uri=prep.outputs["eval"], scores=scr.outputs["scores"],
@@ -100,7 +100,7 @@ def build(gpu: bool = True, multinode: bool = False):
                 t.set_display_name(f"learner: {label} (PyTorchJob)")
                 kubernetes.use_field_path_as_env(t, env_name="JESTFLOW_NAMESPACE", field_path="metadata.namespace")
             else:
-                t = _accelerated(train_learner(config=cfg, method=meth, match_flops=match_flops,
+                t = _accelerated(train_learner(config=cfg, method=meth, match_flops_of=match_flops_of,
                                                pool_uri=prep.outputs["pool"], eval_uri=prep.outputs["eval"],
                                                scores=scr.outputs["scores"], reference=ref.outputs["reference"], **mon),
                                  gpu, "4", "16Gi", cache=False).set_display_name(f"learner: {label}")
@@ -109,9 +109,9 @@ def build(gpu: bool = True, multinode: bool = False):
                         cache=True).set_display_name(f"evaluate: {label}")
             return t.outputs["model"], e.outputs["results"]
 
-        sel_m, sel_e = learner(method, False, "selected")
-        uni_m, uni_e = learner("uniform", False, "uniform")
-        fl_m, fl_e = learner("uniform", True, "uniform at equal FLOPs")
+        sel_m, sel_e = learner(method, "", "selected")
+        uni_m, uni_e = learner("uniform", "", "uniform")
+        fl_m, fl_e = learner("uniform", method, "uniform at equal FLOPs")  # matched to the selected method's compute
         rep = _common(report(method=method, jest_model=sel_m, jest_eval=sel_e, uniform_model=uni_m,
                              uniform_eval=uni_e, uniform_flops_model=fl_m, uniform_flops_eval=fl_e),
                       "1", "2Gi", cache=False).set_display_name("report")

@@ -35,6 +35,7 @@ def _cfg(args):
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .selection import METHODS
 
     p = argparse.ArgumentParser(prog="jestflow", description="JEST data curation for image-text models "
                                 "(reference -> score -> learner -> evaluate), locally or on Kubeflow.",
@@ -69,9 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the learner on the pool; each step draws a super-batch and the "
                        "method picks the sub-batch to train on. Under torchrun (e.g. `torchrun --nproc_per_node 8 "
                        "-m jestflow train ...`) it trains data-parallel with global selection (docs/distributed.md).")
-    t.add_argument("--method", choices=["jest", "uniform", "independent", "easy-reference", "hard-learner",
-                                        "flexi-jest", "offline-easy-reference", "oracle"],
-                   help="selection method (default: the config's select.method)")
+    t.add_argument("--method", choices=list(METHODS), help="selection method (default: the config's select.method)")
     t.add_argument("--data", required=True, help="pool split")
     t.add_argument("--scores", help="score cache from `jestflow score` (needed by jest, independent, easy-reference)")
     t.add_argument("--eval", help="held-out split for learning curves")
@@ -94,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--curated", default="", help="curated split URI (your own data; give all three)")
     rn.add_argument("--pool", default="", help="pool split URI")
     rn.add_argument("--eval", default="", help="evaluation split URI (with classes.json for zero-shot)")
-    rn.add_argument("--method", help="selection method for the curated learner (default: select.method)")
+    rn.add_argument("--method", choices=list(METHODS),
+                    help="selection method for the curated learner (default: select.method)")
     _common(rn)
 
     sm = sub.add_parser("submit", help="compile the pipeline and start a run on a Kubeflow Pipelines endpoint",
@@ -123,8 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--no-ablations", action="store_true", help="skip the n_chunks / filter_ratio ablation runs")
     bc.add_argument("--render-only", action="store_true", help="no training: recompute the tables and plots from "
                     "the finished runs in OUT (keeps their measured wall time)")
-    bc.add_argument("--benchmarks", metavar="FILE", help="also write the report to FILE (e.g. BENCHMARKS.md), "
-                    "plots to docs/bench/ beside it")
     _common(bc, default_preset="bench")
 
     bs = b.add_parser("select", help="time and peak memory of dense vs chunked joint selection",
@@ -207,7 +205,7 @@ def run(args) -> int:
         from .report import table
 
         res = run_local(args.preset, args.overrides, args.out, args.data, args.curated, args.pool, args.eval,
-                        args.method, args.pushgateway, args.run_id)
+                        args.method, args.pushgateway, args.run_id, config_file=args.config)
         print("\n" + table(res["rows"]))
         for name, c in res["speedup_retrieval_r1"].items():
             if name != res["baseline"]:
@@ -228,21 +226,21 @@ def run(args) -> int:
 
         print(dump(_cfg(args)), end="")
     elif args.cmd == "bench" and args.bench_cmd == "curation":
-        from .bench_curation import bench_curation, rerender
+        from .bench.curation import bench_curation, rerender
 
         if args.render_only:
-            print(rerender(args.out, args.benchmarks)["per_method"].keys())
+            rerender(args.out)
             return 0
         command = "jestflow " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("jestflow") else "jestflow bench curation"
         bench_curation(args.preset, args.overrides, args.out, args.seeds, args.workers, not args.no_ablations,
-                       args.benchmarks, command)
+                       command, config_file=args.config)
     elif args.cmd == "bench" and args.bench_cmd == "select":
-        from .bench import bench_select
+        from .bench.select import bench_select
 
         bench_select([int(x) for x in args.sizes.split(",")], args.dim, args.filter_ratio, args.chunks,
                      args.device, args.repeats, args.out)
     elif args.cmd == "bench" and args.bench_cmd == "gpu":
-        from .bench_gpu import bench_gpu
+        from .bench.gpu import bench_gpu
 
         bench_gpu(tuple(args.sizes.split(",")), args.batch, args.steps, select_sizes=tuple(
             int(x) for x in args.select_sizes.split(",")), dim=args.dim, device=args.device, out=args.out,

@@ -9,6 +9,7 @@ written beside every output (`dump`), so a result can always be traced to what p
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from importlib import resources
 from typing import Any
@@ -17,11 +18,24 @@ import yaml
 
 from . import storage
 from .demo import DemoConfig
+from .selection import KERNELS, METHODS, get_method
 
-METHODS = ("jest", "uniform", "independent", "easy-reference", "hard-learner", "flexi-jest",
-           "offline-easy-reference", "oracle")
-UNIFORM_SAMPLING = ("uniform", "offline-easy-reference", "oracle")  # no super-batch, no online selection
 LOSSES = ("sigmoid", "softmax")
+SWITCHES = ("auto", "on", "off")
+
+
+def _one_of(prefix: str, name: str, value: Any, allowed) -> None:
+    if value not in allowed:
+        allowed = [str(a) for a in allowed]
+        choices = (f"is not one of {', '.join(allowed)}" if len(allowed) > 3
+                   else f"must be {', '.join(allowed[:-1])} or {allowed[-1]}")
+        raise ValueError(f"{prefix}{name}={value!r} {choices}")
+
+
+def _positive(prefix: str, obj: Any, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) <= 0:
+            raise ValueError(f"{prefix}{name}={getattr(obj, name)} must be positive")
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,17 @@ class ModelConfig:
     context_length: int = 16  # caption tokens (word level), the last one is EOS
     embed_dim: int = 64  # joint embedding dimension
     loss: str = "sigmoid"  # sigmoid (SigLIP) | softmax (CLIP)
+
+    def validate(self, prefix: str = "model.") -> None:
+        _positive(prefix, self, "image_size", "patch_size", "width", "depth", "heads", "text_width", "text_depth",
+                  "text_heads", "context_length", "embed_dim")
+        _one_of(prefix, "loss", self.loss, LOSSES)
+        if self.image_size % self.patch_size:
+            raise ValueError(f"{prefix}image_size={self.image_size} is not divisible by "
+                             f"{prefix}patch_size={self.patch_size}")
+        for name, heads in (("width", self.heads), ("text_width", self.text_heads)):
+            if getattr(self, name) % heads:
+                raise ValueError(f"{prefix}{name}={getattr(self, name)} is not divisible by its heads ({heads})")
 
 
 MODEL_SIZES: dict[str, dict[str, Any]] = {
@@ -62,6 +87,12 @@ class OptimConfig:
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0  # 0 disables
 
+    def validate(self, prefix: str) -> None:
+        _positive(prefix, self, "lr")
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.warmup_steps < 0:
+            raise ValueError(f"{prefix}weight_decay, grad_clip and warmup_steps must be >= 0 "
+                             f"(got {self.weight_decay}, {self.grad_clip}, {self.warmup_steps})")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -82,6 +113,19 @@ class TrainConfig:
     reuse_activations: str = "off"  # replay the scoring forward in the training step (reuse.py): on | off |
     #                                 auto (CUDA, one process, tape <= 40% of GPU memory). Off until measured on a GPU
 
+    def validate(self, prefix: str) -> None:
+        _positive(prefix, self, "steps", "batch_size", "checkpoint_every", "log_every")
+        self.optim.validate(f"{prefix}optim.")
+        if self.eval_every < 0 or self.decode_workers < 0 or self.shuffle_buffer < 0:
+            raise ValueError(f"{prefix}eval_every, decode_workers and shuffle_buffer must be >= 0 (got "
+                             f"{self.eval_every}, {self.decode_workers}, {self.shuffle_buffer})")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ValueError(f"{prefix}max_bad_fraction={self.max_bad_fraction} must be in [0, 1]")
+        _one_of(prefix, "device", self.device, ("auto", "cpu", "cuda"))
+        _one_of(prefix, "compile", self.compile, SWITCHES)
+        _one_of(prefix, "reuse_activations", self.reuse_activations, SWITCHES)
+        _one_of(prefix, "decode_mode", self.decode_mode, ("process", "thread"))
+
 
 @dataclass(frozen=True)
 class SelectConfig:
@@ -95,10 +139,27 @@ class SelectConfig:
     block_elems: int = 1 << 26  # largest pairwise block computed at once (rows x chunk); bounds memory
     kernel: str = "auto"  # sigmoid gains: fused (one Triton kernel per chunk, bf16 on CUDA) | torch | auto (fused on CUDA)
 
+    def validate(self, prefix: str = "select.") -> None:
+        _one_of(prefix, "method", self.method, METHODS)
+        _one_of(prefix, "kernel", self.kernel, KERNELS)
+        if not 0 < self.filter_ratio < 1:
+            raise ValueError(f"{prefix}filter_ratio={self.filter_ratio} must be in (0, 1)")
+        _positive(prefix, self, "n_chunks", "temperature", "flexi_stride", "block_elems")
+        if not 0 <= self.offline_keep <= 1:
+            raise ValueError(f"{prefix}offline_keep={self.offline_keep} must be in [0, 1]")
+
+    @property
+    def method_info(self):
+        """The method's registry entry (selection.METHODS)."""
+        return get_method(self.method)
+
 
 @dataclass(frozen=True)
 class EvalConfig:
     batch_size: int = 256
+
+    def validate(self, prefix: str = "eval.") -> None:
+        _positive(prefix, self, "batch_size")
 
 
 @dataclass(frozen=True)
@@ -111,60 +172,28 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> "Config":
-        if self.model.loss not in LOSSES:
-            raise ValueError(f"model.loss={self.model.loss!r} is not one of {LOSSES}")
-        if self.model.image_size % self.model.patch_size:
-            raise ValueError(f"model.image_size={self.model.image_size} is not divisible by "
-                             f"model.patch_size={self.model.patch_size}")
-        for name in ("width", "text_width"):
-            heads = self.model.heads if name == "width" else self.model.text_heads
-            if getattr(self.model, name) % heads:
-                raise ValueError(f"model.{name}={getattr(self.model, name)} is not divisible by its heads ({heads})")
-        s = self.select
-        if s.method not in METHODS:
-            raise ValueError(f"select.method={s.method!r} is not one of {', '.join(METHODS)}")
-        if not 0 < s.filter_ratio < 1:
-            raise ValueError(f"select.filter_ratio={s.filter_ratio} must be in (0, 1)")
-        if s.n_chunks < 1:
-            raise ValueError(f"select.n_chunks={s.n_chunks} must be >= 1")
-        if s.temperature <= 0:
-            raise ValueError(f"select.temperature={s.temperature} must be > 0")
-        for stage in ("reference", "learner"):
-            t: TrainConfig = getattr(self, stage)
-            if t.steps <= 0:
-                raise ValueError(f"{stage}.steps={t.steps} must be positive")
-            if t.batch_size <= 0:
-                raise ValueError(f"{stage}.batch_size={t.batch_size} must be positive")
-            if t.optim.lr <= 0:
-                raise ValueError(f"{stage}.optim.lr={t.optim.lr} must be positive")
-            if not 0 <= t.max_bad_fraction <= 1:
-                raise ValueError(f"{stage}.max_bad_fraction={t.max_bad_fraction} must be in [0, 1]")
-            if t.device not in ("auto", "cpu", "cuda"):
-                raise ValueError(f"{stage}.device={t.device!r} must be auto, cpu or cuda")
-            if t.compile not in ("auto", "on", "off"):
-                raise ValueError(f"{stage}.compile={t.compile!r} must be auto, on or off")
-            if t.reuse_activations not in ("auto", "on", "off"):
-                raise ValueError(f"{stage}.reuse_activations={t.reuse_activations!r} must be auto, on or off")
-            if t.decode_mode not in ("process", "thread"):
-                raise ValueError(f"{stage}.decode_mode={t.decode_mode!r} must be process or thread")
-            if t.decode_workers < 0:
-                raise ValueError(f"{stage}.decode_workers={t.decode_workers} must be >= 0")
-        if s.kernel not in ("auto", "fused", "torch"):
-            raise ValueError(f"select.kernel={s.kernel!r} must be auto, fused or torch")
-        if s.flexi_stride < 1:
-            raise ValueError(f"select.flexi_stride={s.flexi_stride} must be >= 1")
-        if not 0 <= s.offline_keep <= 1:
-            raise ValueError(f"select.offline_keep={s.offline_keep} must be in [0, 1]")
-        if s.method not in UNIFORM_SAMPLING and self.learner.batch_size % s.n_chunks:
+        """Each section checks its own fields; only rules across sections live here."""
+        self.demo.validate()
+        self.model.validate()
+        self.reference.validate("reference.")
+        self.learner.validate("learner.")
+        self.select.validate()
+        self.eval.validate()
+        if self.select.method_info.online and self.learner.batch_size % self.select.n_chunks:
             raise ValueError(f"learner.batch_size={self.learner.batch_size} is not divisible by "
-                             f"select.n_chunks={s.n_chunks}")
+                             f"select.n_chunks={self.select.n_chunks}")
         return self
 
     def super_batch_size(self) -> int:
-        """N = b / (1 - f), rounded to a whole number of examples."""
-        if self.select.method in UNIFORM_SAMPLING:
+        """N = b / (1 - f), rounded to a whole number of examples (b for methods without a super-batch).
+        The one place this formula lives."""
+        if not self.select.method_info.online:
             return self.learner.batch_size
         return int(round(self.learner.batch_size / (1 - self.select.filter_ratio)))
+
+    def with_method(self, method: str) -> "Config":
+        """This configuration with another selection method (validated)."""
+        return replace(self, select=replace(self.select, method=method)).validate()
 
 
 PRESETS = ("smoke", "demo", "bench", "b16-h100")
@@ -243,19 +272,39 @@ def load_config(preset: str | None = "demo", file: str | None = None, overrides:
     cfg = Config()
     if preset:
         cfg = _merge(cfg, load_preset(preset))
-    if file:
-        if not storage.exists(file):
-            raise ValueError(f"config file not found: {file}")
-        try:
-            with storage.open_read(file) as f:  # local path or gs:// (a PyTorchJob reads its config artifact)
-                data = yaml.safe_load(f) or {}
-        except FileNotFoundError:
-            raise ValueError(f"config file not found: {file}") from None
-        except yaml.YAMLError as e:
-            raise ValueError(f"{file}: not valid YAML ({e})") from None
-        cfg = _merge(cfg, data)
-    cfg = _merge(cfg, parse_overrides(overrides or []))
-    return cfg.validate()
+    return override(cfg, [*(file_overrides(file) if file else []), *(overrides or [])])
+
+
+def file_overrides(file: str) -> list[str]:
+    """A YAML config file (local or gs://) as ``--set`` items, so it can travel wherever overrides do
+    (the pipeline's `overrides` parameter, the benchmark's worker processes)."""
+    if not storage.exists(file):
+        raise ValueError(f"config file not found: {file}")
+    try:
+        with storage.open_read(file) as f:  # local path or gs:// (a PyTorchJob reads its config artifact)
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ValueError(f"config file not found: {file}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{file}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{file}: expected a mapping of config sections, got {type(data).__name__}")
+
+    def flat(node: dict, prefix: str) -> list[str]:
+        items = []
+        for key, value in node.items():
+            if isinstance(value, dict):
+                items += flat(value, f"{prefix}{key}.")
+            else:  # JSON is YAML: the value parses back to itself (a string stays a string)
+                items.append(f"{prefix}{key}={json.dumps(value)}")
+        return items
+
+    return flat(data, "")
+
+
+def override(cfg: Config, items: list[str]) -> Config:
+    """`cfg` with ``--set``-style overrides (``["learner.steps=200", ...]``) applied and validated."""
+    return _merge(cfg, parse_overrides(items)).validate()
 
 
 def to_dict(cfg: Config) -> dict:

@@ -78,6 +78,12 @@ class DemoConfig:
             raise ValueError(f"demo noise ratios add up to {total:.3f} > 1")
         return {"clean": 1 - total, **mix}
 
+    def validate(self, prefix: str = "demo.") -> None:
+        for name in ("n_curated", "n_pool", "n_eval", "image_size", "shard_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{prefix}{name}={getattr(self, name)} must be positive")
+        self.noise_mix()
+
 
 def read_idx(path: str) -> np.ndarray:
     """Read one (optionally gzipped) IDX file as a numpy array."""
@@ -196,16 +202,15 @@ def _write_split(folder, prefix, n, shard_size, make, desc):
 
 def make_demo(out: str, cfg: DemoConfig) -> dict:
     """Write curated/, pool/ and eval/ under `out`; return a summary (also written as demo.json)."""
-    for name in ("n_curated", "n_pool", "n_eval", "image_size", "shard_size"):
-        if getattr(cfg, name) <= 0:
-            raise ValueError(f"demo {name}={getattr(cfg, name)} must be positive")
+    cfg.validate()
     mix = cfg.noise_mix()
     ((xtr, ytr), (xte, yte)), source = load_fashion_mnist(cfg.fashion_mnist_dir)
-    # Curated and pool draw from disjoint halves of the training images; eval from the test images.
+    # Curated and pool draw from disjoint parts of the training images (a quarter and the other three
+    # quarters); eval from the test images.
     rng = np.random.default_rng(cfg.seed)
     perm = rng.permutation(len(xtr))
-    half = len(perm) // 4
-    cur_idx, pool_idx = perm[:half], perm[half:]
+    quarter = len(perm) // 4
+    cur_idx, pool_idx = perm[:quarter], perm[quarter:]
     sz = cfg.image_size
 
     cur = Composer(xtr[cur_idx], ytr[cur_idx], sz, np.random.default_rng([cfg.seed, 1]))

@@ -9,6 +9,7 @@ import torch
 
 from . import storage
 from .data import ReadStats, iter_split
+from .devices import autocast
 from .model import TwoTower
 from .tokenizer import Tokenizer
 
@@ -47,15 +48,10 @@ class EvalSet:
 def _embed(model: TwoTower, images, tokens, batch_size, device):
     img, txt = [], []
     for i in range(0, len(images), batch_size):
-        with _autocast(device):
+        with autocast(device):
             img.append(model.encode_image(images[i:i + batch_size].to(device)))
             txt.append(model.encode_text(tokens[i:i + batch_size].to(device)))
     return torch.cat(img), torch.cat(txt)
-
-
-def _autocast(device):
-    dev = torch.device(device)
-    return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
 
 
 def recall_at(sim: torch.Tensor, ks=(1, 5)) -> dict:
@@ -76,7 +72,7 @@ def evaluate(model: TwoTower, tokenizer: Tokenizer, ev: EvalSet, batch_size: int
     out["retrieval_r1"] = (out["i2t_r1"] + out["t2i_r1"]) / 2
     if ev.classes:
         prompts = [t.format(c) for c in ev.classes for t in ev.templates]
-        with _autocast(device):
+        with autocast(device):
             cls_emb = model.encode_text(tokenizer.encode(prompts).to(device))
         cls_emb = torch.nn.functional.normalize(cls_emb.view(len(ev.classes), len(ev.templates), -1).mean(1), dim=-1)
         known = ev.labels >= 0

@@ -6,6 +6,9 @@ only becomes visible once its upload has finished, so a crash never leaves an ob
 complete. Every call retries transient errors (429, 5xx, connection resets) with exponential backoff
 (`RETRY`). Credentials come only from the environment: Application Default Credentials / Workload
 Identity on a cluster; with ``STORAGE_EMULATOR_HOST`` set, anonymous credentials for the emulator.
+
+`GCSStore` implements storage.Store's interface; storage.py constructs it on the first gs:// URI, so
+this module (and google-cloud-storage) is imported only by runs that use GCS.
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ import contextlib
 import os
 import tempfile
 from typing import IO, Iterator
-
-from . import storage
 
 CHUNK_SIZE = 8 * 1024 * 1024  # resumable-upload chunk (a multiple of 256 KiB, as GCS requires)
 
@@ -37,7 +38,7 @@ def split(uri: str) -> tuple[str, str]:
     return bucket, path
 
 
-class GCSStore(storage.Store):
+class GCSStore:  # the storage.Store interface
     def __init__(self, client=None):
         self._client = client
 
@@ -108,5 +109,3 @@ class GCSStore(storage.Store):
         finally:
             os.unlink(tmp)
 
-
-storage.register_scheme("gs://", GCSStore)

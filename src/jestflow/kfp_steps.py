@@ -12,7 +12,7 @@ import math
 import os
 
 from . import config as C
-from . import stages, storage
+from . import flops, stages, storage
 
 
 def _knob_overrides(model_size: str, reference_steps: int, steps: int, batch_size: int, filter_ratio: float,
@@ -56,9 +56,7 @@ def _load(config_path: str, method: str | None = None) -> C.Config:
 
     with storage.open_read(config_path) as f:
         cfg = C.from_dict(yaml.safe_load(f))
-    if method:
-        cfg = C.from_dict({**C.to_dict(cfg), "select": {**C.to_dict(cfg)["select"], "method": method}})
-    return cfg
+    return cfg.with_method(method) if method else cfg
 
 
 def _log(metrics, values: dict, prefix: str = "") -> None:
@@ -110,30 +108,18 @@ def merge_scores(parts: list, pool_uri: str, scores) -> None:
                             "skipped": sum(idx["skipped"].values())})
 
 
-def matched_steps(cfg: C.Config, scores_path: str) -> int:
-    """Uniform steps whose total FLOPs equal a JEST run's with this config (reference costs included)."""
-    from .model import TwoTower
-    from .train import selection_flops
-
-    index = storage.read_json(storage.join(scores_path, "index.json"))
-    f = TwoTower(cfg.model, 8).flops_per_example()  # vocabulary size does not enter the FLOPs
-    b = cfg.learner.batch_size
-    n = int(round(b / (1 - cfg.select.filter_ratio)))  # the curated learner's super-batch, whatever cfg's method
-    per_jest_step = 3 * f * b + f * n + selection_flops(n, b, cfg.model.embed_dim, 2)
-    total = cfg.learner.steps * per_jest_step + index.get("reference_flops", 0.0) + index.get("scoring_flops", 0.0)
-    return max(1, math.ceil(total / (3 * f * b)))
-
-
-def train_learner(config, method: str, match_flops: bool, pool_uri: str, eval_uri: str, scores, reference,
+def train_learner(config, method: str, match_flops_of: str, pool_uri: str, eval_uri: str, scores, reference,
                   model, metrics, pushgateway: str = "", run_id: str = "") -> None:
+    """`match_flops_of`: empty, or the method whose total compute this (uniform) run matches."""
+    from .selection import get_method
+
     cfg = _load(config.path, method)
-    if match_flops:  # the uniform baseline at equal total compute: more, cheaper steps
-        steps = matched_steps(cfg, scores.path)
-        cfg = C.from_dict({**C.to_dict(cfg), "learner": {**C.to_dict(cfg)["learner"], "steps": steps,
-                                                         "eval_every": max(1, math.ceil(steps / 12))}})
-    label = f"{method}@flops" if match_flops else method
-    s = stages.train_learner(cfg, pool_uri, model.path, scores.path if method not in ("uniform", "oracle") else None,
-                             eval_uri, tokenizer_from=reference.path,
+    if match_flops_of:  # the uniform baseline at equal total compute: more, cheaper steps
+        cfg = stages.flops_matched(cfg, match_flops_of, scores.path)
+    label = f"{method}@flops" if match_flops_of else method
+    uses_reference = get_method(method).uses_reference
+    s = stages.train_learner(cfg, pool_uri, model.path, scores.path if uses_reference else None, eval_uri,
+                             tokenizer_from=reference.path,
                              metrics=_stage_metrics("learner", label, run_id, pushgateway))
     _learner_outputs(s, label, model, metrics)
 
@@ -141,7 +127,7 @@ def train_learner(config, method: str, match_flops: bool, pool_uri: str, eval_ur
 def _learner_outputs(s: dict, label: str, model, metrics, **extra) -> None:
     """A trained learner's summary onto its Model artifact's metadata and its Metrics artifact."""
     model.metadata.update({"method": s["method"], "label": label, "steps": s["steps"], **extra})
-    _log(metrics, {"steps": s["steps"], "flops_total": stages.total_flops(s), "clean_fraction": s["clean_fraction"],
+    _log(metrics, {"steps": s["steps"], "flops_total": flops.run_total(s), "clean_fraction": s["clean_fraction"],
                    "wall_seconds": s["wall_seconds"]})
 
 

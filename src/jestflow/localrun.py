@@ -17,7 +17,9 @@ from . import config as C
 
 def run_local(preset: str, overrides: list[str], out: str, data_dir: str | None = None,
               curated: str = "", pool: str = "", eval_uri: str = "", method: str | None = None,
-              pushgateway: str = "", run_id: str = "") -> dict:
+              pushgateway: str = "", run_id: str = "", config_file: str | None = None) -> dict:
+    """`config_file` travels into the pipeline as overrides (before `overrides`, which win)."""
+    overrides = [*(C.file_overrides(config_file) if config_file else []), *overrides]
     cfg = C.load_config(preset, None, overrides)  # fail fast, with jestflow's message, on a bad key or value
     import kfp.local
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import flops
 from .config import ModelConfig
 
 
@@ -116,32 +117,12 @@ class TwoTower(nn.Module):
                 image_linear: Linear = apply_linear, text_linear: Linear = apply_linear) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode_image(images, patch_stride, image_linear), self.encode_text(tokens, text_linear)
 
-    def image_tokens(self, patch_stride: int = 1) -> int:
-        grid = self.config.image_size // self.config.patch_size
-        return math.ceil(grid / patch_stride) ** 2
+    # FLOPs: the formulas live in flops.py; these read them for this model's configuration.
+    def flops_per_example(self, patch_stride: int = 1) -> float:
+        return flops.forward_per_example(self.config, patch_stride)
 
     def linear_flops_per_example(self, patch_stride: int = 1, image: bool = True, text: bool = True) -> float:
-        """Forward FLOPs of the towers' linear layers (qkv, proj, MLP: 24·w² per token and block; the
-        heads), the part activation reuse replays instead of recomputing."""
-        c = self.config
-        flops = 0
-        if image:
-            flops += c.depth * 24 * c.width ** 2 * self.image_tokens(patch_stride) + 2 * c.width * c.embed_dim
-        if text:
-            flops += c.text_depth * 24 * c.text_width ** 2 * c.context_length + 2 * c.text_width * c.embed_dim
-        return float(flops)
-
-    def flops_per_example(self, patch_stride: int = 1) -> float:
-        """Forward FLOPs for one image-caption pair (multiply-add = 2 FLOPs); training is ~3x.
-        With `patch_stride` s the image tower sees 1/s² of the patches (the patch embedding still
-        runs over the whole image). Linear layers, plus the attention core (4·t²·w per block) and the
-        patch embedding."""
-        c = self.config
-        grid = c.image_size // c.patch_size
-        embed = 2 * grid * grid * 3 * c.patch_size ** 2 * c.width
-        t = self.image_tokens(patch_stride)
-        attention = c.depth * 4 * t * t * c.width + c.text_depth * 4 * c.context_length ** 2 * c.text_width
-        return self.linear_flops_per_example(patch_stride) + float(attention + embed)
+        return flops.linear_per_example(self.config, patch_stride, image, text)
 
 
 def save_model(model: TwoTower, path: str) -> None:

@@ -11,13 +11,14 @@ import base64
 import math
 
 from . import storage
+from .flops import fixed_total, run_total
 
 PRIMARY = "retrieval_r1"
 
 
 def curve_points(summary: dict, key: str, total: bool) -> tuple[list, list, list]:
     """(iterations, FLOPs, metric) along a run's learning curve; FLOPs include fixed costs if `total`."""
-    fixed = (summary.get("reference_flops", 0.0) + summary.get("reference_scoring_flops", 0.0)) if total else 0.0
+    fixed = fixed_total(summary) if total else 0.0
     pts = [p for p in summary.get("curve", []) if key in p and not math.isnan(p[key])]
     return [p["step"] for p in pts], [p["flops"] + fixed for p in pts], [p[key] for p in pts]
 
@@ -52,7 +53,7 @@ def compare(runs: dict[str, dict], baseline: str = "uniform", metric: str = PRIM
     """Per run: iterations and total FLOPs to reach the baseline's final `metric`, as ratios."""
     base = runs[baseline]
     target = base["final"][metric]
-    b_it, b_fl = base["summary"]["steps"], total_flops(base["summary"])
+    b_it, b_fl = base["summary"]["steps"], run_total(base["summary"])
     out = {}
     for name, r in runs.items():
         it, fl, ys = curve_points(r["summary"], metric, total=False)
@@ -69,11 +70,6 @@ def compare(runs: dict[str, dict], baseline: str = "uniform", metric: str = PRIM
     return out
 
 
-def total_flops(summary: dict) -> float:
-    """All compute behind a learner: its scoring, selection and training, plus the reference's."""
-    return summary["flops_total"] + summary.get("reference_flops", 0.0) + summary.get("reference_scoring_flops", 0.0)
-
-
 def results_rows(runs: dict[str, dict]) -> list[dict]:
     rows = []
     for name, r in runs.items():
@@ -82,7 +78,7 @@ def results_rows(runs: dict[str, dict]) -> list[dict]:
             "run": name, "method": s["method"], "zeroshot_top1": m.get("zeroshot_top1"),
             "retrieval_r1": m["retrieval_r1"], "i2t_r1": m["i2t_r1"], "t2i_r1": m["t2i_r1"],
             "i2t_r5": m["i2t_r5"], "t2i_r5": m["t2i_r5"], "iterations": s["steps"],
-            "learner_flops": s["flops_total"], "total_flops": total_flops(s),
+            "learner_flops": s["flops_total"], "total_flops": run_total(s),
             "clean_fraction": s["clean_fraction"], "wall_seconds": s["wall_seconds"],
         })
     return rows

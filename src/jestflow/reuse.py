@@ -19,12 +19,12 @@ Single process only: under global selection a rank's chosen rows were mostly emb
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
 
 from .config import ModelConfig
+from .flops import image_tokens
 
 
 class Tape:
@@ -101,7 +101,7 @@ class Replayer:
 def tape_bytes_per_example(c: ModelConfig, patch_stride: int = 1, element_size: int = 2) -> int:
     """Bytes the tape holds per super-batch example: per block qkv (3w) + proj (w) + fc1 (4w) + fc2 (w)
     outputs per token, plus the two heads."""
-    kept = math.ceil((c.image_size // c.patch_size) / patch_stride) ** 2
+    kept = image_tokens(c, patch_stride)
     image = c.depth * kept * 9 * c.width
     text = c.text_depth * c.context_length * 9 * c.text_width
     return (image + text + 2 * c.embed_dim) * element_size

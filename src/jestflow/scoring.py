@@ -24,6 +24,7 @@ from .progress import show_progress
 
 from . import storage
 from .data import ReadStats, iter_shard, list_shards
+from .devices import autocast
 from .losses import per_example_loss
 from .model import TwoTower
 from .selection import Embeds
@@ -49,8 +50,6 @@ def _read_npz(uri: str) -> dict:
 def score_shard(model: TwoTower, tokenizer: Tokenizer, shard: str, out_uri: str, batch_size: int,
                 device: str, stats: ReadStats) -> dict:
     """Embed one pool shard with the reference and write its score file atomically."""
-    from .evaluate import _autocast
-
     model.eval()
     uids, img, txt, loss = [], [], [], []
     buf = []
@@ -60,7 +59,7 @@ def score_shard(model: TwoTower, tokenizer: Tokenizer, shard: str, out_uri: str,
             return
         images = torch.from_numpy(np.stack([s.image for s in buf])).to(device)
         tokens = tokenizer.encode([s.caption for s in buf]).to(device)
-        with _autocast(device):
+        with autocast(device):
             u, v = model(images, tokens)
         loss.append(per_example_loss(model.config.loss, u, v, model.log_t, model.bias).float().cpu())
         uids.extend(s.uid for s in buf)
@@ -185,12 +184,12 @@ class ScoreCache:
             raise ValueError(f"{index_uri}: unknown score cache format {self.index.get('format')!r}")
         if pool_uri is not None:
             self.check_matches(pool_uri)
-        uids, img, txt, loss = [], [], [], []
+        uids, img, txt = [], [], []  # the files' per-example `loss` column is for audits; selection needs pairs
         for e in self.index["shards"]:
             z = _read_npz(storage.join(uri, e["file"]))
             if len(z["uids"]) != e["n"]:
                 raise ValueError(f"{uri}/{e['file']}: holds {len(z['uids'])} samples, index says {e['n']}")
-            uids.extend(z["uids"].tolist()), img.append(z["img"]), txt.append(z["txt"]), loss.append(z["loss"])
+            uids.extend(z["uids"].tolist()), img.append(z["img"]), txt.append(z["txt"])
         self.row = {}
         for i, u in enumerate(uids):
             if u in self.row:
@@ -198,7 +197,6 @@ class ScoreCache:
             self.row[u] = i
         self.img = torch.from_numpy(np.concatenate(img)) if img else torch.zeros(0, self.index["embed_dim"])
         self.txt = torch.from_numpy(np.concatenate(txt)) if txt else torch.zeros(0, self.index["embed_dim"])
-        self.loss = torch.from_numpy(np.concatenate(loss)) if loss else torch.zeros(0)
         self.log_t = torch.tensor(self.index["log_t"])
         self.bias = torch.tensor(self.index["bias"])
 

@@ -24,18 +24,58 @@ import torch
 import torch.nn.functional as F
 
 SCORES = ("learnability", "hard-learner", "easy-reference")
-# method -> (sampler, score)
-METHOD_TABLE = {
-    "jest": ("joint", "learnability"),
-    "hard-learner": ("joint", "hard-learner"),
-    "easy-reference": ("joint", "easy-reference"),
-    "independent": ("independent", "learnability"),
-    "flexi-jest": ("joint", "learnability"),  # scored at a coarse patch stride; see train.ScoreSelect
-    "uniform": ("uniform", None),
-    # Offline filters: uniform sampling from a pool filtered once before training (train.stages).
-    "offline-easy-reference": ("uniform", None),  # keep the pool's top fraction by reference CLIP score
-    "oracle": ("uniform", None),  # keep only samples whose recorded noise type is clean (upper bound)
-}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One data-selection method: how it samples, what it scores and which models and passes it uses.
+
+    Everything that needs to know about methods (config validation, the selector, the cost model, the
+    pipeline's inputs, the CLI's choices, the benchmark's runs and labels) reads this table, so adding
+    a method touches one place."""
+
+    name: str
+    sampler: str  # "joint" (Algorithm 1) | "independent" (per-example scores) | "uniform" (no super-batch)
+    score: str | None = None  # one of SCORES for joint / independent sampling
+    offline_filter: str | None = None  # uniform sampling from a pool filtered once: "reference-clip" | "clean"
+    low_res_scoring: bool = False  # Flexi-JEST: score (and train half the batch) with a coarse image view
+    benchmarked: bool = True  # one of `jestflow bench curation`'s methods
+    label: str = ""  # what reports call it
+
+    @property
+    def online(self) -> bool:
+        """Whether it draws a super-batch of N = b / (1 - f) and selects b of it every step."""
+        return self.sampler != "uniform"
+
+    @property
+    def uses_learner(self) -> bool:
+        """Whether the learner scores the super-batch with a forward pass every step."""
+        return self.score in ("learnability", "hard-learner")
+
+    @property
+    def uses_reference(self) -> bool:
+        """Whether it reads the reference's score cache (and so is charged the reference's costs)."""
+        return self.score in ("learnability", "easy-reference") or self.offline_filter == "reference-clip"
+
+
+METHODS = {m.name: m for m in (
+    Method("uniform", "uniform", label="uniform"),
+    Method("offline-easy-reference", "uniform", offline_filter="reference-clip",
+           label="easy-reference (offline CLIP-score filter)"),  # keep the pool's top fraction by reference CLIP score
+    Method("independent", "independent", "learnability", label="independent learnability"),
+    Method("jest", "joint", "learnability", label="JEST (joint learnability)"),
+    Method("flexi-jest", "joint", "learnability", low_res_scoring=True, label="Flexi-JEST"),
+    Method("oracle", "uniform", offline_filter="clean", label="oracle (clean only)"),  # the upper bound of curation
+    Method("hard-learner", "joint", "hard-learner", benchmarked=False, label="hard learner (joint)"),
+    Method("easy-reference", "joint", "easy-reference", benchmarked=False, label="easy reference (joint)"),
+)}
+
+
+def get_method(name: str) -> Method:
+    """The registry entry of `name`, or a ValueError listing the known methods."""
+    if name not in METHODS:
+        raise ValueError(f"unknown selection method {name!r} (choose from {', '.join(METHODS)})")
+    return METHODS[name]
 
 
 @dataclass
@@ -137,7 +177,8 @@ class SoftmaxScorer:
 
     The softmax loss does not decompose into pairs, so this is the workable conditional score of
     JEST-NOTES.md rather than an exact batch gain. With S empty every CE is 0: the first chunk is
-    uniform. Running log-sum-exps over S make each chunk cost O(N x c x d).
+    uniform. Running log-sum-exps over S make each chunk cost O(N x c x d). A candidate already in S
+    has its positive pair inside those sums: it is not added a second time.
     """
 
     def __init__(self, terms, block_elems: int = 1 << 26):
@@ -147,14 +188,18 @@ class SoftmaxScorer:
         self.pos = [e.log_t.exp() * (e.img * e.txt).sum(1) for _, e in terms]
         self.lse_i2t = [torch.full_like(p, float("-inf")) for p in self.pos]
         self.lse_t2i = [torch.full_like(p, float("-inf")) for p in self.pos]
+        self.member = torch.zeros(self.n, dtype=torch.bool, device=self.device)  # k ∈ S
 
     def logits(self) -> torch.Tensor:
         out = 0
         for (s, _), pos, a, b in zip(self.terms, self.pos, self.lse_i2t, self.lse_t2i):
-            out = out + s * ((torch.logaddexp(a, pos) - pos) + (torch.logaddexp(b, pos) - pos)) / 2
+            i2t = torch.where(self.member, a, torch.logaddexp(a, pos)) - pos  # normaliser over S ∪ {k}
+            t2i = torch.where(self.member, b, torch.logaddexp(b, pos)) - pos
+            out = out + s * (i2t + t2i) / 2
         return out
 
     def add(self, idx: torch.Tensor) -> None:
+        self.member[idx] = True
         for r0, r1 in _tiles(self.n, len(idx), self.block_elems):
             for k, (_, e) in enumerate(self.terms):
                 t = e.log_t.exp()
@@ -277,14 +322,13 @@ def select(method: str, learner: Embeds | None, reference: Embeds | None, n_keep
            generator: torch.Generator, loss: str = "sigmoid", temperature: float = 1.0,
            block_elems: int = 1 << 26, kernel: str = "auto") -> Selection:
     """Choose `n_keep` of the super-batch described by the embeddings, by `method`."""
-    if method not in METHOD_TABLE:
-        raise ValueError(f"unknown selection method {method!r} (choose from {', '.join(METHOD_TABLE)})")
-    sampler, score = METHOD_TABLE[method]
+    m = get_method(method)
     any_e = learner if learner is not None else reference
     n = len(any_e)
-    if sampler == "uniform":
+    if not m.online:
         idx = torch.randperm(n, generator=generator, device=generator.device)[:n_keep]
         return Selection(idx.to(any_e.img.device), float("nan"), float("nan"), float("nan"))
+    sampler, score = m.sampler, m.score
     terms = score_terms(score, learner, reference)
     if sampler == "joint":
         scorer = make_scorer(loss, terms, block_elems, kernel)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 from . import config as C
-from . import storage
+from . import distributed, flops, storage
 from .data import ReadStats, iter_split
+from .devices import resolve_device
 from .evaluate import EvalSet, evaluate
 from .model import load_model
-from .report import total_flops  # noqa: F401  (kfp_steps and the CLI read it from here)
 from .scoring import ScoreCache, score_pool
 from .tokenizer import Tokenizer
-from .train import Callback, resolve_device, train
+from .train import Callback, train
 
 
 def _write_config(cfg: C.Config, out_dir: str, name: str = "config.yaml") -> None:
@@ -53,44 +53,41 @@ def train_learner(cfg: C.Config, pool: str, out: str, scores: str | None = None,
                   metrics=None) -> dict:
     """Stage 3: train the learner on the pool with `cfg.select.method` choosing each sub-batch."""
     _write_config(cfg, out)
-    cache = ScoreCache(scores, pool) if scores else None
-    if cfg.select.method == "offline-easy-reference" and cache is None:
-        raise ValueError("method offline-easy-reference needs a reference score cache (--scores)")
+    m = cfg.select.method_info
+    # A method that reads no reference is neither given its scores nor charged its costs.
+    cache = ScoreCache(scores, pool) if scores and m.uses_reference else None
     source = tokenizer_from or scores
     if source:
         tokenizer = Tokenizer.load(storage.join(source, "tokenizer.json"))
     else:
         captions = (s.caption for s in iter_split(pool, ReadStats(max_bad_fraction=1.0), cfg.model.image_size))
         tokenizer = Tokenizer.build(captions, cfg.model.context_length)
-    extra = {}
-    if cache is not None and cfg.select.method not in ("uniform", "oracle"):
-        # Curation's fixed costs: the reference's training and its one pass over the pool.
-        extra = {"reference_flops": cache.index.get("reference_flops", 0.0),
-                 "reference_scoring_flops": cache.index.get("scoring_flops", 0.0)}
-    keep = offline_filter(cfg, cache)
+    if m.uses_reference and cache is None:
+        raise ValueError(f"method {m.name!r} needs a reference score cache (--scores)")
+    # Curation's fixed costs, for the methods that read the reference: its training and its pool pass.
+    extra = flops.fixed(m, cache.index.get("reference_flops", 0.0), cache.index.get("scoring_flops", 0.0)) if cache else {}
     callbacks = [*callbacks, *([metrics] if metrics else [])]
-    summary = train(cfg, "learner", pool, out, tokenizer, cache, eval_uri, callbacks, progress, extra, keep)
-    return summary
+    return train(cfg, "learner", pool, out, tokenizer, cache, eval_uri, callbacks, progress, extra,
+                 offline_filter(cfg, cache))
 
 
 def offline_filter(cfg: C.Config, cache: ScoreCache | None):
-    """The pool filter of the offline baselines, or None.
+    """The pool filter of the offline baselines (registry field `offline_filter`), or None.
 
-    offline-easy-reference: keep the top fraction of the pool by the reference's CLIP score (cosine
-    similarity of a sample's own image and text embeddings), as CLIP-score filtering does.
-    oracle: keep the samples whose recorded noise type is "clean" (an upper bound; needs the demo's
-    noise records)."""
-    m = cfg.select.method
-    if m == "oracle":
+    "reference-clip" (offline-easy-reference): keep the top fraction of the pool by the reference's
+    CLIP score (cosine similarity of a sample's own image and text embeddings), as CLIP-score
+    filtering does. "clean" (oracle): keep the samples whose recorded noise type is "clean" (an upper
+    bound; needs the demo's noise records)."""
+    kind = cfg.select.method_info.offline_filter
+    if kind == "clean":
         def clean(sample):
             if "noise" not in sample.meta:
-                raise ValueError(f"method oracle needs each sample's recorded noise type; {sample.uid} has none")
+                raise ValueError(f"method {cfg.select.method} needs each sample's recorded noise type; "
+                                 f"{sample.uid} has none")
             return sample.meta["noise"] == "clean"
         return clean
-    if m != "offline-easy-reference":
+    if kind != "reference-clip":
         return None
-    if cache is None:
-        raise ValueError("method offline-easy-reference needs a reference score cache (--scores)")
     keep_frac = cfg.select.offline_keep or (1 - cfg.select.filter_ratio)
     score = (cache.img.float() * cache.txt.float()).sum(1)
     n_keep = max(1, int(round(keep_frac * len(score))))
@@ -99,6 +96,14 @@ def offline_filter(cfg: C.Config, cache: ScoreCache | None):
     return lambda sample: sample.uid in uids
 
 
+def flops_matched(cfg: C.Config, method: str, scores_path: str) -> C.Config:
+    """The uniform baseline at equal total compute to a run of `method` (flops.matched_uniform), with
+    activation reuse counted where that run would use it on this device."""
+    from .selectors import use_reuse
+
+    m = cfg.with_method(method)
+    reuse = use_reuse(m, m.learner, resolve_device(m.learner.device), distributed.Dist())
+    return flops.matched_uniform(cfg, method, storage.read_json(storage.join(scores_path, "index.json")), reuse)
 
 
 def evaluate_model(cfg: C.Config, model_dir: str, eval_uri: str, out: str | None = None, metrics=None) -> dict:
@@ -113,7 +118,7 @@ def evaluate_model(cfg: C.Config, model_dir: str, eval_uri: str, out: str | None
     summary_uri = storage.join(model_dir, "train.json")
     if storage.exists(summary_uri):
         s = storage.read_json(summary_uri)
-        results.update(method=s["method"], steps=s["steps"], total_flops=total_flops(s),
+        results.update(method=s["method"], steps=s["steps"], total_flops=flops.run_total(s),
                        clean_fraction=s["clean_fraction"])
     if out:
         storage.write_json(out, results)

@@ -1,7 +1,7 @@
 """Where bytes live. Everything that reads or writes datasets, caches and artifacts goes through here.
 
-Only local paths are implemented in this module's `LocalStore`; other schemes (``gs://``) plug in
-through `register_scheme` so the rest of jestflow never cares where a file is.
+Local paths are this module's `LocalStore`; ``gs://`` is gcs.GCSStore, constructed (and its heavy
+client library imported) on the first such URI. The rest of jestflow never cares where a file is.
 Writes are atomic: data goes to a temporary name in the same folder and is renamed at the end, so a
 crash never leaves a file that looks complete.
 """
@@ -93,21 +93,21 @@ class LocalStore(Store):
                 os.unlink(tmp)
 
 
-_SCHEMES: dict[str, Callable[[], Store]] = {}
-_INSTANCES: dict[str, Store] = {}
+def _gcs_store() -> Store:
+    from .gcs import GCSStore
+
+    return GCSStore()
+
+
+SCHEMES: dict[str, Callable[[], Store]] = {"gs://": _gcs_store}  # URI prefix -> store factory
+_INSTANCES: dict[str, Store] = {}  # one store (and client) per scheme and process
 _LOCAL = LocalStore()
 
 
-def register_scheme(prefix: str, factory: Callable[[], Store]) -> None:
-    _SCHEMES[prefix] = factory
-
-
 def store_for(uri: str) -> Store:
-    if uri.startswith("gs://") and "gs://" not in _SCHEMES:
-        from . import gcs  # noqa: F401  (registers gs://; imported lazily: google-cloud-storage is heavy)
-    for prefix, factory in _SCHEMES.items():
+    for prefix, factory in SCHEMES.items():
         if uri.startswith(prefix):
-            if prefix not in _INSTANCES:  # one client per scheme and process
+            if prefix not in _INSTANCES:
                 _INSTANCES[prefix] = factory()
             return _INSTANCES[prefix]
     if "://" in uri:

@@ -1,4 +1,4 @@
-from jestflow.bench import bench_select, markdown_table
+from jestflow.bench.select import bench_select, markdown_table
 
 
 def test_bench_select_measures_both_and_chunked_is_small(tmp_path):

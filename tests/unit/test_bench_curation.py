@@ -1,19 +1,27 @@
-"""The curation benchmark end to end at toy size: every method, aggregation, report, plots."""
+"""The curation benchmark end to end at toy size: every method, aggregation, report, plots; the
+BENCHMARKS.md assembly script; resuming reuses finished runs."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
-from jestflow.bench_curation import REPORTED, bench_curation
-from jestflow.bench_report import targets
+import pytest
+
+from jestflow.bench.curation import _run_job, bench_curation, plan
+from jestflow.bench.report import BENCHMARKED, PLOTS, REPORTED, targets
+from jestflow.config import load_config
+from jestflow.selection import METHODS
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERRIDES = ["reference.steps=30", "learner.steps=12", "learner.eval_every=4", "demo.n_pool=800",
+             "demo.n_curated=200", "demo.n_eval=100"]
 
 
+@pytest.mark.slow
 def test_bench_curation_toy(tmp_path):
     out = tmp_path / "bench"
-    overrides = ["reference.steps=30", "learner.steps=12", "learner.eval_every=4", "demo.n_pool=800",
-                 "demo.n_curated=200", "demo.n_eval=100"]
-    (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "bench-findings.md").write_text("Toy findings paragraph.")
-    res = bench_curation("smoke", overrides, str(out), seeds=1, workers=2, ablations=False,
-                         benchmarks=str(tmp_path / "BENCHMARKS.md"), command="test")
+    res = bench_curation("smoke", OVERRIDES, str(out), seeds=1, workers=2, ablations=False, command="test")
     assert set(res["per_method"]) == set(REPORTED)
     flops = res["per_method"]["uniform@flops"]
     assert flops["total_flops"]["mean"] >= 0.98 * res["per_method"]["jest"]["total_flops"]["mean"]
@@ -21,13 +29,31 @@ def test_bench_curation_toy(tmp_path):
     assert res["per_method"]["oracle"]["clean_fraction"]["mean"] == 1.0
     assert res["per_method"]["jest"]["clean_fraction"]["mean"] > res["per_method"]["uniform"]["clean_fraction"]["mean"]
     assert len(res["chunk_learnability"]["chosen"]) == 4  # smoke: 4 chunks
-    md = (tmp_path / "BENCHMARKS.md").read_text()
-    for name in ("curve_iterations.png", "curve_flops.png", "noise_mix.png", "chunk_learnability.png"):
-        assert f"(docs/bench/{name})" in md and (tmp_path / "docs" / "bench" / name).exists()
-    assert "Toy findings paragraph." in md and "| target | met | measured |" in md
     assert json.loads((out / "results.json").read_text())["seeds"] == 1
     assert [t[0] for t in targets(res)][0].startswith("JEST reaches uniform")
-    # resumable: a second call reuses every finished run
-    mtime = (out / "runs" / "jest-s0" / "train.json").stat().st_mtime_ns
-    bench_curation("smoke", overrides, str(out), seeds=1, workers=1, ablations=False)
-    assert (out / "runs" / "jest-s0" / "train.json").stat().st_mtime_ns == mtime
+
+    # scripts/benchmarks_md.py: the repository's report, plots beside it, findings and GPU section kept
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "bench-findings.md").write_text("Toy findings paragraph.")
+    (tmp_path / "docs" / "bench-gpu.md").write_text("## GPU section kept")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmarks_md.py"), str(out),
+                        str(tmp_path / "BENCHMARKS.md")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    for name in PLOTS:
+        assert f"(docs/bench/{name})" in md and (tmp_path / "docs" / "bench" / name).exists()
+    assert "Toy findings paragraph." in md and "| target | met | measured |" in md
+    assert md.rstrip().endswith("## GPU section kept")
+
+    # resumable: a finished run is returned as it is, not trained again
+    job = next(j for j in plan(load_config("smoke", None, OVERRIDES), 1, False) if j.name == "jest-s0")
+    summary = out / "runs" / "jest-s0" / "train.json"
+    mtime = summary.stat().st_mtime_ns
+    assert _run_job(job, "smoke", OVERRIDES, str(out / "data"), str(out / "scores"), str(out), 1) == str(summary.parent)
+    assert summary.stat().st_mtime_ns == mtime
+
+
+def test_benchmarked_methods_come_from_the_registry():
+    assert BENCHMARKED == tuple(n for n, m in METHODS.items() if m.benchmarked) and BENCHMARKED[0] == "uniform"
+    jobs = plan(load_config("smoke"), seeds=2, ablations=False)
+    assert sorted(j.name for j in jobs) == sorted(f"{m}-s{s}" for m in BENCHMARKED for s in range(2))

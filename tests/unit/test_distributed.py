@@ -28,6 +28,7 @@ def _train(scored, out, method, steps, ranks):
     return out
 
 
+@pytest.mark.slow  # two torchrun ranks plus a single-process run per case
 @pytest.mark.parametrize("method,steps", [("jest", 5), ("flexi-jest", 3)])
 def test_two_gloo_ranks_match_one_process(smoke_scored, tmp_path, method, steps):
     one = _train(smoke_scored, tmp_path / "one", method, steps, 1)

@@ -10,13 +10,13 @@ import sys
 import pytest
 import torch
 
-from jestflow.bench import _embeds
+from jestflow.bench.select import _embeds
 from jestflow.data import ReadStats, stream
-from jestflow.selection import FusedSigmoidScorer, SigmoidScorer, make_scorer, sample_chunks, score_terms
+from jestflow.selection import FusedSigmoidScorer, SigmoidScorer, make_scorer, score_terms
 
 KERNEL_CHECK = r"""
 import json, torch
-from jestflow.bench import _embeds
+from jestflow.bench.select import _embeds
 from jestflow import kernels
 from jestflow.selection import FusedSigmoidScorer, SigmoidScorer, sample_chunks, score_terms
 assert kernels.triton_usable(torch.device("cpu"))
@@ -62,6 +62,7 @@ def test_kernel_choice_and_fallback_without_the_interpreter(monkeypatch):
         make_scorer("sigmoid", terms, kernel="cublas")
 
 
+@pytest.mark.slow  # compiles both towers on CPU (~20 s)
 def test_compiled_towers_compute_what_eager_ones_do():
     from jestflow import config as C
     from jestflow.model import TwoTower
@@ -121,11 +122,12 @@ def test_decode_processes_count_bad_samples_like_the_serial_reader(tmp_path):
         next(stream(str(tmp_path), 1, 10, ReadStats(), 8, decode_workers=2, decode_mode="fiber"))
 
 
+@pytest.mark.slow  # every section of bench gpu, eager, on CPU (~15 s)
 def test_bench_gpu_runs_every_section_on_cpu(tmp_path):
-    from jestflow.bench_gpu import bench_gpu
+    from jestflow.bench.gpu import bench_gpu
 
     res = bench_gpu(("tiny",), batch=16, steps=1, warmup=1, select_sizes=(320,), dim=32, device="cpu",
-                    out=str(tmp_path), budget_seconds=900, workdir=str(tmp_path / "work"))
+                    out=str(tmp_path), budget_seconds=900, workdir=str(tmp_path / "work"), compile=False)
     sections = {r["section"] for r in res["rows"]}
     assert sections == {"train", "score", "select", "iteration", "data", "loader"}, res["not_measured"]
     it = {r["method"]: r for r in res["rows"] if r["section"] == "iteration"}

@@ -32,7 +32,12 @@ def test_merged_parts_equal_one_pass(smoke_scored, tmp_path):
     a, b = ScoreCache(merged, pool), ScoreCache(str(smoke_scored / "scores"), pool)
     assert a.row == b.row
     np.testing.assert_array_equal(a.img.numpy(), b.img.numpy())  # same model, same batches: bit-identical
-    np.testing.assert_array_equal(a.loss.numpy(), b.loss.numpy())
+    np.testing.assert_array_equal(a.txt.numpy(), b.txt.numpy())
+    for e in index["shards"]:  # every column of every score file, the audit-only loss included
+        merged_file = np.load(tmp_path / "merged" / e["file"])
+        whole_file = np.load(smoke_scored / "scores" / e["file"])
+        for k in ("uids", "img", "txt", "loss"):
+            np.testing.assert_array_equal(merged_file[k], whole_file[k])
 
 
 def test_more_parts_than_shards_leave_empty_parts_that_merge(smoke_scored, tmp_path):

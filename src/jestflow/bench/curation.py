@@ -6,9 +6,9 @@ One reference and one scoring pass serve every curated method. Then, per seed, l
 the upper bound of curation), plus JEST ablations of `n_chunks` and `filter_ratio` on seed 0. Runs
 are resumable (a finished run is not redone) and spread over worker processes.
 
-Outputs in OUT: results.json (everything), bench.md (tables), curve_iterations.png,
-curve_flops.png, noise_mix.png, chunk_learnability.png; `--benchmarks FILE` also writes the
-Markdown report there with the machine, command, date and version.
+Outputs in OUT: results.json (everything, with the machine, command, date and version), bench.md
+(tables), curve_iterations.png, curve_flops.png, noise_mix.png, chunk_learnability.png.
+`scripts/benchmarks_md.py OUT BENCHMARKS.md` assembles the repository's BENCHMARKS.md from them.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
-from . import __version__
-from . import config as C
-from . import storage
+from .. import __version__
+from .. import config as C
+from .. import storage
+from ..flops import step_cost
+from .report import BENCHMARKED, FLOPS_MATCHED, REPORTED
 
-MAIN_METHODS = ("uniform", "offline-easy-reference", "independent", "jest", "flexi-jest", "oracle")
-FLOPS_MATCHED = "uniform@flops"  # uniform with as many more steps as JEST's total compute buys
-REPORTED = MAIN_METHODS[:1] + (FLOPS_MATCHED,) + MAIN_METHODS[1:]
 ABLATIONS = (("n_chunks", 1), ("n_chunks", 4), ("filter_ratio", 0.5), ("filter_ratio", 0.9))
 METRICS = ("retrieval_r1", "i2t_r1", "t2i_r1", "i2t_r5", "t2i_r5", "zeroshot_top1")
 
@@ -40,25 +39,29 @@ class Job:
     overrides: tuple
 
 
-def plan(seeds: int, ablations: bool = True, flops_steps: int = 0) -> list[Job]:
-    jobs = [Job(f"{m}-s{s}", m, s, ()) for s in range(seeds) for m in MAIN_METHODS]
-    if flops_steps:
-        jobs += [Job(f"{FLOPS_MATCHED}-s{s}", "uniform", s, (f"learner.steps={flops_steps}",
-                                                              f"learner.eval_every={math.ceil(flops_steps / 10)}"))
-                 for s in range(seeds)]
+def plan(cfg: C.Config, seeds: int, ablations: bool = True, matched: C.Config | None = None) -> list[Job]:
+    """Every benchmarked method per seed, uniform at JEST's total compute (`matched`, from
+    flops.matched_uniform) and the ablations; the costliest runs first, so both workers stay busy."""
+    jobs = [Job(f"{m}-s{s}", m, s, ()) for s in range(seeds) for m in BENCHMARKED]
+    if matched is not None:
+        knobs = (f"learner.steps={matched.learner.steps}", f"learner.eval_every={matched.learner.eval_every}")
+        jobs += [Job(f"{FLOPS_MATCHED}-s{s}", "uniform", s, knobs) for s in range(seeds)]
     if ablations:
         for key, value in ABLATIONS:
             jobs.append(Job(f"jest-{key}{value}-s0", "jest", 0, (f"select.{key}={value}",)))
-    # Longest first keeps both workers busy to the end.
-    cost = {"jest": 3, "flexi-jest": 2, "independent": 3}
-    return sorted(jobs, key=lambda j: -cost.get(j.method, 1))
+
+    def flops(job: Job) -> float:
+        c = C.override(cfg.with_method(job.method), list(job.overrides))
+        return c.learner.steps * step_cost(c).total
+
+    return sorted(jobs, key=lambda j: -flops(j))
 
 
 def _run_job(job: Job, preset: str, overrides: list, data: str, scores: str, out: str, threads: int) -> str:
     """One learner in a worker process (its own torch threads); returns the run folder."""
     import torch
 
-    from . import stages
+    from .. import stages
 
     torch.set_num_threads(threads)
     run_dir = storage.join(out, "runs", job.name)
@@ -79,7 +82,8 @@ def _stat(values: list) -> dict:
 
 def aggregate(runs: dict[str, dict], seeds: int) -> dict:
     """Per method: mean and spread over seeds of final metrics, speed-ups against uniform, oracle share."""
-    from .report import compare, total_flops
+    from ..flops import run_total
+    from ..report import compare
 
     per_method: dict[str, dict] = {}
     for m in REPORTED:
@@ -90,7 +94,7 @@ def aggregate(runs: dict[str, dict], seeds: int) -> dict:
             seed = n.rsplit("-s", 1)[1]
             uni = runs.get(f"uniform-s{seed}")
             final = s["curve"][-1]
-            entry = {"final": {k: final.get(k) for k in METRICS}, "total_flops": total_flops(s),
+            entry = {"final": {k: final.get(k) for k in METRICS}, "total_flops": run_total(s),
                      "learner_flops": s["flops_total"], "clean_fraction": s["clean_fraction"],
                      "wall_seconds": s["wall_seconds"], "steps": s["steps"]}
             if uni is not None:
@@ -126,7 +130,7 @@ def aggregate(runs: dict[str, dict], seeds: int) -> dict:
 
 def equal_flops_comparison(runs: dict, seeds: int) -> dict:
     """Each method's retrieval R@1 at the total compute of JEST's final point, read off its curve."""
-    from .report import curve_points, value_at
+    from ..report import curve_points, value_at
 
     out = {}
     for s in range(seeds):
@@ -149,12 +153,12 @@ def chunk_diagnostics(cfg: C.Config, data: str, scores: str, model_dir: str, n_b
     size from the same super-batches, with the trained JEST learner (dense matrices: N is small)."""
     import torch
 
-    from .data import ReadStats, stream
-    from .model import load_model
-    from .scoring import ScoreCache
-    from .selection import DenseScorer, Embeds, dense_score_matrix, sample_chunks, score_terms
-    from .tokenizer import Tokenizer
-    from .train import make_batches
+    from ..data import ReadStats, stream
+    from ..model import load_model
+    from ..scoring import ScoreCache
+    from ..selection import DenseScorer, Embeds, dense_score_matrix, sample_chunks, score_terms
+    from ..tokenizer import Tokenizer
+    from ..loader import make_batches
 
     model = load_model(storage.join(model_dir, "model.pt")).eval()
     tok = Tokenizer.load(storage.join(model_dir, "tokenizer.json"))
@@ -190,11 +194,11 @@ def ablation_rows(runs: dict) -> list[dict]:
         r = runs.get(f"jest-{key}{value}-s0")
         if r:
             rows.append({"setting": f"{key}={value}", "run": r})
-    from .report import total_flops
+    from ..flops import run_total
 
     return [{"setting": x["setting"], "retrieval_r1": x["run"]["curve"][-1]["retrieval_r1"],
              "zeroshot_top1": x["run"]["curve"][-1].get("zeroshot_top1"), "clean_fraction": x["run"]["clean_fraction"],
-             "total_flops": total_flops(x["run"]), "wall_seconds": x["run"]["wall_seconds"]} for x in rows]
+             "total_flops": run_total(x["run"]), "wall_seconds": x["run"]["wall_seconds"]} for x in rows]
 
 
 def machine() -> str:
@@ -211,11 +215,13 @@ def machine() -> str:
 
 
 def bench_curation(preset: str, overrides: list, out: str, seeds: int = 3, workers: int = 2,
-                   ablations: bool = True, benchmarks: str | None = None, command: str = "") -> dict:
-    from . import stages
-    from .demo import demo_complete, make_demo
+                   ablations: bool = True, command: str = "", config_file: str | None = None) -> dict:
+    """`config_file` applies before `overrides` (as in every command); both reach every worker."""
+    from .. import stages
+    from ..demo import demo_complete, make_demo
 
     t0 = time.time()
+    overrides = [*(C.file_overrides(config_file) if config_file else []), *overrides]
     cfg = C.load_config(preset, None, overrides)
     data = storage.join(out, "data")
     if not demo_complete(data):
@@ -228,9 +234,7 @@ def bench_curation(preset: str, overrides: list, out: str, seeds: int = 3, worke
     if not storage.exists(storage.join(scores, "index.json")):
         print("[bench] scoring the pool", flush=True)
         stages.score(cfg, ref, storage.join(data, "pool"), scores, progress=False)
-    from .kfp_steps import matched_steps
-
-    jobs = plan(seeds, ablations, matched_steps(cfg, scores))
+    jobs = plan(cfg, seeds, ablations, stages.flops_matched(cfg, "jest", scores))
     threads = max(1, (os.cpu_count() or 2) // workers)
     print(f"[bench] {len(jobs)} learner runs on {workers} workers x {threads} threads", flush=True)
     done = 0
@@ -242,7 +246,7 @@ def bench_curation(preset: str, overrides: list, out: str, seeds: int = 3, worke
             print(f"[bench] {done}/{len(jobs)} done: {futs[f].name} ({time.time() - t0:.0f} s)", flush=True)
     results = finish(out, jobs, cfg, preset, overrides, seeds, command, data, scores, ref)
     results["wall_seconds"] = time.time() - t0
-    return publish(results, out, jobs, seeds, benchmarks)
+    return publish(results, out, jobs, seeds)
 
 
 def finish(out, jobs, cfg, preset, overrides, seeds, command, data, scores, ref, diagnostics=None) -> dict:
@@ -259,43 +263,29 @@ def finish(out, jobs, cfg, preset, overrides, seeds, command, data, scores, ref,
     }
 
 
-def publish(results: dict, out: str, jobs, seeds: int, benchmarks: str | None) -> dict:
-    from .bench_report import plots, render
+def publish(results: dict, out: str, jobs, seeds: int) -> dict:
+    """results.json, the plots and bench.md in OUT (scripts/benchmarks_md.py turns them into BENCHMARKS.md)."""
+    from .report import plots, render
 
     runs = {j.name: storage.read_json(storage.join(out, "runs", j.name, "train.json")) for j in jobs}
-    pngs = plots(runs, results, seeds, out)
+    plots(runs, results, seeds, out)
     storage.write_json(storage.join(out, "results.json"), results)
-    notes_file = os.path.join(os.path.dirname(os.path.abspath(benchmarks or ".")), "docs", "bench-findings.md")
-    notes = open(notes_file).read() if benchmarks and os.path.exists(notes_file) else ""
-    md = render(results, notes)
+    md = render(results)
     storage.write_bytes(storage.join(out, "bench.md"), md.encode())
-    if benchmarks:  # the report in the repository, its plots copied to docs/bench/
-        import shutil
-
-        root = os.path.dirname(os.path.abspath(benchmarks))
-        os.makedirs(os.path.join(root, "docs", "bench"), exist_ok=True)
-        for name in pngs:
-            shutil.copy2(storage.join(out, name), os.path.join(root, "docs", "bench", name))
-        storage.write_json(os.path.join(root, "docs", "bench", "results.json"), results)
-        md_repo = md.replace("](", "](docs/bench/")
-        gpu = os.path.join(root, "docs", "bench-gpu.md")  # the GPU section (jestflow bench gpu), kept on re-render
-        if os.path.exists(gpu):
-            md_repo += "\n" + open(gpu).read()
-        storage.write_bytes(benchmarks, md_repo.encode())
     print(md)
     return results
 
 
-def rerender(out: str, benchmarks: str | None = None) -> dict:
+def rerender(out: str) -> dict:
     """Recompute tables and plots from the finished runs of an earlier `bench curation` in OUT, keeping
     its measured wall time, command and date (no training)."""
+    from .. import stages
+
     old = storage.read_json(storage.join(out, "results.json"))
     cfg = C.from_dict(old["config"])
-    from .kfp_steps import matched_steps
-
     scores = storage.join(out, "scores")
-    jobs = plan(old["seeds"], bool(old["ablations"]), matched_steps(cfg, scores))
+    jobs = plan(cfg, old["seeds"], bool(old["ablations"]), stages.flops_matched(cfg, "jest", scores))
     new = finish(out, jobs, cfg, old["preset"], old["overrides"], old["seeds"], old["command"],
                  storage.join(out, "data"), scores, storage.join(out, "reference"), old["chunk_learnability"])
     new.update(wall_seconds=old["wall_seconds"], date=old["date"], machine=old["machine"])
-    return publish(new, out, jobs, old["seeds"], benchmarks)
+    return publish(new, out, jobs, old["seeds"])

@@ -33,8 +33,8 @@ from dataclasses import replace
 
 import torch
 
-from . import config as C
-from . import reuse, storage
+from .. import config as C
+from .. import reuse, storage
 
 DATASHEET_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}  # dense bf16 FLOP/s (SXM)
 
@@ -105,7 +105,7 @@ class _FakeCache:
         self.index = {}
 
     def lookup(self, uids, device="cpu"):
-        from .selection import Embeds
+        from ..selection import Embeds
 
         rows = torch.tensor([int(u) % len(self.img) for u in uids], device=self.img.device)
         return Embeds(self.img[rows], self.txt[rows], torch.tensor(2.3, device=device), torch.tensor(-10.0, device=device))
@@ -117,22 +117,24 @@ class _FakeCache:
 
 def bench_train(size: str, b: int, device: str, steps: int, warmup: int, facts: dict, vocab: int = 1000,
                 compile: bool = True) -> dict:
-    from .distributed import Dist
-    from .losses import sigmoid_loss
-    from .model import TwoTower
-    from .train import Batch, TrainForward, TrainStep, compile_towers, make_optimizer, train_groups
+    from ..devices import autocast
+    from ..distributed import Dist
+    from ..flops import train_groups
+    from ..losses import sigmoid_loss
+    from ..model import TwoTower
+    from ..loader import Batch
+    from ..train import TrainForward, TrainStep, compile_towers, make_optimizer
 
     mc = _model_config(size)
     images, tokens = _inputs(mc, b, vocab, device)
     cuda = torch.device(device).type == "cuda"
-    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else (lambda: torch.autocast("cpu", enabled=False))
 
     torch.manual_seed(0)
     peer_model = TwoTower(mc, vocab).to(device)
     peer_opt = torch.optim.AdamW(peer_model.parameters(), lr=1e-4)
 
     def peer_step():
-        with amp():
+        with autocast(device):
             u, v = peer_model(images, tokens)
             loss = sigmoid_loss(u, v, peer_model.log_t, peer_model.bias)
         peer_opt.zero_grad(set_to_none=True)
@@ -140,7 +142,7 @@ def bench_train(size: str, b: int, device: str, steps: int, warmup: int, facts: 
         peer_opt.step()
 
     peer = _timeit(peer_step, device, steps, warmup)
-    del peer_model, peer_opt
+    peer_model = peer_opt = None  # free the peer's memory before building ours
     torch.cuda.empty_cache() if cuda else None
 
     torch.manual_seed(0)
@@ -165,8 +167,8 @@ def bench_train(size: str, b: int, device: str, steps: int, warmup: int, facts: 
 
 
 def bench_score(size: str, model, n: int, device: str, steps: int, warmup: int, vocab: int = 1000) -> dict:
-    from .evaluate import _autocast
-    from .model import TwoTower
+    from ..devices import autocast
+    from ..model import TwoTower
 
     mc = model.config
     images, tokens = _inputs(mc, n, vocab, device, seed=2)
@@ -174,7 +176,7 @@ def bench_score(size: str, model, n: int, device: str, steps: int, warmup: int, 
 
     def run(m):
         def f():
-            with torch.inference_mode(), _autocast(device):
+            with torch.inference_mode(), autocast(device):
                 m(images, tokens)
         return f
 
@@ -189,8 +191,8 @@ def bench_score(size: str, model, n: int, device: str, steps: int, warmup: int, 
 
 def bench_select_gpu(n: int, d: int, device: str, repeats: int,
                      impls=("torch", "fused", "dense")) -> list[dict]:
-    from .bench import _embeds
-    from .selection import (DenseScorer, FusedSigmoidScorer, SigmoidScorer, dense_score_matrix, sample_chunks,
+    from .select import _embeds
+    from ..selection import (DenseScorer, FusedSigmoidScorer, SigmoidScorer, dense_score_matrix, sample_chunks,
                             score_terms)
 
     b = int(round(n * 0.2))
@@ -250,8 +252,11 @@ def _free_bytes(device: str) -> float:
 
 
 def bench_iteration(size: str, model, step, b: int, device: str, steps: int, warmup: int, vocab: int = 1000) -> list[dict]:
-    from .distributed import Dist
-    from .train import Batch, ScoreSelect, TrainForward, TrainStep, train_groups
+    from ..distributed import Dist
+    from ..flops import train_groups
+    from ..loader import Batch
+    from ..selectors import ScoreSelect
+    from ..train import TrainForward, TrainStep
 
     mc = model.config
     cfg = C.load_config(None, None, [f"model.size={mc.size}", f"learner.batch_size={b}"])
@@ -307,7 +312,7 @@ def loader_interference(folder: str, image_size: int, device: str, workers: int 
     images/s meanwhile. This is the mechanism that made the H200's loader-fed step 4x its compute."""
     import threading
 
-    from .data import ReadStats, stream
+    from ..data import ReadStats, stream
 
     x = torch.zeros(16, device=device)
 
@@ -352,9 +357,10 @@ def bench_data(model, step, b: int, device: str, steps: int, workdir: str) -> li
     import numpy as np
     from PIL import Image
 
-    from .data import ShardWriter, stream, ReadStats
-    from .tokenizer import Tokenizer
-    from .train import Batch, Prefetcher, ScoreSelect, make_batches
+    from ..data import ShardWriter, stream, ReadStats
+    from ..tokenizer import Tokenizer
+    from ..loader import Batch, Prefetcher, make_batches
+    from ..selectors import ScoreSelect
 
     mc = model.config
     cfg = C.load_config(None, None, [f"model.size={mc.size}", f"learner.batch_size={b}"])
@@ -473,7 +479,7 @@ def bench_gpu(sizes=("b16", "s16"), batch: int = 256, steps: int = 10, warmup: i
                 results["not_measured"].append(f"{size} {name}: failed ({type(e).__name__}: {str(e)[:300]})")
                 print(results["not_measured"][-1], flush=True)
             save()
-        del model, step
+        model = step = None  # free this size's model before the next one
         if torch.device(device).type == "cuda":
             torch.cuda.empty_cache()
     results["seconds"] = time.time() - t_start

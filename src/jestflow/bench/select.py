@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from . import storage
+from .. import storage
 
 
 def _rss_kib(field: str) -> int:
@@ -27,7 +27,7 @@ def _rss_kib(field: str) -> int:
 
 
 def _embeds(n: int, d: int, seed: int, device: str):
-    from .selection import Embeds
+    from ..selection import Embeds
 
     g = torch.Generator(device="cpu").manual_seed(seed)
     img = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1)
@@ -37,7 +37,7 @@ def _embeds(n: int, d: int, seed: int, device: str):
 
 def run_case(impl: str, n: int, d: int, ratio: float, chunks: int, device: str, repeats: int) -> dict:
     """One measurement, in this process."""
-    from .selection import DenseScorer, dense_score_matrix, sample_chunks, SigmoidScorer, score_terms
+    from ..selection import DenseScorer, dense_score_matrix, sample_chunks, SigmoidScorer, score_terms
 
     b = int(round(n * (1 - ratio)))
     b -= b % chunks
@@ -78,7 +78,7 @@ def bench_select(sizes, dim, ratio, chunks, device, repeats, out=None) -> list[d
         for n in sizes:
             for impl in ("dense", "chunked"):
                 args = json.dumps([impl, n, dim, ratio, chunks, dev, repeats])
-                res = subprocess.run([sys.executable, "-c", "import json,sys; from jestflow.bench import run_case;"
+                res = subprocess.run([sys.executable, "-c", "import json,sys; from jestflow.bench.select import run_case;"
                                       "print(json.dumps(run_case(*json.loads(sys.argv[1]))))", args],
                                      capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
                 if res.returncode != 0:

@@ -1,16 +1,21 @@
-"""Plots and the Markdown report of `jestflow bench curation` (see bench_curation.py)."""
+"""Plots and the Markdown report of `jestflow bench curation` (curation.py runs it; this renders it)."""
 
 from __future__ import annotations
 
 import statistics
 
-from . import storage
-from .bench_curation import REPORTED
-from .report import curve_points
+from .. import config as C
+from .. import storage
+from ..report import curve_points
+from ..selection import METHODS
 
-LABELS = {"uniform": "uniform", "uniform@flops": "uniform at JEST's total FLOPs", "offline-easy-reference": "easy-reference (offline CLIP-score filter)",
-          "independent": "independent learnability", "jest": "JEST (joint learnability)",
-          "flexi-jest": "Flexi-JEST", "oracle": "oracle (clean only)"}
+# The benchmark's methods are the registry's `benchmarked` ones (uniform first), plus uniform at equal
+# total compute; reports list them in this order, under the registry's labels.
+BENCHMARKED = tuple(name for name, m in METHODS.items() if m.benchmarked)
+FLOPS_MATCHED = "uniform@flops"  # uniform with as many more steps as JEST's total compute buys
+REPORTED = BENCHMARKED[:1] + (FLOPS_MATCHED,) + BENCHMARKED[1:]
+PLOTS = ("curve_iterations.png", "curve_flops.png", "noise_mix.png", "chunk_learnability.png")  # what `plots` writes
+LABELS = {**{name: m.label for name, m in METHODS.items()}, FLOPS_MATCHED: "uniform at JEST's total FLOPs"}
 
 
 def _mean_curve(runs: dict, method: str, seeds: int, key: str):
@@ -133,7 +138,7 @@ def render(results: dict, notes: str = "") -> str:
     cfg = results["config"]
     pm = results["per_method"]
     b = cfg["learner"]["batch_size"]
-    n = round(b / (1 - cfg["select"]["filter_ratio"]))
+    n = C.from_dict(cfg).with_method("jest").super_batch_size()
     lines = [
         "# jestflow benchmarks: does JEST pay off?", "",
         f"- **Command:** `{results['command']}`",
