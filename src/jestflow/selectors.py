@@ -88,13 +88,6 @@ class ScoreSelect:
         return Picked(batch.take(sel.indices), time.perf_counter() - t0, info, tapes)
 
 
-def scores_with_learner(method: str) -> bool:
-    """Whether `method` runs the learner forward over the super-batch (and so has something to reuse)."""
-    from .selection import get_method
-
-    return get_method(method).uses_learner
-
-
 def make_selector(cfg: C.Config, cache: ScoreCache | None, reuse_activations: bool = False):
     if not cfg.select.method_info.online:
         return TakeAll(cfg.select.method)

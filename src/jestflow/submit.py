@@ -8,6 +8,7 @@ import tempfile
 import yaml
 
 from . import config as C
+from .selection import METHODS
 
 _TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool, "LIST": list, "STRUCT": dict}
 
@@ -48,8 +49,8 @@ def check_config(args: dict) -> None:
     C.load_config(args.get("preset", "demo"), None, _knob_overrides(
         args.get("model_size", ""), args.get("reference_steps", 0), args.get("steps", 0), args.get("batch_size", 0),
         args.get("filter_ratio", 0.0), args.get("n_chunks", 0), args.get("seed", 0), args.get("overrides", [])))
-    if args.get("method") and args["method"] not in C.METHODS:
-        raise ValueError(f"method={args['method']!r} is not one of {', '.join(C.METHODS)}")
+    if args.get("method") and args["method"] not in METHODS:
+        raise ValueError(f"method={args['method']!r} is not one of {', '.join(METHODS)}")
 
 
 def submit(host: str, params: list[str], experiment: str = "jestflow", run_name: str | None = None,

@@ -54,6 +54,15 @@ def test_yaml_file_and_dump(tmp_path):
     pytest.param("learner.steps=many", "learner.steps='many': expected int", id="wrong-type"),
     pytest.param("model.size=huge", "model.size='huge' is not one of", id="unknown-size"),
     pytest.param("model.loss=hinge", "model.loss='hinge'", id="unknown-loss"),
+    # issue 13: these passed validation and crashed (or "trained") later
+    pytest.param("learner.checkpoint_every=0", "learner.checkpoint_every=0 must be positive", id="checkpoint-every-0"),
+    pytest.param("reference.log_every=0", "reference.log_every=0 must be positive", id="log-every-0"),
+    pytest.param("model.patch_size=0", "model.patch_size=0 must be positive", id="patch-size-0"),
+    pytest.param("model.context_length=0", "model.context_length=0 must be positive", id="context-length-0"),
+    pytest.param("model.image_size=0", "model.image_size=0 must be positive", id="image-size-0"),
+    pytest.param("model.embed_dim=0", "model.embed_dim=0 must be positive", id="embed-dim-0"),
+    pytest.param("eval.batch_size=0", "eval.batch_size=0 must be positive", id="eval-batch-0"),
+    pytest.param("demo.n_pool=0", "demo.n_pool=0 must be positive", id="demo-pool-0"),
 ])
 def test_nonsense_configuration_is_rejected(override, message):
     with pytest.raises(ValueError, match=message):

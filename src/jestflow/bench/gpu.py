@@ -270,7 +270,7 @@ def bench_iteration(size: str, model, step, b: int, device: str, steps: int, war
              "seconds": uniform, "ratio_to_uniform": 1.0}]
     cuda = torch.device(device).type == "cuda"
     for method, replay in (("jest", False), ("jest", True), ("flexi-jest", False), ("flexi-jest", True)):
-        mcfg = C.from_dict({**C.to_dict(cfg), "select": {**C.to_dict(cfg)["select"], "method": method}})
+        mcfg = cfg.with_method(method)
         sel = ScoreSelect(mcfg, cache, reuse_activations=replay)
         flexi = mcfg.select.flexi_stride if method == "flexi-jest" else 1
         st = step if flexi == 1 else TrainStep(model, step.opt, step.sched, TrainForward(model), train_groups(b, flexi),
