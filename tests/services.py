@@ -118,7 +118,7 @@ class GCSEmulator:
                     break
             except OSError:
                 if time.time() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("gcp-storage-emulator did not start")
+                    raise RuntimeError("gcp-storage-emulator did not start") from None
                 time.sleep(0.2)
         outer = self
 

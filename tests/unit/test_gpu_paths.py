@@ -1,6 +1,6 @@
 """The GPU code paths, run on CPU at toy sizes: the fused selection kernel (Triton's interpreter),
-compiled towers, decoding on worker processes and threads, and `jestflow bench gpu` end to end (page-locked memory needs a
-GPU and is not exercised here)."""
+compiled towers, decoding on worker processes and threads, and `jestflow bench gpu` end to end
+(page-locked memory needs a GPU and is not exercised here)."""
 
 import json
 import os

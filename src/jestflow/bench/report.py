@@ -139,17 +139,21 @@ def render(results: dict, notes: str = "") -> str:
     pm = results["per_method"]
     b = cfg["learner"]["batch_size"]
     n = C.from_dict(cfg).with_method("jest").super_batch_size()
+    demo = C.from_dict(cfg).demo
     lines = [
         "# jestflow benchmarks: does JEST pay off?", "",
         f"- **Command:** `{results['command']}`",
         f"- **Date:** {results['date']}; **jestflow** {results['version']}",
         f"- **Machine:** {results['machine']}",
-        f"- **Setup:** preset `{results['preset']}`: pool {cfg['demo']['n_pool']} (≈{(1 - sum(v for k, v in cfg['demo'].items() if k in ('mismatch', 'wrong_attribute', 'blank', 'off_distribution', 'junk_caption', 'near_duplicate'))):.0%} clean), "
-        f"curated {cfg['demo']['n_curated']}, held-out eval {cfg['demo']['n_eval']}; model `{cfg['model']['size']}`; "
-        f"{cfg['learner']['steps']} learner iterations of b = {b} (JEST super-batch N = {n}, {cfg['select']['n_chunks']} chunks); "
-        f"reference {results['reference']['steps']} steps; {results['seeds']} seeds; wall time {results['wall_seconds'] / 60:.1f} min.",
+        f"- **Setup:** preset `{results['preset']}`: pool {demo.n_pool} (≈{demo.noise_mix()['clean']:.0%} clean), "
+        f"curated {demo.n_curated}, held-out eval {demo.n_eval}; model `{cfg['model']['size']}`; "
+        f"{cfg['learner']['steps']} learner iterations of b = {b} (JEST super-batch N = {n}, "
+        f"{cfg['select']['n_chunks']} chunks); reference {results['reference']['steps']} steps; "
+        f"{results['seeds']} seeds; wall time {results['wall_seconds'] / 60:.1f} min.",
         "", "## Results (mean ± std over seeds)", "",
-        "| method | retrieval R@1 | i2t R@5 | t2i R@5 | zero-shot top-1 | iter. speed-up (R@1) | FLOPs speed-up (R@1) | learner-only FLOPs speed-up (R@1) | iter. speed-up (zero-shot) | clean fraction | share of oracle gain | total FLOPs | wall s |",
+        "| method | retrieval R@1 | i2t R@5 | t2i R@5 | zero-shot top-1 | iter. speed-up (R@1) | FLOPs speed-up (R@1) "
+        "| learner-only FLOPs speed-up (R@1) | iter. speed-up (zero-shot) | clean fraction | share of oracle gain "
+        "| total FLOPs | wall s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in REPORTED:
@@ -158,12 +162,14 @@ def render(results: dict, notes: str = "") -> str:
             continue
         share = a.get("oracle_gain_share")
         lines.append(
-            f"| {LABELS[m]} | {_ms(a['retrieval_r1'])} | {_ms(a['i2t_r5'])} | {_ms(a['t2i_r5'])} | {_ms(a['zeroshot_top1'])} | "
-            f"{_ms(a['iteration_speedup_retrieval_r1'], '.2f')} ({a['reached_retrieval_r1']}/{a['seeds']}) | "
-            f"{_ms(a['flops_speedup_retrieval_r1'], '.2f')} | {_ms(a.get('learner_flops_speedup_retrieval_r1'), '.2f')} | "
-            f"{_ms(a['iteration_speedup_zeroshot_top1'], '.2f')} "
-            f"({a['reached_zeroshot_top1']}/{a['seeds']}) | {_ms(a['clean_fraction'])} | "
-            f"{'n/a' if share is None else f'{share:.0%}'} | {a['total_flops']['mean']:.3g} | {a['wall_seconds']['mean']:.0f} |")
+            f"| {LABELS[m]} | {_ms(a['retrieval_r1'])} | {_ms(a['i2t_r5'])} | {_ms(a['t2i_r5'])} "
+            f"| {_ms(a['zeroshot_top1'])} "
+            f"| {_ms(a['iteration_speedup_retrieval_r1'], '.2f')} ({a['reached_retrieval_r1']}/{a['seeds']}) "
+            f"| {_ms(a['flops_speedup_retrieval_r1'], '.2f')} "
+            f"| {_ms(a.get('learner_flops_speedup_retrieval_r1'), '.2f')} "
+            f"| {_ms(a['iteration_speedup_zeroshot_top1'], '.2f')} ({a['reached_zeroshot_top1']}/{a['seeds']}) "
+            f"| {_ms(a['clean_fraction'])} | {'n/a' if share is None else f'{share:.0%}'} "
+            f"| {a['total_flops']['mean']:.3g} | {a['wall_seconds']['mean']:.0f} |")
     lines += ["", "Speed-ups: uniform's final iterations (or total FLOPs) divided by what the method needed to "
               "first reach uniform's final score on the same seed, read off learning curves (linear interpolation); "
               "learner-only leaves out the reference's training and scoring (as if one reference served many runs); "
@@ -171,7 +177,8 @@ def render(results: dict, notes: str = "") -> str:
               "methods that use the reference, its training and its scoring pass over the pool. Share of oracle "
               "gain: (method − uniform) / (oracle − uniform) in mean retrieval R@1.", "",
               "### At equal total compute", "", "| method | retrieval R@1 at JEST's final total FLOPs |", "|---|---|"]
-    for m, st in results["equal_flops_retrieval_r1"].items():
+    equal = results["equal_flops_retrieval_r1"]
+    for m, st in ((m, equal[m]) for m in REPORTED if m in equal):  # report order, also when read back from JSON
         lines.append(f"| {LABELS[m]} | {_ms(st)}{'' if st['n'] == results['seeds'] else f' ({st[chr(110)]} seeds)'} |")
     lines += ["", "Methods whose curve ends before JEST's compute budget keep their final value (more compute was not spent).",
               "", "## Targets", "", "| target | met | measured |", "|---|---|---|"]
