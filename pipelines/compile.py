@@ -1,6 +1,6 @@
 """`make compile`: write pipelines/compiled/*.yaml from the pipeline source (never edit those by hand).
 
-    python -m jestflow_pipelines.compile [OUT_DIR]
+python -m jestflow_pipelines.compile [OUT_DIR]
 """
 
 import os
@@ -10,8 +10,11 @@ from kfp import compiler
 
 from jestflow_pipelines.jest_pipeline import jest_pipeline, jest_pipeline_cpu, jest_pipeline_multinode
 
-TARGETS = {"jest_pipeline.yaml": jest_pipeline, "jest_pipeline_cpu.yaml": jest_pipeline_cpu,
-           "jest_pipeline_multinode.yaml": jest_pipeline_multinode}
+TARGETS = {
+    "jest_pipeline.yaml": jest_pipeline,
+    "jest_pipeline_cpu.yaml": jest_pipeline_cpu,
+    "jest_pipeline_multinode.yaml": jest_pipeline_multinode,
+}
 
 
 def compile_all(out_dir: str) -> list:

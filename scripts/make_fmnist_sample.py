@@ -24,8 +24,13 @@ def main() -> None:
     rng = np.random.default_rng(0)
     xtr, ytr = balanced(xtr, ytr, 400, rng)
     xte, yte = balanced(xte, yte, 100, rng)
-    np.savez_compressed("src/jestflow/assets/fashion_mnist_sample.npz",
-                        train_images=xtr, train_labels=ytr, test_images=xte, test_labels=yte)
+    np.savez_compressed(
+        "src/jestflow/assets/fashion_mnist_sample.npz",
+        train_images=xtr,
+        train_labels=ytr,
+        test_images=xte,
+        test_labels=yte,
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 def gen():
     def make(seed=0):
         return torch.Generator().manual_seed(seed)
+
     return make
 
 
@@ -43,9 +44,26 @@ def local_pipeline(tmp_path_factory, monitoring):
     """The whole pipeline through kfp.local on the smoke preset, pushing metrics to the gateway."""
     root = tmp_path_factory.mktemp("localrun")
     env = {**os.environ, "JESTFLOW_PUSH_INTERVAL": "1"}
-    r = subprocess.run([sys.executable, "-m", "jestflow", "run", "--preset", "smoke", "--data", str(root / "data"),
-                        "--out", str(root / "out"), "--pushgateway", monitoring.gateway],
-                       capture_output=True, text=True, timeout=900, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jestflow",
+            "run",
+            "--preset",
+            "smoke",
+            "--data",
+            str(root / "data"),
+            "--out",
+            str(root / "out"),
+            "--pushgateway",
+            monitoring.gateway,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return root / "out", r.stdout + r.stderr
 
@@ -60,8 +78,21 @@ def smoke_scored(tmp_path_factory):
     quiet = ["--preset", "smoke", "--quiet"]
     assert main(["data", "demo", "--out", str(d), *quiet]) == 0
     assert main(["train-reference", "--data", str(d / "curated"), "--out", str(root / "ref"), *quiet]) == 0
-    assert main(["score", "--reference", str(root / "ref"), "--data", str(d / "pool"), "--out", str(root / "scores"),
-                 *quiet]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--reference",
+                str(root / "ref"),
+                "--data",
+                str(d / "pool"),
+                "--out",
+                str(root / "scores"),
+                *quiet,
+            ]
+        )
+        == 0
+    )
     return root
 
 

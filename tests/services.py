@@ -40,7 +40,7 @@ class Monitoring:
         self.workdir = workdir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self) -> "Monitoring":
+    def start(self) -> Monitoring:
         for binary in ("prometheus", "prometheus-pushgateway"):
             if shutil.which(binary) is None:
                 raise RuntimeError(f"{binary} is not installed (make test installs Debian's prometheus packages)")
@@ -49,19 +49,39 @@ class Monitoring:
         self.prometheus = f"http://127.0.0.1:{prom_port}"
         log = open(os.path.join(self.workdir, "services.log"), "ab")
         # Debian's build persists pushed metrics to /var/lib/prometheus by default: keep ours private.
-        self.procs.append(subprocess.Popen(["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{gw_port}",
-                                            f"--persistence.file={os.path.join(self.workdir, 'pushgateway.data')}"],
-                                           stdout=log, stderr=log, start_new_session=True))
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    "prometheus-pushgateway",
+                    f"--web.listen-address=127.0.0.1:{gw_port}",
+                    f"--persistence.file={os.path.join(self.workdir, 'pushgateway.data')}",
+                ],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        )
         _wait(f"{self.gateway}/-/ready", self.procs[-1], "pushgateway")
         cfg = os.path.join(self.workdir, "prometheus.yml")
         with open(cfg, "w") as f:
-            f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                    "scrape_configs:\n  - job_name: jestflow-pushgateway\n    honor_labels: true\n"
-                    f"    static_configs:\n      - targets: ['127.0.0.1:{gw_port}']\n")
-        self.procs.append(subprocess.Popen(
-            ["prometheus", f"--config.file={cfg}", f"--web.listen-address=127.0.0.1:{prom_port}",
-             f"--storage.tsdb.path={os.path.join(self.workdir, 'tsdb')}"], stdout=log, stderr=log,
-            start_new_session=True))
+            f.write(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                "scrape_configs:\n  - job_name: jestflow-pushgateway\n    honor_labels: true\n"
+                f"    static_configs:\n      - targets: ['127.0.0.1:{gw_port}']\n"
+            )
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    "prometheus",
+                    f"--config.file={cfg}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                    f"--storage.tsdb.path={os.path.join(self.workdir, 'tsdb')}",
+                ],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        )
         _wait(f"{self.prometheus}/-/ready", self.procs[-1], "prometheus")
         return self
 
@@ -99,7 +119,7 @@ class GCSEmulator:
         self.failed: list[str] = []
         self.fail_next: dict[str, int] = {}
 
-    def start(self) -> "GCSEmulator":
+    def start(self) -> GCSEmulator:
         import http.client
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -108,9 +128,23 @@ class GCSEmulator:
             raise RuntimeError("gcp-storage-emulator is not installed (pip install gcp-storage-emulator)")
         port = free_port()
         log = open(os.path.join(self.workdir, "gcs-emulator.log"), "ab")
-        self.proc = subprocess.Popen(["gcp-storage-emulator", "start", "--host", "127.0.0.1", "--port", str(port),
-                                      "--in-memory", "--default-bucket", self.bucket, "-q"],
-                                     stdout=log, stderr=log, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [
+                "gcp-storage-emulator",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--in-memory",
+                "--default-bucket",
+                self.bucket,
+                "-q",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         deadline = time.time() + 30
         while True:
             try:

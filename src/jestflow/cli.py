@@ -16,14 +16,28 @@ EPILOG = "Config keys: run `jestflow config --preset smoke` to print every key w
 
 def _common(p: argparse.ArgumentParser, default_preset: str = "demo") -> None:
     g = p.add_argument_group("configuration")
-    g.add_argument("--preset", default=default_preset, help=f"named preset: smoke | demo | bench | b16-h100 (default {default_preset})")
+    g.add_argument(
+        "--preset",
+        default=default_preset,
+        help=f"named preset: smoke | demo | bench | b16-h100 (default {default_preset})",
+    )
     g.add_argument("--config", metavar="FILE", help="YAML file of overrides, applied after the preset")
-    g.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                   help="override one key, e.g. --set learner.steps=200 (repeatable)")
+    g.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override one key, e.g. --set learner.steps=200 (repeatable)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     m = p.add_argument_group("metrics")
-    m.add_argument("--pushgateway", default=os.environ.get("JESTFLOW_PUSHGATEWAY", ""), metavar="URL",
-                   help="push Prometheus metrics to this Pushgateway (default: $JESTFLOW_PUSHGATEWAY; empty: off)")
+    m.add_argument(
+        "--pushgateway",
+        default=os.environ.get("JESTFLOW_PUSHGATEWAY", ""),
+        metavar="URL",
+        help="push Prometheus metrics to this Pushgateway (default: $JESTFLOW_PUSHGATEWAY; empty: off)",
+    )
     m.add_argument("--run-id", default="", help="run id label of the metrics (default: $JESTFLOW_RUN_ID or generated)")
 
 
@@ -37,39 +51,53 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .selection import METHODS
 
-    p = argparse.ArgumentParser(prog="jestflow", description="JEST data curation for image-text models "
-                                "(reference -> score -> learner -> evaluate), locally or on Kubeflow.",
-                                epilog=EPILOG)
+    p = argparse.ArgumentParser(
+        prog="jestflow",
+        description="JEST data curation for image-text models "
+        "(reference -> score -> learner -> evaluate), locally or on Kubeflow.",
+        epilog=EPILOG,
+    )
     p.add_argument("--version", action="version", version=f"jestflow {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_cmd", required=True, metavar="SUBCOMMAND")
-    d = data.add_parser("demo", help="write the embedded demo dataset (curated/, pool/, eval/)",
-                        description="Write curated/, pool/ and eval/ tar-shard splits of Fashion-MNIST scenes; "
-                        "the pool is noisy and records each sample's noise type.")
+    d = data.add_parser(
+        "demo",
+        help="write the embedded demo dataset (curated/, pool/, eval/)",
+        description="Write curated/, pool/ and eval/ tar-shard splits of Fashion-MNIST scenes; "
+        "the pool is noisy and records each sample's noise type.",
+    )
     d.add_argument("--out", required=True, help="output folder")
     d.add_argument("--force", action="store_true", help="rewrite even if the folder already holds a demo dataset")
     _common(d)
 
-    r = sub.add_parser("train-reference", help="stage 1: train the reference model on the curated split",
-                       description="Build the tokenizer from the curated captions and train the reference.")
+    r = sub.add_parser(
+        "train-reference",
+        help="stage 1: train the reference model on the curated split",
+        description="Build the tokenizer from the curated captions and train the reference.",
+    )
     r.add_argument("--data", required=True, help="curated split (folder of .tar shards)")
     r.add_argument("--out", required=True, help="output folder for model.pt, tokenizer.json, train.json")
     r.add_argument("--eval", help="held-out split for a learning curve (optional)")
     _common(r)
 
-    s = sub.add_parser("score", help="stage 2: score the pool once with the reference (cached by uid)",
-                       description="Run the reference over every pool shard and cache embeddings and losses; "
-                       "resumes shard by shard.")
+    s = sub.add_parser(
+        "score",
+        help="stage 2: score the pool once with the reference (cached by uid)",
+        description="Run the reference over every pool shard and cache embeddings and losses; resumes shard by shard.",
+    )
     s.add_argument("--reference", required=True, help="reference model folder (from train-reference)")
     s.add_argument("--data", required=True, help="pool split")
     s.add_argument("--out", required=True, help="score cache folder")
     _common(s)
 
-    t = sub.add_parser("train", help="stage 3: train a learner with a data-selection method",
-                       description="Train the learner on the pool; each step draws a super-batch and the "
-                       "method picks the sub-batch to train on. Under torchrun (e.g. `torchrun --nproc_per_node 8 "
-                       "-m jestflow train ...`) it trains data-parallel with global selection (docs/distributed.md).")
+    t = sub.add_parser(
+        "train",
+        help="stage 3: train a learner with a data-selection method",
+        description="Train the learner on the pool; each step draws a super-batch and the "
+        "method picks the sub-batch to train on. Under torchrun (e.g. `torchrun --nproc_per_node 8 "
+        "-m jestflow train ...`) it trains data-parallel with global selection (docs/distributed.md).",
+    )
     t.add_argument("--method", choices=list(METHODS), help="selection method (default: the config's select.method)")
     t.add_argument("--data", required=True, help="pool split")
     t.add_argument("--scores", help="score cache from `jestflow score` (needed by jest, independent, easy-reference)")
@@ -84,50 +112,72 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="write metrics JSON here (default: print only)")
     _common(e)
 
-    rn = sub.add_parser("run", help="the whole Kubeflow pipeline, run locally (KFP local runner)",
-                        description="Run prepare -> reference -> score -> {selected method, uniform, uniform at "
-                        "equal FLOPs} -> evaluate -> report through kfp.local on this machine. Without data URIs "
-                        "the demo dataset is written to --data (default data/PRESET) first.")
+    rn = sub.add_parser(
+        "run",
+        help="the whole Kubeflow pipeline, run locally (KFP local runner)",
+        description="Run prepare -> reference -> score -> {selected method, uniform, uniform at "
+        "equal FLOPs} -> evaluate -> report through kfp.local on this machine. Without data URIs "
+        "the demo dataset is written to --data (default data/PRESET) first.",
+    )
     rn.add_argument("--out", required=True, help="output folder: results.json, report.md, curve_*.png, kfp/")
     rn.add_argument("--data", help="demo data folder (default data/PRESET; written if missing)")
     rn.add_argument("--curated", default="", help="curated split URI (your own data; give all three)")
     rn.add_argument("--pool", default="", help="pool split URI")
     rn.add_argument("--eval", default="", help="evaluation split URI (with classes.json for zero-shot)")
-    rn.add_argument("--method", choices=list(METHODS),
-                    help="selection method for the curated learner (default: select.method)")
+    rn.add_argument(
+        "--method", choices=list(METHODS), help="selection method for the curated learner (default: select.method)"
+    )
     _common(rn)
 
-    sm = sub.add_parser("submit", help="compile the pipeline and start a run on a Kubeflow Pipelines endpoint",
-                        description="Compile the pipeline, check the parameters and the configuration they "
-                        "resolve to, and create a run with kfp.Client. Prints the run's URL.")
+    sm = sub.add_parser(
+        "submit",
+        help="compile the pipeline and start a run on a Kubeflow Pipelines endpoint",
+        description="Compile the pipeline, check the parameters and the configuration they "
+        "resolve to, and create a run with kfp.Client. Prints the run's URL.",
+    )
     sm.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
     sm.add_argument("--experiment", default="jestflow", help="experiment name (created if missing)")
     sm.add_argument("--run-name", help="run name (default: generated)")
     sm.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
     sm.add_argument("--cpu", action="store_true", help="submit the CPU variant (no GPU requests), e.g. on kind")
-    sm.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                    help="pipeline parameter, e.g. --param steps=2000 --param pool_uri=gs://b/pool (repeatable)")
+    sm.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pipeline parameter, e.g. --param steps=2000 --param pool_uri=gs://b/pool (repeatable)",
+    )
 
     c = sub.add_parser("config", help="print the resolved configuration as YAML")
     _common(c)
 
     b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True, metavar="SUBCOMMAND")
-    bc = b.add_parser("curation", help="every curation method vs uniform, 3 seeds, on held-out data",
-                      description="Train uniform, offline easy-reference filtering, independent, JEST, Flexi-JEST "
-                      "and an oracle (clean samples only) with the same model and iteration budget over several "
-                      "seeds, plus JEST ablations; report speed-ups against uniform, plots and diagnostics. "
-                      "Resumable: finished runs in OUT are reused.")
+    bc = b.add_parser(
+        "curation",
+        help="every curation method vs uniform, 3 seeds, on held-out data",
+        description="Train uniform, offline easy-reference filtering, independent, JEST, Flexi-JEST "
+        "and an oracle (clean samples only) with the same model and iteration budget over several "
+        "seeds, plus JEST ablations; report speed-ups against uniform, plots and diagnostics. "
+        "Resumable: finished runs in OUT are reused.",
+    )
     bc.add_argument("--out", required=True, help="output folder (data, reference, scores, runs, results, plots)")
     bc.add_argument("--seeds", type=int, default=3)
     bc.add_argument("--workers", type=int, default=2, help="learner runs in parallel (threads split among them)")
     bc.add_argument("--no-ablations", action="store_true", help="skip the n_chunks / filter_ratio ablation runs")
-    bc.add_argument("--render-only", action="store_true", help="no training: recompute the tables and plots from "
-                    "the finished runs in OUT (keeps their measured wall time)")
+    bc.add_argument(
+        "--render-only",
+        action="store_true",
+        help="no training: recompute the tables and plots from "
+        "the finished runs in OUT (keeps their measured wall time)",
+    )
     _common(bc, default_preset="bench")
 
-    bs = b.add_parser("select", help="time and peak memory of dense vs chunked joint selection",
-                      description="Each case runs in a fresh subprocess; peak memory is the growth of the "
-                      "process's peak RSS (CPU) or torch's peak allocation (CUDA) during the selection.")
+    bs = b.add_parser(
+        "select",
+        help="time and peak memory of dense vs chunked joint selection",
+        description="Each case runs in a fresh subprocess; peak memory is the growth of the "
+        "process's peak RSS (CPU) or torch's peak allocation (CUDA) during the selection.",
+    )
     bs.add_argument("--sizes", default="1280,5120,20480", help="super-batch sizes N, comma-separated")
     bs.add_argument("--dim", type=int, default=768, help="embedding dimension d")
     bs.add_argument("--filter-ratio", type=float, default=0.8)
@@ -136,24 +186,34 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--repeats", type=int, default=3, help="timed repeats per case (best is reported)")
     bs.add_argument("--out", help="also write the table (Markdown) and raw JSON under this folder")
 
-    bg = b.add_parser("gpu", help="GPU performance of every part of a JEST step, each beside a plain PyTorch peer",
-                      description="Learner training (images/s, MFU), scoring, selection (time, peak memory), "
-                      "JEST and Flexi-JEST iteration time relative to a uniform step (with and without activation "
-                      "reuse), time waiting for data and the loader's drag on the training thread, "
-                      "each measured beside its baseline in the same run. Writes gpu.md and gpu.json under --out.")
+    bg = b.add_parser(
+        "gpu",
+        help="GPU performance of every part of a JEST step, each beside a plain PyTorch peer",
+        description="Learner training (images/s, MFU), scoring, selection (time, peak memory), "
+        "JEST and Flexi-JEST iteration time relative to a uniform step (with and without activation "
+        "reuse), time waiting for data and the loader's drag on the training thread, "
+        "each measured beside its baseline in the same run. Writes gpu.md and gpu.json under --out.",
+    )
     bg.add_argument("--sizes", default="b16,s16", help="model sizes, comma-separated (tiny for a CPU smoke run)")
     bg.add_argument("--batch", type=int, default=256, help="sub-batch b (super-batch N = b / (1 - 0.8))")
     bg.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     bg.add_argument("--select-sizes", default="20480,163840", help="selection super-batch sizes N")
     bg.add_argument("--dim", type=int, default=768, help="selection embedding dimension d")
     bg.add_argument("--device", default="auto", help="cuda, cpu or auto")
-    bg.add_argument("--budget", type=float, default=480, help="seconds; sections that would start later are "
-                    "listed as not measured")
-    bg.add_argument("--sections", default="select,train,score,iteration,data",
-                    help="sections to run, comma-separated: select, train, score, iteration, data (with the "
-                    "loader-interference rows); train always runs before the last three")
-    bg.add_argument("--no-compile", action="store_true", help="eager towers on jestflow's side too (e.g. on CPU, "
-                    "where compiling every variant takes minutes)")
+    bg.add_argument(
+        "--budget", type=float, default=480, help="seconds; sections that would start later are listed as not measured"
+    )
+    bg.add_argument(
+        "--sections",
+        default="select,train,score,iteration,data",
+        help="sections to run, comma-separated: select, train, score, iteration, data (with the "
+        "loader-interference rows); train always runs before the last three",
+    )
+    bg.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="eager towers on jestflow's side too (e.g. on CPU, where compiling every variant takes minutes)",
+    )
     bg.add_argument("--out", default="bench/gpu", help="folder for gpu.md and gpu.json")
     return p
 
@@ -177,26 +237,43 @@ def run(args) -> int:
             print(f"{args.out} already holds a demo dataset (use --force to rewrite)")
             return 0
         summary = make_demo(args.out, cfg.demo)
-        print(f"wrote demo data to {args.out} from {summary['source']}: curated {cfg.demo.n_curated}, "
-              f"pool {cfg.demo.n_pool}, eval {cfg.demo.n_eval}")
+        print(
+            f"wrote demo data to {args.out} from {summary['source']}: curated {cfg.demo.n_curated}, "
+            f"pool {cfg.demo.n_pool}, eval {cfg.demo.n_eval}"
+        )
     elif args.cmd == "train-reference":
-        s = stages.train_reference(_cfg(args), args.data, args.out, args.eval, progress=not args.quiet,
-                                   metrics=_metrics(args, "reference"))
+        s = stages.train_reference(
+            _cfg(args), args.data, args.out, args.eval, progress=not args.quiet, metrics=_metrics(args, "reference")
+        )
         print(f"reference trained: {s['steps']} steps, {s['flops_total']:.3g} FLOPs -> {args.out}")
     elif args.cmd == "score":
-        idx = stages.score(_cfg(args), args.reference, args.data, args.out, progress=not args.quiet,
-                           metrics=_metrics(args, "score"))
-        print(f"scored {idx['n']} pool samples in {len(idx['shards'])} shards -> {args.out}"
-              + (f" (skipped {idx['skipped']})" if idx["skipped"] else ""))
+        idx = stages.score(
+            _cfg(args), args.reference, args.data, args.out, progress=not args.quiet, metrics=_metrics(args, "score")
+        )
+        print(
+            f"scored {idx['n']} pool samples in {len(idx['shards'])} shards -> {args.out}"
+            + (f" (skipped {idx['skipped']})" if idx["skipped"] else "")
+        )
     elif args.cmd == "train":
         if args.method:
             args.overrides = [*args.overrides, f"select.method={args.method}"]
         cfg = _cfg(args)
-        s = stages.train_learner(cfg, args.data, args.out, args.scores, args.eval, args.tokenizer_from,
-                                 progress=not args.quiet, metrics=_metrics(args, "learner", cfg.select.method))
+        s = stages.train_learner(
+            cfg,
+            args.data,
+            args.out,
+            args.scores,
+            args.eval,
+            args.tokenizer_from,
+            progress=not args.quiet,
+            metrics=_metrics(args, "learner", cfg.select.method),
+        )
         last = s["curve"][-1] if s["curve"] else {}
-        print(f"learner ({s['method']}) trained: {s['steps']} steps, clean fraction {s['clean_fraction']:.3f}"
-              + (f", retrieval R@1 {last['retrieval_r1']:.3f}" if last else "") + f" -> {args.out}")
+        print(
+            f"learner ({s['method']}) trained: {s['steps']} steps, clean fraction {s['clean_fraction']:.3f}"
+            + (f", retrieval R@1 {last['retrieval_r1']:.3f}" if last else "")
+            + f" -> {args.out}"
+        )
     elif args.cmd == "evaluate":
         m = stages.evaluate_model(_cfg(args), args.model, args.data, args.out, _metrics(args, "evaluate"))
         print(stages.format_metrics(m))
@@ -204,18 +281,31 @@ def run(args) -> int:
         from .localrun import run_local
         from .report import table
 
-        res = run_local(args.preset, args.overrides, args.out, args.data, args.curated, args.pool, args.eval,
-                        args.method, args.pushgateway, args.run_id, config_file=args.config)
+        res = run_local(
+            args.preset,
+            args.overrides,
+            args.out,
+            args.data,
+            args.curated,
+            args.pool,
+            args.eval,
+            args.method,
+            args.pushgateway,
+            args.run_id,
+            config_file=args.config,
+        )
         print("\n" + table(res["rows"]))
         for name, c in res["speedup_retrieval_r1"].items():
             if name != res["baseline"]:
                 if c["iteration_speedup"] is None:
                     print(f"{name}: did not reach uniform's final retrieval R@1 ({c['target']:.3f})")
                     continue
-                print(f"{name}: reached uniform's final retrieval R@1 ({c['target']:.3f}) after "
-                      f"{c['iterations_to_target']:.0f} iterations and {c['flops_to_target']:.3g} total FLOPs: "
-                      f"iteration speed-up {c['iteration_speedup']:.2f}x, compute speed-up {c['flops_speedup']:.2f}x "
-                      "(>1 is better than uniform)")
+                print(
+                    f"{name}: reached uniform's final retrieval R@1 ({c['target']:.3f}) after "
+                    f"{c['iterations_to_target']:.0f} iterations and {c['flops_to_target']:.3g} total FLOPs: "
+                    f"iteration speed-up {c['iteration_speedup']:.2f}x, compute speed-up {c['flops_speedup']:.2f}x "
+                    "(>1 is better than uniform)"
+                )
         print(f"pipeline finished in {res['pipeline_seconds']:.0f} s; report: {args.out}/report.md")
     elif args.cmd == "submit":
         from .submit import submit
@@ -231,20 +321,46 @@ def run(args) -> int:
         if args.render_only:
             rerender(args.out)
             return 0
-        command = "jestflow " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("jestflow") else "jestflow bench curation"
-        bench_curation(args.preset, args.overrides, args.out, args.seeds, args.workers, not args.no_ablations,
-                       command, config_file=args.config)
+        command = (
+            "jestflow " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("jestflow") else "jestflow bench curation"
+        )
+        bench_curation(
+            args.preset,
+            args.overrides,
+            args.out,
+            args.seeds,
+            args.workers,
+            not args.no_ablations,
+            command,
+            config_file=args.config,
+        )
     elif args.cmd == "bench" and args.bench_cmd == "select":
         from .bench.select import bench_select
 
-        bench_select([int(x) for x in args.sizes.split(",")], args.dim, args.filter_ratio, args.chunks,
-                     args.device, args.repeats, args.out)
+        bench_select(
+            [int(x) for x in args.sizes.split(",")],
+            args.dim,
+            args.filter_ratio,
+            args.chunks,
+            args.device,
+            args.repeats,
+            args.out,
+        )
     elif args.cmd == "bench" and args.bench_cmd == "gpu":
         from .bench.gpu import bench_gpu
 
-        bench_gpu(tuple(args.sizes.split(",")), args.batch, args.steps, select_sizes=tuple(
-            int(x) for x in args.select_sizes.split(",")), dim=args.dim, device=args.device, out=args.out,
-            budget_seconds=args.budget, compile=not args.no_compile, sections=tuple(args.sections.split(",")))
+        bench_gpu(
+            tuple(args.sizes.split(",")),
+            args.batch,
+            args.steps,
+            select_sizes=tuple(int(x) for x in args.select_sizes.split(",")),
+            dim=args.dim,
+            device=args.device,
+            out=args.out,
+            budget_seconds=args.budget,
+            compile=not args.no_compile,
+            sections=tuple(args.sections.split(",")),
+        )
     return 0
 
 

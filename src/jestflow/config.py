@@ -27,8 +27,11 @@ SWITCHES = ("auto", "on", "off")
 def _one_of(prefix: str, name: str, value: Any, allowed) -> None:
     if value not in allowed:
         allowed = [str(a) for a in allowed]
-        choices = (f"is not one of {', '.join(allowed)}" if len(allowed) > 3
-                   else f"must be {', '.join(allowed[:-1])} or {allowed[-1]}")
+        choices = (
+            f"is not one of {', '.join(allowed)}"
+            if len(allowed) > 3
+            else f"must be {', '.join(allowed[:-1])} or {allowed[-1]}"
+        )
         raise ValueError(f"{prefix}{name}={value!r} {choices}")
 
 
@@ -54,26 +57,79 @@ class ModelConfig:
     loss: str = "sigmoid"  # sigmoid (SigLIP) | softmax (CLIP)
 
     def validate(self, prefix: str = "model.") -> None:
-        _positive(prefix, self, "image_size", "patch_size", "width", "depth", "heads", "text_width", "text_depth",
-                  "text_heads", "context_length", "embed_dim")
+        _positive(
+            prefix,
+            self,
+            "image_size",
+            "patch_size",
+            "width",
+            "depth",
+            "heads",
+            "text_width",
+            "text_depth",
+            "text_heads",
+            "context_length",
+            "embed_dim",
+        )
         _one_of(prefix, "loss", self.loss, LOSSES)
         if self.image_size % self.patch_size:
-            raise ValueError(f"{prefix}image_size={self.image_size} is not divisible by "
-                             f"{prefix}patch_size={self.patch_size}")
+            raise ValueError(
+                f"{prefix}image_size={self.image_size} is not divisible by {prefix}patch_size={self.patch_size}"
+            )
         for name, heads in (("width", self.heads), ("text_width", self.text_heads)):
             if getattr(self, name) % heads:
                 raise ValueError(f"{prefix}{name}={getattr(self, name)} is not divisible by its heads ({heads})")
 
 
 MODEL_SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(image_size=32, patch_size=4, width=96, depth=3, heads=4, text_width=96, text_depth=2,
-                 text_heads=4, context_length=16, embed_dim=64),
-    "small": dict(image_size=32, patch_size=4, width=192, depth=6, heads=6, text_width=192, text_depth=4,
-                  text_heads=6, context_length=16, embed_dim=128),
-    "s16": dict(image_size=224, patch_size=16, width=384, depth=12, heads=6, text_width=384, text_depth=12,
-                text_heads=6, context_length=32, embed_dim=384),
-    "b16": dict(image_size=224, patch_size=16, width=768, depth=12, heads=12, text_width=768, text_depth=12,
-                text_heads=12, context_length=32, embed_dim=768),
+    "tiny": dict(
+        image_size=32,
+        patch_size=4,
+        width=96,
+        depth=3,
+        heads=4,
+        text_width=96,
+        text_depth=2,
+        text_heads=4,
+        context_length=16,
+        embed_dim=64,
+    ),
+    "small": dict(
+        image_size=32,
+        patch_size=4,
+        width=192,
+        depth=6,
+        heads=6,
+        text_width=192,
+        text_depth=4,
+        text_heads=6,
+        context_length=16,
+        embed_dim=128,
+    ),
+    "s16": dict(
+        image_size=224,
+        patch_size=16,
+        width=384,
+        depth=12,
+        heads=6,
+        text_width=384,
+        text_depth=12,
+        text_heads=6,
+        context_length=32,
+        embed_dim=384,
+    ),
+    "b16": dict(
+        image_size=224,
+        patch_size=16,
+        width=768,
+        depth=12,
+        heads=12,
+        text_width=768,
+        text_depth=12,
+        text_heads=12,
+        context_length=32,
+        embed_dim=768,
+    ),
 }
 
 
@@ -90,8 +146,10 @@ class OptimConfig:
     def validate(self, prefix: str) -> None:
         _positive(prefix, self, "lr")
         if self.weight_decay < 0 or self.grad_clip < 0 or self.warmup_steps < 0:
-            raise ValueError(f"{prefix}weight_decay, grad_clip and warmup_steps must be >= 0 "
-                             f"(got {self.weight_decay}, {self.grad_clip}, {self.warmup_steps})")
+            raise ValueError(
+                f"{prefix}weight_decay, grad_clip and warmup_steps must be >= 0 "
+                f"(got {self.weight_decay}, {self.grad_clip}, {self.warmup_steps})"
+            )
 
 
 @dataclass(frozen=True)
@@ -117,8 +175,10 @@ class TrainConfig:
         _positive(prefix, self, "steps", "batch_size", "checkpoint_every", "log_every")
         self.optim.validate(f"{prefix}optim.")
         if self.eval_every < 0 or self.decode_workers < 0 or self.shuffle_buffer < 0:
-            raise ValueError(f"{prefix}eval_every, decode_workers and shuffle_buffer must be >= 0 (got "
-                             f"{self.eval_every}, {self.decode_workers}, {self.shuffle_buffer})")
+            raise ValueError(
+                f"{prefix}eval_every, decode_workers and shuffle_buffer must be >= 0 (got "
+                f"{self.eval_every}, {self.decode_workers}, {self.shuffle_buffer})"
+            )
         if not 0 <= self.max_bad_fraction <= 1:
             raise ValueError(f"{prefix}max_bad_fraction={self.max_bad_fraction} must be in [0, 1]")
         _one_of(prefix, "device", self.device, ("auto", "cpu", "cuda"))
@@ -137,7 +197,9 @@ class SelectConfig:
     flexi_stride: int = 2  # flexi-jest: score (and train half the batch) with every s-th patch row/column
     offline_keep: float = 0.0  # offline-easy-reference: pool fraction kept; 0 = 1 - filter_ratio
     block_elems: int = 1 << 26  # largest pairwise block computed at once (rows x chunk); bounds memory
-    kernel: str = "auto"  # sigmoid gains: fused (one Triton kernel per chunk, bf16 on CUDA) | torch | auto (fused on CUDA)
+    kernel: str = (
+        "auto"  # sigmoid gains: fused (one Triton kernel per chunk, bf16 on CUDA) | torch | auto (fused on CUDA)
+    )
 
     def validate(self, prefix: str = "select.") -> None:
         _one_of(prefix, "method", self.method, METHODS)
@@ -171,7 +233,7 @@ class Config:
     select: SelectConfig = field(default_factory=SelectConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         """Each section checks its own fields; only rules across sections live here."""
         self.demo.validate()
         self.model.validate()
@@ -180,8 +242,10 @@ class Config:
         self.select.validate()
         self.eval.validate()
         if self.select.method_info.online and self.learner.batch_size % self.select.n_chunks:
-            raise ValueError(f"learner.batch_size={self.learner.batch_size} is not divisible by "
-                             f"select.n_chunks={self.select.n_chunks}")
+            raise ValueError(
+                f"learner.batch_size={self.learner.batch_size} is not divisible by "
+                f"select.n_chunks={self.select.n_chunks}"
+            )
         return self
 
     def super_batch_size(self) -> int:
@@ -191,7 +255,7 @@ class Config:
             return self.learner.batch_size
         return int(round(self.learner.batch_size / (1 - self.select.filter_ratio)))
 
-    def with_method(self, method: str) -> "Config":
+    def with_method(self, method: str) -> Config:
         """This configuration with another selection method (validated)."""
         return replace(self, select=replace(self.select, method=method)).validate()
 

@@ -17,8 +17,8 @@ import json
 import random
 import tarfile
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -143,9 +143,11 @@ class DecodePool:
         except RuntimeError as e:
             if "bootstrapping phase" not in str(e):
                 raise
-            raise RuntimeError("decode_mode=process spawns worker processes, which re-import the calling "
-                               "script: guard its entry point with `if __name__ == \"__main__\":`, or set "
-                               "learner.decode_mode=thread") from None
+            raise RuntimeError(
+                "decode_mode=process spawns worker processes, which re-import the calling "
+                'script: guard its entry point with `if __name__ == "__main__":`, or set '
+                "learner.decode_mode=thread"
+            ) from None
 
     def result(self, fut, shard: str) -> list:
         from concurrent.futures.process import BrokenProcessPool
@@ -153,16 +155,19 @@ class DecodePool:
         try:
             return fut.result()
         except BrokenProcessPool as e:
-            raise RuntimeError(f"{shard}: a decode worker process died ({e}). Its own error is printed above; "
-                               "out of memory, or a script without an `if __name__ == \"__main__\":` guard, are "
-                               "the usual causes (learner.decode_mode=thread avoids processes)") from None
+            raise RuntimeError(
+                f"{shard}: a decode worker process died ({e}). Its own error is printed above; "
+                'out of memory, or a script without an `if __name__ == "__main__":` guard, are '
+                "the usual causes (learner.decode_mode=thread avoids processes)"
+            ) from None
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=self.mode == "process", cancel_futures=True)
 
 
-def iter_shard(shard: str, stats: ReadStats | None = None, image_size: int | None = None,
-               pool: DecodePool | None = None) -> Iterator[Sample]:
+def iter_shard(
+    shard: str, stats: ReadStats | None = None, image_size: int | None = None, pool: DecodePool | None = None
+) -> Iterator[Sample]:
     """Yield the samples of one shard in file order.
 
     `pool` decodes images on its workers, windows of samples at a time, several windows ahead of the

@@ -26,8 +26,14 @@ from .data import ShardWriter
 
 CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
 COLORS = {
-    "red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 240), "yellow": (240, 220, 40),
-    "purple": (160, 60, 220), "cyan": (40, 220, 230), "orange": (250, 140, 20), "white": (245, 245, 245),
+    "red": (230, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (50, 80, 240),
+    "yellow": (240, 220, 40),
+    "purple": (160, 60, 220),
+    "cyan": (40, 220, 230),
+    "orange": (250, 140, 20),
+    "white": (245, 245, 245),
 }
 SIZES = ("small", "large")
 POSITIONS = ("left", "right", "top", "bottom", "center")
@@ -40,8 +46,16 @@ TEMPLATES = (
 )
 ZERO_SHOT_TEMPLATES = ("a {}", "a photo of a {}", "a small {}", "a large {}")
 JUNK_CAPTIONS = (
-    "IMG_0412.jpg", "click to enlarge", "DSC_1234.JPG", "untitled", "free shipping on all orders",
-    "image", "thumbnail", "photo 3 of 12", "sale sale sale", "screenshot 2019-05-02",
+    "IMG_0412.jpg",
+    "click to enlarge",
+    "DSC_1234.JPG",
+    "untitled",
+    "free shipping on all orders",
+    "image",
+    "thumbnail",
+    "photo 3 of 12",
+    "sale sale sale",
+    "screenshot 2019-05-02",
 )
 NOISE_TYPES = ("clean", "mismatch", "wrong-attribute", "blank", "off-distribution", "junk-caption", "near-duplicate")
 DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist"
@@ -66,8 +80,11 @@ class DemoConfig:
 
     def noise_mix(self) -> dict[str, float]:
         mix = {
-            "mismatch": self.mismatch, "wrong-attribute": self.wrong_attribute, "blank": self.blank,
-            "off-distribution": self.off_distribution, "junk-caption": self.junk_caption,
+            "mismatch": self.mismatch,
+            "wrong-attribute": self.wrong_attribute,
+            "blank": self.blank,
+            "off-distribution": self.off_distribution,
+            "junk-caption": self.junk_caption,
             "near-duplicate": self.near_duplicate,
         }
         for k, v in mix.items():
@@ -93,7 +110,7 @@ def read_idx(path: str) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
         raise ValueError(f"{path}: not an unsigned-byte IDX file")
     ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise ValueError(f"{path}: truncated IDX file (expected shape {shape})")
@@ -107,8 +124,10 @@ def read_idx_dir(folder: str):
                 return read_idx(os.path.join(folder, name))
         raise ValueError(f"{folder}: missing {stem}[.gz]")
 
-    return ((find("train-images-idx3-ubyte"), find("train-labels-idx1-ubyte")),
-            (find("t10k-images-idx3-ubyte"), find("t10k-labels-idx1-ubyte")))
+    return (
+        (find("train-images-idx3-ubyte"), find("train-labels-idx1-ubyte")),
+        (find("t10k-images-idx3-ubyte"), find("t10k-labels-idx1-ubyte")),
+    )
 
 
 def load_fashion_mnist(folder: str = DEFAULT_IDX_DIR):
@@ -120,7 +139,10 @@ def load_fashion_mnist(folder: str = DEFAULT_IDX_DIR):
             pass
     with resources.files("jestflow").joinpath("assets/fashion_mnist_sample.npz").open("rb") as f:
         z = np.load(f)
-        return ((z["train_images"], z["train_labels"]), (z["test_images"], z["test_labels"])), "shipped subset (5,000 images)"
+        return (
+            (z["train_images"], z["train_labels"]),
+            (z["test_images"], z["test_labels"]),
+        ), "shipped subset (5,000 images)"
 
 
 class Composer:
@@ -133,8 +155,12 @@ class Composer:
         r = self.rng
         src = int(r.integers(len(self.images))) if src is None else src
         return {
-            "src": src, "label": int(self.labels[src]), "color": str(r.choice(list(COLORS))),
-            "size": str(r.choice(SIZES)), "pos": str(r.choice(POSITIONS)), "bg": str(r.choice(BACKGROUNDS)),
+            "src": src,
+            "label": int(self.labels[src]),
+            "color": str(r.choice(list(COLORS))),
+            "size": str(r.choice(SIZES)),
+            "pos": str(r.choice(POSITIONS)),
+            "bg": str(r.choice(BACKGROUNDS)),
         }
 
     def background(self, kind: str) -> np.ndarray:
@@ -160,14 +186,19 @@ class Composer:
         obj = np.asarray(Image.fromarray(self.images[a["src"]]).resize((side, side), Image.BILINEAR), np.float32) / 255
         margin = n - side
         mid = margin // 2
-        x, y = {"left": (0, mid), "right": (margin, mid), "top": (mid, 0), "bottom": (mid, margin),
-                "center": (mid, mid)}[a["pos"]]
+        x, y = {
+            "left": (0, mid),
+            "right": (margin, mid),
+            "top": (mid, 0),
+            "bottom": (mid, margin),
+            "center": (mid, mid),
+        }[a["pos"]]
         jx, jy = self.rng.integers(-1, 2, size=2)
         x, y = int(np.clip(x + jx, 0, margin)), int(np.clip(y + jy, 0, margin))
         img = self.background(a["bg"])
         color = np.array(COLORS[a["color"]], np.float32)
-        patch = img[y:y + side, x:x + side]
-        img[y:y + side, x:x + side] = patch * (1 - obj[..., None]) + color * obj[..., None]
+        patch = img[y : y + side, x : x + side]
+        img[y : y + side, x : x + side] = patch * (1 - obj[..., None]) + color * obj[..., None]
         return np.clip(img, 0, 255).astype(np.uint8)
 
     def caption(self, a: dict) -> str:
@@ -181,8 +212,11 @@ class Composer:
         yy, xx = np.mgrid[0:n, 0:n]
         for _ in range(int(r.integers(1, 4))):
             cx, cy, rad = r.integers(0, n, 2).tolist() + [int(r.integers(3, n // 3))]
-            mask = (xx - cx) ** 2 + (yy - cy) ** 2 < rad ** 2 if r.random() < 0.5 else \
-                (abs(xx - cx) < rad) & (abs(yy - cy) < rad // 2 + 1)
+            mask = (
+                (xx - cx) ** 2 + (yy - cy) ** 2 < rad**2
+                if r.random() < 0.5
+                else (abs(xx - cx) < rad) & (abs(yy - cy) < rad // 2 + 1)
+            )
             img[mask] = r.integers(0, 256, 3)
         return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -264,8 +298,9 @@ def make_demo(out: str, cfg: DemoConfig) -> dict:
     _write_split(storage.join(out, "curated"), "curated", cfg.n_curated, cfg.shard_size, curated, "curated")
     _write_split(storage.join(out, "pool"), "pool", cfg.n_pool, cfg.shard_size, pool_sample, "pool")
     _write_split(storage.join(out, "eval"), "eval", cfg.n_eval, cfg.shard_size, evaluation, "eval")
-    storage.write_json(storage.join(out, "eval", "classes.json"),
-                       {"classes": CLASSES, "templates": list(ZERO_SHOT_TEMPLATES)})
+    storage.write_json(
+        storage.join(out, "eval", "classes.json"), {"classes": CLASSES, "templates": list(ZERO_SHOT_TEMPLATES)}
+    )
     summary = {"source": source, "config": cfg.__dict__, "noise_mix": mix}
     storage.write_json(storage.join(out, "demo.json"), summary)
     return summary

@@ -86,7 +86,7 @@ class _GatherWithGrad(torch.autograd.Function):
         grad = grad.contiguous()
         torch.distributed.all_reduce(grad)  # gloo has no reduce_scatter; embeddings are small
         r = ctx.dist.rank * ctx.rows
-        return grad[r:r + ctx.rows], None
+        return grad[r : r + ctx.rows], None
 
 
 def setup(device: str) -> tuple[Dist, str]:

@@ -26,7 +26,7 @@ class EvalSet:
     templates: list | None
 
     @classmethod
-    def load(cls, uri: str, image_size: int, max_bad_fraction: float = 0.01) -> "EvalSet":
+    def load(cls, uri: str, image_size: int, max_bad_fraction: float = 0.01) -> EvalSet:
         stats = ReadStats(max_bad_fraction=max_bad_fraction)
         samples = list(iter_split(uri, stats, image_size))
         if not samples:
@@ -41,16 +41,22 @@ class EvalSet:
             if any("{}" not in t for t in templates):
                 raise ValueError(f"{cj}: every template needs a '{{}}' placeholder")
         labels = torch.tensor([int(s.meta.get("label", -1)) for s in samples])
-        return cls([s.uid for s in samples], torch.from_numpy(np.stack([s.image for s in samples])),
-                   [s.caption for s in samples], labels, classes, templates)
+        return cls(
+            [s.uid for s in samples],
+            torch.from_numpy(np.stack([s.image for s in samples])),
+            [s.caption for s in samples],
+            labels,
+            classes,
+            templates,
+        )
 
 
 def _embed(model: TwoTower, images, tokens, batch_size, device):
     img, txt = [], []
     for i in range(0, len(images), batch_size):
         with autocast(device):
-            img.append(model.encode_image(images[i:i + batch_size].to(device)))
-            txt.append(model.encode_text(tokens[i:i + batch_size].to(device)))
+            img.append(model.encode_image(images[i : i + batch_size].to(device)))
+            txt.append(model.encode_text(tokens[i : i + batch_size].to(device)))
     return torch.cat(img), torch.cat(txt)
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
 CHUNK_SIZE = 8 * 1024 * 1024  # resumable-upload chunk (a multiple of 256 KiB, as GCS requires)
 
@@ -50,8 +51,9 @@ class GCSStore:  # the storage.Store interface
             if os.environ.get("STORAGE_EMULATOR_HOST"):
                 from google.auth.credentials import AnonymousCredentials
 
-                self._client = gcs.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "local"),
-                                          credentials=AnonymousCredentials())
+                self._client = gcs.Client(
+                    project=os.environ.get("GOOGLE_CLOUD_PROJECT", "local"), credentials=AnonymousCredentials()
+                )
             else:
                 self._client = gcs.Client()  # Application Default Credentials / Workload Identity
         return self._client
@@ -108,4 +110,3 @@ class GCSStore:  # the storage.Store interface
             self._blob(uri).upload_from_filename(tmp, retry=_retry())
         finally:
             os.unlink(tmp)
-

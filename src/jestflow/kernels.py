@@ -36,19 +36,39 @@ def triton_usable(device: torch.device) -> bool:
 
 
 if triton is not None:
-    _CONFIGS_FLAT = [
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=4),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=4),
-    ] if os.environ.get("TRITON_INTERPRET") != "1" else [
-        triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=1, num_stages=1)]
+    _CONFIGS_FLAT = (
+        [
+            triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=4),
+            triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64}, num_warps=8, num_stages=3),
+            triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128}, num_warps=8, num_stages=3),
+            triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=4),
+        ]
+        if os.environ.get("TRITON_INTERPRET") != "1"
+        else [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=1, num_stages=1)]
+    )
 
     @triton.autotune(configs=_CONFIGS_FLAT, key=["N", "C", "D", "T"])
     @triton.jit
-    def _chunk_gain_kernel_flat(rows_ptr, cols_ptr, idx_ptr, coef_ptr, out_ptr, N, C: tl.constexpr, D: tl.constexpr,
-                                stride_rt, stride_rp, stride_rn, stride_ct, stride_cp, stride_cn,
-                                T: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    def _chunk_gain_kernel_flat(
+        rows_ptr,
+        cols_ptr,
+        idx_ptr,
+        coef_ptr,
+        out_ptr,
+        N,
+        C: tl.constexpr,
+        D: tl.constexpr,
+        stride_rt,
+        stride_rp,
+        stride_rn,
+        stride_ct,
+        stride_cp,
+        stride_cn,
+        T: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
         """One program per BLOCK_M rows; one flat loop over (term, direction, column tile, k step), so the
         software pipeline never drains between column tiles; the epilogue (log-sigmoid, signs, row
         sums) runs on the last k step of each tile (the pattern of Triton's persistent matmul). A
@@ -73,10 +93,16 @@ if triton is not None:
             cn = j * BLOCK_N + rn
             col_ok = cn < C
             k_ok = (k0 + rk) < D
-            a = tl.load(rows_ptr + term * stride_rt + p * stride_rp + rm[:, None] * stride_rn + (k0 + rk)[None, :],
-                        mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            b = tl.load(cols_ptr + term * stride_ct + p * stride_cp + cn[:, None] * stride_cn + (k0 + rk)[None, :],
-                        mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+            a = tl.load(
+                rows_ptr + term * stride_rt + p * stride_rp + rm[:, None] * stride_rn + (k0 + rk)[None, :],
+                mask=row_ok[:, None] & k_ok[None, :],
+                other=0.0,
+            )
+            b = tl.load(
+                cols_ptr + term * stride_ct + p * stride_cp + cn[:, None] * stride_cn + (k0 + rk)[None, :],
+                mask=col_ok[:, None] & k_ok[None, :],
+                other=0.0,
+            )
             acc = tl.dot(a, tl.trans(b), acc)
             if kk == NK - 1:
                 sign = tl.load(coef_ptr + 3 * term)
@@ -93,19 +119,35 @@ if triton is not None:
         tl.store(out_ptr + rm, prev + total, mask=row_ok)
 
 
-def chunk_gains(rows: torch.Tensor, cols: torch.Tensor, idx: torch.Tensor, coef: torch.Tensor,
-                out: torch.Tensor) -> None:
+def chunk_gains(
+    rows: torch.Tensor, cols: torch.Tensor, idx: torch.Tensor, coef: torch.Tensor, out: torch.Tensor
+) -> None:
     """out[r] += the chunk's gain terms for every row r (see the module docstring).
 
     rows: T x 2 x N x d (per term: image rows, text rows), cols: T x 2 x c x d (per term: the chunk's
     text, the chunk's image), idx: c row indices of the chunk, coef: T x 3 (sign, t, β) fp32,
     out: N fp32, updated in place."""
     if not triton_usable(rows.device):
-        raise RuntimeError(f"the fused selection kernel cannot run on {rows.device} (no Triton, or on CPU "
-                           "without TRITON_INTERPRET=1)")
+        raise RuntimeError(
+            f"the fused selection kernel cannot run on {rows.device} (no Triton, or on CPU without TRITON_INTERPRET=1)"
+        )
     T, _, N, D = rows.shape
     rows, cols = rows.contiguous(), cols.contiguous()
     grid = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]),)  # noqa: E731
-    _chunk_gain_kernel_flat[grid](rows, cols, idx.contiguous(), coef.contiguous(), out, N, cols.shape[2], D,
-                                  rows.stride(0), rows.stride(1), rows.stride(2),
-                                  cols.stride(0), cols.stride(1), cols.stride(2), T=T)
+    _chunk_gain_kernel_flat[grid](
+        rows,
+        cols,
+        idx.contiguous(),
+        coef.contiguous(),
+        out,
+        N,
+        cols.shape[2],
+        D,
+        rows.stride(0),
+        rows.stride(1),
+        rows.stride(2),
+        cols.stride(0),
+        cols.stride(1),
+        cols.stride(2),
+        T=T,
+    )

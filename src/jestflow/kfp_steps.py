@@ -15,23 +15,53 @@ from . import config as C
 from . import flops, stages, storage
 
 
-def _knob_overrides(model_size: str, reference_steps: int, steps: int, batch_size: int, filter_ratio: float,
-                    n_chunks: int, seed: int, extra: list) -> list[str]:
+def _knob_overrides(
+    model_size: str,
+    reference_steps: int,
+    steps: int,
+    batch_size: int,
+    filter_ratio: float,
+    n_chunks: int,
+    seed: int,
+    extra: list,
+) -> list[str]:
     """Pipeline parameters -> --set overrides; 0 / "" leave the preset's value."""
-    knobs = {"model.size": model_size, "reference.steps": reference_steps, "learner.steps": steps,
-             "learner.batch_size": batch_size, "select.filter_ratio": filter_ratio, "select.n_chunks": n_chunks}
+    knobs = {
+        "model.size": model_size,
+        "reference.steps": reference_steps,
+        "learner.steps": steps,
+        "learner.batch_size": batch_size,
+        "select.filter_ratio": filter_ratio,
+        "select.n_chunks": n_chunks,
+    }
     out = [f"{key}={value}" for key, value in knobs.items() if value]
     if seed >= 0:
         out += [f"reference.seed={seed}", f"learner.seed={seed}", f"demo.seed={seed}"]
     return out + [str(x) for x in (extra or [])]
 
 
-def prepare(curated_uri: str, pool_uri: str, eval_uri: str, demo_dir: str, preset: str, model_size: str,
-            reference_steps: int, steps: int, batch_size: int, filter_ratio: float, n_chunks: int, seed: int,
-            overrides: list, config_out) -> tuple[str, str, str]:
+def prepare(
+    curated_uri: str,
+    pool_uri: str,
+    eval_uri: str,
+    demo_dir: str,
+    preset: str,
+    model_size: str,
+    reference_steps: int,
+    steps: int,
+    batch_size: int,
+    filter_ratio: float,
+    n_chunks: int,
+    seed: int,
+    overrides: list,
+    config_out,
+) -> tuple[str, str, str]:
     """Resolve and validate the configuration; write the demo data when no data URIs are given."""
-    cfg = C.load_config(preset, None, _knob_overrides(model_size, reference_steps, steps, batch_size, filter_ratio,
-                                                      n_chunks, seed, overrides))
+    cfg = C.load_config(
+        preset,
+        None,
+        _knob_overrides(model_size, reference_steps, steps, batch_size, filter_ratio, n_chunks, seed, overrides),
+    )
     os.makedirs(os.path.dirname(config_out.path) or ".", exist_ok=True)
     storage.write_bytes(config_out.path, C.dump(cfg).encode())
     given = [u for u in (curated_uri, pool_uri, eval_uri) if u]
@@ -76,8 +106,13 @@ def _stage_metrics(stage: str, method: str, run_id: str, pushgateway: str, part:
 
 def train_reference(config, curated_uri: str, reference, metrics, pushgateway: str = "", run_id: str = "") -> None:
     cfg = _load(config.path)
-    s = stages.train_reference(cfg, curated_uri, reference.path, progress=True,
-                               metrics=_stage_metrics("reference", "reference", run_id, pushgateway))
+    s = stages.train_reference(
+        cfg,
+        curated_uri,
+        reference.path,
+        progress=True,
+        metrics=_stage_metrics("reference", "reference", run_id, pushgateway),
+    )
     _log(metrics, {"steps": s["steps"], "flops_total": s["flops_total"], "wall_seconds": s["wall_seconds"]})
 
 
@@ -94,8 +129,14 @@ def score(config, reference, part: int, parts: list, scores, pushgateway: str = 
         raise ValueError(f"score_parts must be 0, 1, ..., n-1; got {parts}")
     part, parts = int(part), len(parts)  # a loop item can arrive as a float
     shards = part_shards(list_shards(pool_uri), part, parts)
-    idx = stages.score(_load(config.path), reference.path, pool_uri, scores.path, shards=shards,
-                       metrics=_stage_metrics("score", "reference", run_id, pushgateway, part=str(part)))
+    idx = stages.score(
+        _load(config.path),
+        reference.path,
+        pool_uri,
+        scores.path,
+        shards=shards,
+        metrics=_stage_metrics("score", "reference", run_id, pushgateway, part=str(part)),
+    )
     scores.metadata.update({"n": idx["n"], "shards": len(idx["shards"]), "part": part, "parts": parts})
 
 
@@ -104,12 +145,24 @@ def merge_scores(parts: list, pool_uri: str, scores) -> None:
     from .scoring import merge_caches
 
     idx = merge_caches([p.path for p in parts], pool_uri, scores.path)
-    scores.metadata.update({"n": idx["n"], "shards": len(idx["shards"]), "parts": len(parts),
-                            "skipped": sum(idx["skipped"].values())})
+    scores.metadata.update(
+        {"n": idx["n"], "shards": len(idx["shards"]), "parts": len(parts), "skipped": sum(idx["skipped"].values())}
+    )
 
 
-def train_learner(config, method: str, match_flops_of: str, pool_uri: str, eval_uri: str, scores, reference,
-                  model, metrics, pushgateway: str = "", run_id: str = "") -> None:
+def train_learner(
+    config,
+    method: str,
+    match_flops_of: str,
+    pool_uri: str,
+    eval_uri: str,
+    scores,
+    reference,
+    model,
+    metrics,
+    pushgateway: str = "",
+    run_id: str = "",
+) -> None:
     """`match_flops_of`: empty, or the method whose total compute this (uniform) run matches."""
     from .selection import get_method
 
@@ -118,23 +171,37 @@ def train_learner(config, method: str, match_flops_of: str, pool_uri: str, eval_
         cfg = stages.flops_matched(cfg, match_flops_of, scores.path)
     label = f"{method}@flops" if match_flops_of else method
     uses_reference = get_method(method).uses_reference
-    s = stages.train_learner(cfg, pool_uri, model.path, scores.path if uses_reference else None, eval_uri,
-                             tokenizer_from=reference.path,
-                             metrics=_stage_metrics("learner", label, run_id, pushgateway))
+    s = stages.train_learner(
+        cfg,
+        pool_uri,
+        model.path,
+        scores.path if uses_reference else None,
+        eval_uri,
+        tokenizer_from=reference.path,
+        metrics=_stage_metrics("learner", label, run_id, pushgateway),
+    )
     _learner_outputs(s, label, model, metrics)
 
 
 def _learner_outputs(s: dict, label: str, model, metrics, **extra) -> None:
     """A trained learner's summary onto its Model artifact's metadata and its Metrics artifact."""
     model.metadata.update({"method": s["method"], "label": label, "steps": s["steps"], **extra})
-    _log(metrics, {"steps": s["steps"], "flops_total": flops.run_total(s), "clean_fraction": s["clean_fraction"],
-                   "wall_seconds": s["wall_seconds"]})
+    _log(
+        metrics,
+        {
+            "steps": s["steps"],
+            "flops_total": flops.run_total(s),
+            "clean_fraction": s["clean_fraction"],
+            "wall_seconds": s["wall_seconds"],
+        },
+    )
 
 
 def evaluate(config, model, eval_uri: str, metrics, results, pushgateway: str = "", run_id: str = "") -> None:
     label = (model.metadata or {}).get("label") or (model.metadata or {}).get("method", "")
-    m = stages.evaluate_model(_load(config.path), model.path, eval_uri, results.path,
-                              _stage_metrics("evaluate", label, run_id, pushgateway))
+    m = stages.evaluate_model(
+        _load(config.path), model.path, eval_uri, results.path, _stage_metrics("evaluate", label, run_id, pushgateway)
+    )
     _log(metrics, {k: v for k, v in m.items() if k not in ("n",)})
 
 
@@ -142,8 +209,10 @@ def report(named: dict, report_md, summary) -> None:
     """`named`: run name -> (model artifact, evaluation-results artifact)."""
     from .report import inline_images, write_report
 
-    runs = {name: {"summary": storage.read_json(storage.join(m.path, "train.json")), "final": storage.read_json(e.path)}
-            for name, (m, e) in named.items()}
+    runs = {
+        name: {"summary": storage.read_json(storage.join(m.path, "train.json")), "final": storage.read_json(e.path)}
+        for name, (m, e) in named.items()
+    }
     results = write_report(runs, summary.path)
     os.makedirs(os.path.dirname(report_md.path) or ".", exist_ok=True)
     with storage.open_read(storage.join(summary.path, "report.md")) as f:
@@ -160,29 +229,70 @@ def _shared_uri(artifact, what: str, roots=SHARED_ROOTS) -> str:
     uri = artifact.uri
     if uri.startswith(tuple(roots)):
         return uri
-    raise ValueError(f"{what} artifact lives at {uri!r}, which the PyTorchJob's pods cannot reach; "
-                     "use a gs:// pipeline root (or paths under /data) for multi-node training")
+    raise ValueError(
+        f"{what} artifact lives at {uri!r}, which the PyTorchJob's pods cannot reach; "
+        "use a gs:// pipeline root (or paths under /data) for multi-node training"
+    )
 
 
-def train_learner_pytorchjob(config, method: str, pool_uri: str, eval_uri: str, scores, reference, model, metrics,
-                             nodes: int, gpus_per_node: int, image: str, namespace: str = "",
-                             pushgateway: str = "", run_id: str = "", api=None, poll_seconds: float = 15.0,
-                             shared_roots=SHARED_ROOTS) -> dict:
+def train_learner_pytorchjob(
+    config,
+    method: str,
+    pool_uri: str,
+    eval_uri: str,
+    scores,
+    reference,
+    model,
+    metrics,
+    nodes: int,
+    gpus_per_node: int,
+    image: str,
+    namespace: str = "",
+    pushgateway: str = "",
+    run_id: str = "",
+    api=None,
+    poll_seconds: float = 15.0,
+    shared_roots=SHARED_ROOTS,
+) -> dict:
     """Stage 3 on several nodes: a Kubeflow Training Operator PyTorchJob runs `torchrun -m jestflow train`.
 
     `api` is a `kubernetes.client.CustomObjectsApi` (default: in-cluster configuration)."""
     from . import pytorchjob
 
     cfg_uri, out = _shared_uri(config, "config", shared_roots), _shared_uri(model, "model", shared_roots)
-    args = ["-m", "jestflow", "train", "--method", method, "--data", pool_uri, "--eval", eval_uri,
-            "--scores", _shared_uri(scores, "scores", shared_roots),
-            "--tokenizer-from", _shared_uri(reference, "reference", shared_roots),
-            "--out", out, "--preset", "", "--config", cfg_uri, "--quiet"]
+    args = [
+        "-m",
+        "jestflow",
+        "train",
+        "--method",
+        method,
+        "--data",
+        pool_uri,
+        "--eval",
+        eval_uri,
+        "--scores",
+        _shared_uri(scores, "scores", shared_roots),
+        "--tokenizer-from",
+        _shared_uri(reference, "reference", shared_roots),
+        "--out",
+        out,
+        "--preset",
+        "",
+        "--config",
+        cfg_uri,
+        "--quiet",
+    ]
     if pushgateway:
         args += ["--pushgateway", pushgateway, "--run-id", run_id]
     name = f"jestflow-{(run_id or 'run')[:36]}-{method}".lower().replace("_", "-")[:63].rstrip("-")
-    spec = pytorchjob.JobSpec(name=name, namespace=namespace or pytorchjob.current_namespace(), image=image,
-                              args=args, nodes=nodes, gpus_per_node=gpus_per_node)
+    spec = pytorchjob.JobSpec(
+        name=name,
+        namespace=namespace or pytorchjob.current_namespace(),
+        image=image,
+        args=args,
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+    )
     if api is None:
         from kubernetes import client
         from kubernetes import config as kube_config

@@ -9,8 +9,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -26,12 +26,16 @@ class Batch:
     tokens: torch.Tensor  # B x context
     noise: list  # the pool's recorded noise type per sample ("" when unknown)
 
-    def take(self, idx: torch.Tensor) -> "Batch":
+    def take(self, idx: torch.Tensor) -> Batch:
         i = idx.cpu()
         il = i.tolist()
         if self.images.is_pinned():  # keep the chosen sub-batch page-locked: its copy to the GPU stays async
-            images = torch.index_select(self.images, 0, i, out=torch.empty(
-                (len(il), *self.images.shape[1:]), dtype=self.images.dtype, pin_memory=True))
+            images = torch.index_select(
+                self.images,
+                0,
+                i,
+                out=torch.empty((len(il), *self.images.shape[1:]), dtype=self.images.dtype, pin_memory=True),
+            )
         else:
             images = self.images[i]
         return Batch([self.uids[k] for k in il], images, self.tokens[i], [self.noise[k] for k in il])
@@ -45,8 +49,12 @@ def make_batches(samples: Iterator[Sample], size: int, tokenizer: Tokenizer) -> 
         chunk = [s for _, s in zip(range(size), samples)]
         if len(chunk) < size:
             return
-        yield Batch([s.uid for s in chunk], torch.from_numpy(np.stack([s.image for s in chunk])),
-                    tokenizer.encode([s.caption for s in chunk]), [str(s.meta.get("noise", "")) for s in chunk])
+        yield Batch(
+            [s.uid for s in chunk],
+            torch.from_numpy(np.stack([s.image for s in chunk])),
+            tokenizer.encode([s.caption for s in chunk]),
+            [str(s.meta.get("noise", "")) for s in chunk],
+        )
 
 
 class Prefetcher:

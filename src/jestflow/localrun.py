@@ -15,9 +15,19 @@ from pathlib import Path
 from . import config as C
 
 
-def run_local(preset: str, overrides: list[str], out: str, data_dir: str | None = None,
-              curated: str = "", pool: str = "", eval_uri: str = "", method: str | None = None,
-              pushgateway: str = "", run_id: str = "", config_file: str | None = None) -> dict:
+def run_local(
+    preset: str,
+    overrides: list[str],
+    out: str,
+    data_dir: str | None = None,
+    curated: str = "",
+    pool: str = "",
+    eval_uri: str = "",
+    method: str | None = None,
+    pushgateway: str = "",
+    run_id: str = "",
+    config_file: str | None = None,
+) -> dict:
     """`config_file` travels into the pipeline as overrides (before `overrides`, which win)."""
     overrides = [*(C.file_overrides(config_file) if config_file else []), *overrides]
     cfg = C.load_config(preset, None, overrides)  # fail fast, with jestflow's message, on a bad key or value
@@ -31,12 +41,21 @@ def run_local(preset: str, overrides: list[str], out: str, data_dir: str | None 
     if given and len(given) != 3:
         raise ValueError("give all three of --curated, --pool and --eval, or none (demo data)")
     demo_dir = str(Path(data_dir or f"data/{preset}").resolve())
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(out_p / "kfp"),
-                   raise_on_error=True)
+    kfp.local.init(
+        runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(out_p / "kfp"), raise_on_error=True
+    )
     method = method or cfg.select.method
     t0 = time.time()
-    task = jest_pipeline_cpu(curated_uri=curated, pool_uri=pool, eval_uri=eval_uri, demo_dir=demo_dir, preset=preset,
-                             method=method, overrides=list(overrides), pushgateway_url=pushgateway)
+    task = jest_pipeline_cpu(
+        curated_uri=curated,
+        pool_uri=pool,
+        eval_uri=eval_uri,
+        demo_dir=demo_dir,
+        preset=preset,
+        method=method,
+        overrides=list(overrides),
+        pushgateway_url=pushgateway,
+    )
     summary_dir = task.outputs["summary"].path
     for name in os.listdir(summary_dir):
         shutil.copy2(os.path.join(summary_dir, name), out_p / name)

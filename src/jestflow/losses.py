@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 
-def sigmoid_pairwise(img: torch.Tensor, txt: torch.Tensor, log_t: torch.Tensor, bias: torch.Tensor,
-                     positive: torch.Tensor | None = None) -> torch.Tensor:
+def sigmoid_pairwise(
+    img: torch.Tensor, txt: torch.Tensor, log_t: torch.Tensor, bias: torch.Tensor, positive: torch.Tensor | None = None
+) -> torch.Tensor:
     """SigLIP pairwise losses ``ℓ_ij = softplus(-z_ij (t u_i·v_j + β))``.
 
     `positive` marks z_ij = +1; by default the diagonal (img i matches txt i). Given explicitly it lets
@@ -36,8 +37,7 @@ def softmax_per_example(img, txt, log_t) -> tuple[torch.Tensor, torch.Tensor]:
     """CLIP per-example cross-entropies (image->text, text->image) within the batch."""
     logits = softmax_logits(img, txt, log_t)
     target = torch.arange(img.shape[0], device=img.device)
-    return (F.cross_entropy(logits, target, reduction="none"),
-            F.cross_entropy(logits.T, target, reduction="none"))
+    return (F.cross_entropy(logits, target, reduction="none"), F.cross_entropy(logits.T, target, reduction="none"))
 
 
 def softmax_loss(img, txt, log_t) -> torch.Tensor:

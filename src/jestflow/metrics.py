@@ -31,14 +31,24 @@ def default_run_id() -> str:
 class StageMetrics:
     """Metrics of one stage of one run (one Pushgateway group)."""
 
-    def __init__(self, stage: str, method: str = "", run_id: str | None = None, gateway: str | None = None,
-                 push_interval: float | None = None, registry: CollectorRegistry | None = None, job: str = "jestflow",
-                 part: str = ""):
+    def __init__(
+        self,
+        stage: str,
+        method: str = "",
+        run_id: str | None = None,
+        gateway: str | None = None,
+        push_interval: float | None = None,
+        registry: CollectorRegistry | None = None,
+        job: str = "jestflow",
+        part: str = "",
+    ):
         self.stage, self.method = stage, method or stage
         self.part = part  # a branch of a fan-out (scoring): its own Pushgateway group, label `part`
         self.run_id = run_id or default_run_id()
         self.gateway = gateway if gateway is not None else os.environ.get(ENV_GATEWAY, "")
-        self.push_interval = push_interval if push_interval is not None else float(os.environ.get("JESTFLOW_PUSH_INTERVAL", 15))
+        self.push_interval = (
+            push_interval if push_interval is not None else float(os.environ.get("JESTFLOW_PUSH_INTERVAL", 15))
+        )
         self.job = job
         self.registry = registry or CollectorRegistry()
         self._last_push = 0.0
@@ -64,7 +74,9 @@ class StageMetrics:
             "skipped": g("jestflow_skipped_samples", "bad samples skipped so far"),
             "chosen_l": g("jestflow_selection_chosen_learnability", "mean per-example score of the chosen sub-batch"),
             "super_l": g("jestflow_selection_superbatch_learnability", "mean per-example score of the super-batch"),
-            "noisy": g("jestflow_train_noisy_fraction", "fraction of trained examples whose recorded noise type is not clean"),
+            "noisy": g(
+                "jestflow_train_noisy_fraction", "fraction of trained examples whose recorded noise type is not clean"
+            ),
             "scored": c("jestflow_scored_examples", "pool examples scored by the reference"),
             "eval": g("jestflow_eval_result", "evaluation result (ratio) by metric", ("metric",)),
             "gpu_mem": g("jestflow_gpu_memory_allocated_bytes", "CUDA memory allocated by torch"),
@@ -162,15 +174,28 @@ class StageMetrics:
             return False
         self._last_push = now
         try:
-            push_to_gateway(self.gateway, job=self.job, registry=self.registry, timeout=3,
-                            grouping_key={"run_id": self.run_id, "stage": self.stage, "method": self.method,
-                                          **({"part": self.part} if self.part else {})})
+            push_to_gateway(
+                self.gateway,
+                job=self.job,
+                registry=self.registry,
+                timeout=3,
+                grouping_key={
+                    "run_id": self.run_id,
+                    "stage": self.stage,
+                    "method": self.method,
+                    **({"part": self.part} if self.part else {}),
+                },
+            )
             return True
         except Exception as e:  # unreachable, refused, HTTP error: say it once, keep working
             self._l("push_fail").inc()
             if not self._warned:
                 self._warned = True
-                log.warning("metrics push to Pushgateway %s failed (%s); the %s stage goes on, its results are "
-                            "kept in its outputs; further push failures are counted silently",
-                            self.gateway, str(e).splitlines()[0][:200], self.stage)
+                log.warning(
+                    "metrics push to Pushgateway %s failed (%s); the %s stage goes on, its results are "
+                    "kept in its outputs; further push failures are counted silently",
+                    self.gateway,
+                    str(e).splitlines()[0][:200],
+                    self.stage,
+                )
             return False

@@ -11,7 +11,7 @@ forward and to replay them in the training step, so the block maths is written o
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,6 @@ from torch import nn
 
 from . import flops
 from .config import ModelConfig
-
 
 Linear = Callable[[nn.Linear, torch.Tensor], torch.Tensor]
 
@@ -113,8 +112,14 @@ class TwoTower(nn.Module):
     def encode_text(self, tokens: torch.Tensor, linear: Linear = apply_linear) -> torch.Tensor:
         return F.normalize(self.text(tokens, linear).float(), dim=-1)
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor, patch_stride: int = 1,
-                image_linear: Linear = apply_linear, text_linear: Linear = apply_linear) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        images: torch.Tensor,
+        tokens: torch.Tensor,
+        patch_stride: int = 1,
+        image_linear: Linear = apply_linear,
+        text_linear: Linear = apply_linear,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode_image(images, patch_stride, image_linear), self.encode_text(tokens, text_linear)
 
     # FLOPs: the formulas live in flops.py; these read them for this model's configuration.
@@ -131,8 +136,9 @@ def save_model(model: TwoTower, path: str) -> None:
     from . import storage
 
     with storage.atomic_path(path) as tmp:
-        torch.save({"config": asdict(model.config), "vocab_size": model.vocab_size,
-                    "state_dict": model.state_dict()}, tmp)
+        torch.save(
+            {"config": asdict(model.config), "vocab_size": model.vocab_size, "state_dict": model.state_dict()}, tmp
+        )
 
 
 def load_model(path: str, device: str = "cpu") -> TwoTower:

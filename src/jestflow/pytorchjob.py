@@ -110,11 +110,14 @@ def run(api, job: dict, poll_seconds: float = 15.0, timeout_seconds: float | Non
         elif e.status in (400, 422):
             raise ValueError(f"{where} was rejected by the API server: {_message(e)}") from None
         elif e.status == 404:
-            raise RuntimeError(f"{where}: the API has no {PLURAL}.{GROUP}/{VERSION}; is the Kubeflow Training "
-                               "Operator installed?") from None
+            raise RuntimeError(
+                f"{where}: the API has no {PLURAL}.{GROUP}/{VERSION}; is the Kubeflow Training Operator installed?"
+            ) from None
         elif e.status == 403:
-            raise RuntimeError(f"{where}: forbidden ({_message(e)}); apply manifests/base (Role jestflow-runner) "
-                               "and run the step as that service account") from None
+            raise RuntimeError(
+                f"{where}: forbidden ({_message(e)}); apply manifests/base (Role jestflow-runner) "
+                "and run the step as that service account"
+            ) from None
         else:
             raise
     t0, last = time.monotonic(), None
@@ -127,11 +130,15 @@ def run(api, job: dict, poll_seconds: float = 15.0, timeout_seconds: float | Non
         if kind == "Succeeded":
             return obj
         if kind == "Failed":
-            raise JobFailed(f"{where} failed: {reason or 'no reason given'}: {message or 'no message'}. "
-                            f"Logs: kubectl -n {ns} logs -l training.kubeflow.org/job-name={name} --all-containers")
+            raise JobFailed(
+                f"{where} failed: {reason or 'no reason given'}: {message or 'no message'}. "
+                f"Logs: kubectl -n {ns} logs -l training.kubeflow.org/job-name={name} --all-containers"
+            )
         if timeout_seconds is not None and time.monotonic() - t0 > timeout_seconds:
-            raise TimeoutError(f"{where} did not finish within {timeout_seconds:.0f} s (last state {kind}); "
-                               f"it is still there: kubectl -n {ns} get pytorchjob {name}")
+            raise TimeoutError(
+                f"{where} did not finish within {timeout_seconds:.0f} s (last state {kind}); "
+                f"it is still there: kubectl -n {ns} get pytorchjob {name}"
+            )
         time.sleep(poll_seconds)
 
 

@@ -63,7 +63,9 @@ def compare(runs: dict[str, dict], baseline: str = "uniform", metric: str = PRIM
         else:
             reach_it, reach_fl = first_reaching(it, ys, target), first_reaching(tfl, ys, target)
         out[name] = {
-            "target": target, "iterations_to_target": reach_it, "flops_to_target": reach_fl,
+            "target": target,
+            "iterations_to_target": reach_it,
+            "flops_to_target": reach_fl,
             "iteration_speedup": (b_it / reach_it) if reach_it else None,
             "flops_speedup": (b_fl / reach_fl) if reach_fl else None,
         }
@@ -74,23 +76,37 @@ def results_rows(runs: dict[str, dict]) -> list[dict]:
     rows = []
     for name, r in runs.items():
         s, m = r["summary"], r["final"]
-        rows.append({
-            "run": name, "method": s["method"], "zeroshot_top1": m.get("zeroshot_top1"),
-            "retrieval_r1": m["retrieval_r1"], "i2t_r1": m["i2t_r1"], "t2i_r1": m["t2i_r1"],
-            "i2t_r5": m["i2t_r5"], "t2i_r5": m["t2i_r5"], "iterations": s["steps"],
-            "learner_flops": s["flops_total"], "total_flops": run_total(s),
-            "clean_fraction": s["clean_fraction"], "wall_seconds": s["wall_seconds"],
-        })
+        rows.append(
+            {
+                "run": name,
+                "method": s["method"],
+                "zeroshot_top1": m.get("zeroshot_top1"),
+                "retrieval_r1": m["retrieval_r1"],
+                "i2t_r1": m["i2t_r1"],
+                "t2i_r1": m["t2i_r1"],
+                "i2t_r5": m["i2t_r5"],
+                "t2i_r5": m["t2i_r5"],
+                "iterations": s["steps"],
+                "learner_flops": s["flops_total"],
+                "total_flops": run_total(s),
+                "clean_fraction": s["clean_fraction"],
+                "wall_seconds": s["wall_seconds"],
+            }
+        )
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| run | method | zero-shot top-1 | retrieval R@1 | iterations | total FLOPs | clean fraction | wall s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | method | zero-shot top-1 | retrieval R@1 | iterations | total FLOPs | clean fraction | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         zs = f"{r['zeroshot_top1']:.3f}" if r["zeroshot_top1"] is not None else "n/a"
-        lines.append(f"| {r['run']} | {r['method']} | {zs} | {r['retrieval_r1']:.3f} | {r['iterations']} | "
-                     f"{r['total_flops']:.3g} | {r['clean_fraction']:.3f} | {r['wall_seconds']:.0f} |")
+        lines.append(
+            f"| {r['run']} | {r['method']} | {zs} | {r['retrieval_r1']:.3f} | {r['iterations']} | "
+            f"{r['total_flops']:.3g} | {r['clean_fraction']:.3f} | {r['wall_seconds']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -140,7 +156,9 @@ def write_report(runs: dict[str, dict], out_dir: str, baseline: str = "uniform")
     """Write results.json, report.md and the two PNG plots (linked from the report) into `out_dir`."""
     rows = results_rows(runs)
     cmp_primary = compare(runs, baseline, PRIMARY)
-    cmp_zs = compare(runs, baseline, "zeroshot_top1") if all("zeroshot_top1" in r["final"] for r in runs.values()) else {}
+    cmp_zs = (
+        compare(runs, baseline, "zeroshot_top1") if all("zeroshot_top1" in r["final"] for r in runs.values()) else {}
+    )
     results = {"rows": rows, "baseline": baseline, "speedup_retrieval_r1": cmp_primary, "speedup_zeroshot_top1": cmp_zs}
     storage.write_json(storage.join(out_dir, "results.json"), results)
     pngs = {}
@@ -148,16 +166,27 @@ def write_report(runs: dict[str, dict], out_dir: str, baseline: str = "uniform")
         p = storage.join(out_dir, f"curve_{x}.png")
         plot_curves(runs, p, x)
         pngs[x] = p
-    md = ["# jestflow run report", "", table(rows),
-          f"Speed-up to reach `{baseline}`'s final retrieval R@1 ({cmp_primary[baseline]['target']:.3f}):", "",
-          "| run | iterations to target | iteration speed-up | total FLOPs to target | FLOPs speed-up |",
-          "|---|---|---|---|---|"]
+    md = [
+        "# jestflow run report",
+        "",
+        table(rows),
+        f"Speed-up to reach `{baseline}`'s final retrieval R@1 ({cmp_primary[baseline]['target']:.3f}):",
+        "",
+        "| run | iterations to target | iteration speed-up | total FLOPs to target | FLOPs speed-up |",
+        "|---|---|---|---|---|",
+    ]
     for name, c in cmp_primary.items():
-        md.append(f"| {name} | {_fmt(c['iterations_to_target'], '.0f', '')} | {_fmt(c['iteration_speedup'])} | "
-                  f"{_fmt(c['flops_to_target'], '.3g', '')} | {_fmt(c['flops_speedup'])} |")
-    md += ["", "Speed-ups are read off learning curves evaluated every `eval_every` steps (linear "
-           "interpolation between points); total FLOPs include the reference's training and scoring for "
-           "curated methods.", ""]
+        md.append(
+            f"| {name} | {_fmt(c['iterations_to_target'], '.0f', '')} | {_fmt(c['iteration_speedup'])} | "
+            f"{_fmt(c['flops_to_target'], '.3g', '')} | {_fmt(c['flops_speedup'])} |"
+        )
+    md += [
+        "",
+        "Speed-ups are read off learning curves evaluated every `eval_every` steps (linear "
+        "interpolation between points); total FLOPs include the reference's training and scoring for "
+        "curated methods.",
+        "",
+    ]
     for x, p in pngs.items():
         md += [f"![eval vs {x}]({storage.basename(p)})", ""]
     storage.write_bytes(storage.join(out_dir, "report.md"), "\n".join(md).encode())

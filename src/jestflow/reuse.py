@@ -19,7 +19,6 @@ Single process only: under global selection a rank's chosen rows were mostly emb
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
@@ -33,12 +32,12 @@ class Tape:
     def __init__(self, outputs: list[torch.Tensor] | None = None):
         self.outputs = outputs if outputs is not None else []
 
-    def take(self, idx: torch.Tensor) -> "Tape":
+    def take(self, idx: torch.Tensor) -> Tape:
         """The rows `idx` of every recorded output (a copy: the super-batch tape can then be freed)."""
         idx = idx.to(self.outputs[0].device) if self.outputs else idx
         return Tape([y.index_select(0, idx) for y in self.outputs])
 
-    def rows(self, sl: slice) -> "Tape":
+    def rows(self, sl: slice) -> Tape:
         return Tape([y[sl] for y in self.outputs])
 
     def nbytes(self) -> int:
@@ -88,13 +87,17 @@ class Replayer:
 
     def __call__(self, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         if self.i >= len(self.tape.outputs):
-            raise ValueError(f"activation replay: the forward asked for linear output {self.i + 1}, "
-                             f"but the tape holds {len(self.tape.outputs)} (recorded with another model or view?)")
+            raise ValueError(
+                f"activation replay: the forward asked for linear output {self.i + 1}, "
+                f"but the tape holds {len(self.tape.outputs)} (recorded with another model or view?)"
+            )
         y = self.tape.outputs[self.i]
         self.i += 1
         if y.shape[:-1] != x.shape[:-1] or y.shape[-1] != layer.out_features:
-            raise ValueError(f"activation replay: recorded output {self.i} has shape {tuple(y.shape)}, "
-                             f"the layer expects {(*x.shape[:-1], layer.out_features)}")
+            raise ValueError(
+                f"activation replay: recorded output {self.i} has shape {tuple(y.shape)}, "
+                f"the layer expects {(*x.shape[:-1], layer.out_features)}"
+            )
         return _ReplayLinear.apply(x, layer.weight, layer.bias, y)
 
 
@@ -105,4 +108,3 @@ def tape_bytes_per_example(c: ModelConfig, patch_stride: int = 1, element_size: 
     image = c.depth * kept * 9 * c.width
     text = c.text_depth * c.context_length * 9 * c.text_width
     return (image + text + 2 * c.embed_dim) * element_size
-

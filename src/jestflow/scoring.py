@@ -20,13 +20,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .progress import show_progress
-
 from . import storage
 from .data import ReadStats, iter_shard, list_shards
 from .devices import autocast
 from .losses import per_example_loss
 from .model import TwoTower
+from .progress import show_progress
 from .selection import Embeds
 from .tokenizer import Tokenizer
 
@@ -47,8 +46,9 @@ def _read_npz(uri: str) -> dict:
 
 
 @torch.no_grad()
-def score_shard(model: TwoTower, tokenizer: Tokenizer, shard: str, out_uri: str, batch_size: int,
-                device: str, stats: ReadStats) -> dict:
+def score_shard(
+    model: TwoTower, tokenizer: Tokenizer, shard: str, out_uri: str, batch_size: int, device: str, stats: ReadStats
+) -> dict:
     """Embed one pool shard with the reference and write its score file atomically."""
     model.eval()
     uids, img, txt, loss = [], [], [], []
@@ -84,9 +84,19 @@ def score_shard(model: TwoTower, tokenizer: Tokenizer, shard: str, out_uri: str,
     return {"n": len(uids)}
 
 
-def score_pool(model: TwoTower, tokenizer: Tokenizer, pool_uri: str, cache_uri: str, batch_size: int = 256,
-               device: str = "cpu", max_bad_fraction: float = 0.01, extra: dict | None = None,
-               progress: bool = True, shards: list[str] | None = None, on_shard=None) -> dict:
+def score_pool(
+    model: TwoTower,
+    tokenizer: Tokenizer,
+    pool_uri: str,
+    cache_uri: str,
+    batch_size: int = 256,
+    device: str = "cpu",
+    max_bad_fraction: float = 0.01,
+    extra: dict | None = None,
+    progress: bool = True,
+    shards: list[str] | None = None,
+    on_shard=None,
+) -> dict:
     """Score every pool shard not yet scored (resumable), then write the index last."""
     t0 = time.time()
     shards = list_shards(pool_uri) if shards is None else shards
@@ -98,16 +108,31 @@ def score_pool(model: TwoTower, tokenizer: Tokenizer, pool_uri: str, cache_uri: 
             n = len(_read_npz(out)["uids"])
         else:
             n = score_shard(model, tokenizer, shard, out, batch_size, device, stats)["n"]
-        entries.append({"shard": storage.basename(shard), "bytes": storage.size(shard), "n": n,
-                        "fingerprint": storage.fingerprint(shard), "file": storage.basename(out)})
+        entries.append(
+            {
+                "shard": storage.basename(shard),
+                "bytes": storage.size(shard),
+                "n": n,
+                "fingerprint": storage.fingerprint(shard),
+                "file": storage.basename(out),
+            }
+        )
         if on_shard is not None:
             on_shard(n, stats.bad)
     total = sum(e["n"] for e in entries)
     index = {
-        "format": FORMAT, "pool": pool_uri, "loss": model.config.loss, "embed_dim": model.config.embed_dim,
-        "log_t": float(model.log_t.detach()), "bias": float(model.bias.detach()), "shards": entries, "n": total,
-        "skipped": stats.skipped, "scoring_flops": model.flops_per_example() * total,
-        "seconds": time.time() - t0, **(extra or {}),
+        "format": FORMAT,
+        "pool": pool_uri,
+        "loss": model.config.loss,
+        "embed_dim": model.config.embed_dim,
+        "log_t": float(model.log_t.detach()),
+        "bias": float(model.bias.detach()),
+        "shards": entries,
+        "n": total,
+        "skipped": stats.skipped,
+        "scoring_flops": model.flops_per_example() * total,
+        "seconds": time.time() - t0,
+        **(extra or {}),
     }
     tokenizer.save(storage.join(cache_uri, "tokenizer.json"))
     storage.write_json(storage.join(cache_uri, "index.json"), index)
@@ -143,7 +168,9 @@ def merge_caches(part_uris: list[str], pool_uri: str, out_uri: str) -> dict:
     for uri, idx in indexes:
         for k in facts:
             if idx.get(k) != first.get(k):
-                raise ValueError(f"score parts disagree on {k}: {first_uri} has {first.get(k)!r}, {uri} has {idx.get(k)!r}")
+                raise ValueError(
+                    f"score parts disagree on {k}: {first_uri} has {first.get(k)!r}, {uri} has {idx.get(k)!r}"
+                )
         for e in idx["shards"]:
             if e["shard"] in owner:
                 raise ValueError(f"shard {e['shard']} scored twice: in {owner[e['shard']]} and {uri}")
@@ -151,8 +178,10 @@ def merge_caches(part_uris: list[str], pool_uri: str, out_uri: str) -> dict:
     pool = [storage.basename(s) for s in list_shards(pool_uri)]
     missing = [s for s in pool if s not in entries]
     if missing or len(entries) != len(pool):
-        raise ValueError(f"score parts do not cover pool {pool_uri}: not scored {missing[:3]}, "
-                         f"not in pool {sorted(set(entries) - set(pool))[:3]}")
+        raise ValueError(
+            f"score parts do not cover pool {pool_uri}: not scored {missing[:3]}, "
+            f"not in pool {sorted(set(entries) - set(pool))[:3]}"
+        )
     for name in pool:
         e = entries[name]
         src = storage.join(owner[name], e["file"])
@@ -164,9 +193,16 @@ def merge_caches(part_uris: list[str], pool_uri: str, out_uri: str) -> dict:
     for _, idx in indexes:
         for k, v in idx.get("skipped", {}).items():
             skipped[k] = skipped.get(k, 0) + v
-    index = {**first, "pool": pool_uri, "shards": [entries[s] for s in pool], "n": sum(entries[s]["n"] for s in pool),
-             "skipped": skipped, "scoring_flops": sum(idx.get("scoring_flops", 0.0) for _, idx in indexes),
-             "seconds": max(idx.get("seconds", 0.0) for _, idx in indexes), "parts": len(indexes)}
+    index = {
+        **first,
+        "pool": pool_uri,
+        "shards": [entries[s] for s in pool],
+        "n": sum(entries[s]["n"] for s in pool),
+        "skipped": skipped,
+        "scoring_flops": sum(idx.get("scoring_flops", 0.0) for _, idx in indexes),
+        "seconds": max(idx.get("seconds", 0.0) for _, idx in indexes),
+        "parts": len(indexes),
+    }
     storage.write_json(storage.join(out_uri, "index.json"), index)
     return index
 
@@ -206,21 +242,31 @@ class ScoreCache:
         if set(have) != set(pool):
             missing = sorted(set(pool) - set(have))[:3]
             extra = sorted(set(have) - set(pool))[:3]
-            raise ValueError(f"score cache {self.uri} does not match pool {pool_uri}: "
-                             f"pool shards not scored {missing}, scored shards not in pool {extra}")
+            raise ValueError(
+                f"score cache {self.uri} does not match pool {pool_uri}: "
+                f"pool shards not scored {missing}, scored shards not in pool {extra}"
+            )
         for name, shard in pool.items():
             want = have[name].get("fingerprint")
             if (want and storage.fingerprint(shard) != want) or storage.size(shard) != have[name]["bytes"]:
-                raise ValueError(f"score cache {self.uri} does not match pool {pool_uri}: shard {name} "
-                                 "changed since it was scored; score the pool again")
+                raise ValueError(
+                    f"score cache {self.uri} does not match pool {pool_uri}: shard {name} "
+                    "changed since it was scored; score the pool again"
+                )
 
     def lookup(self, uids: list[str], device="cpu") -> Embeds:
         try:
             rows = torch.tensor([self.row[u] for u in uids])
         except KeyError as e:
-            raise ValueError(f"uid {e.args[0]!r} is not in score cache {self.uri}: the cache does not match the pool") from None
-        return Embeds(self.img[rows].to(device).float(), self.txt[rows].to(device).float(),
-                      self.log_t.to(device), self.bias.to(device))
+            raise ValueError(
+                f"uid {e.args[0]!r} is not in score cache {self.uri}: the cache does not match the pool"
+            ) from None
+        return Embeds(
+            self.img[rows].to(device).float(),
+            self.txt[rows].to(device).float(),
+            self.log_t.to(device),
+            self.bias.to(device),
+        )
 
     def __len__(self) -> int:
         return len(self.row)

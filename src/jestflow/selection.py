@@ -58,17 +58,24 @@ class Method:
         return self.score in ("learnability", "easy-reference") or self.offline_filter == "reference-clip"
 
 
-METHODS = {m.name: m for m in (
-    Method("uniform", "uniform", label="uniform"),
-    Method("offline-easy-reference", "uniform", offline_filter="reference-clip",
-           label="easy-reference (offline CLIP-score filter)"),  # keep the pool's top fraction by reference CLIP score
-    Method("independent", "independent", "learnability", label="independent learnability"),
-    Method("jest", "joint", "learnability", label="JEST (joint learnability)"),
-    Method("flexi-jest", "joint", "learnability", low_res_scoring=True, label="Flexi-JEST"),
-    Method("oracle", "uniform", offline_filter="clean", label="oracle (clean only)"),  # the upper bound of curation
-    Method("hard-learner", "joint", "hard-learner", benchmarked=False, label="hard learner (joint)"),
-    Method("easy-reference", "joint", "easy-reference", benchmarked=False, label="easy reference (joint)"),
-)}
+METHODS = {
+    m.name: m
+    for m in (
+        Method("uniform", "uniform", label="uniform"),
+        Method(
+            "offline-easy-reference",
+            "uniform",
+            offline_filter="reference-clip",
+            label="easy-reference (offline CLIP-score filter)",
+        ),  # keep the pool's top fraction by reference CLIP score
+        Method("independent", "independent", "learnability", label="independent learnability"),
+        Method("jest", "joint", "learnability", label="JEST (joint learnability)"),
+        Method("flexi-jest", "joint", "learnability", low_res_scoring=True, label="Flexi-JEST"),
+        Method("oracle", "uniform", offline_filter="clean", label="oracle (clean only)"),  # the upper bound of curation
+        Method("hard-learner", "joint", "hard-learner", benchmarked=False, label="hard learner (joint)"),
+        Method("easy-reference", "joint", "easy-reference", benchmarked=False, label="easy reference (joint)"),
+    )
+}
 
 
 def get_method(name: str) -> Method:
@@ -158,8 +165,9 @@ class FusedSigmoidScorer(SigmoidScorer):
         for k, (_, e) in enumerate(terms):  # copied in place: no fp32 intermediate of the whole stack
             self.rows[k, 0].copy_(e.img)
             self.rows[k, 1].copy_(e.txt)
-        self.coef = torch.stack([torch.stack([torch.ones((), device=self.device) * s, e.log_t.exp(), e.bias])
-                                 for s, e in terms]).float()  # T x 3: sign, t, β (stays on the device)
+        self.coef = torch.stack(
+            [torch.stack([torch.ones((), device=self.device) * s, e.log_t.exp(), e.bias]) for s, e in terms]
+        ).float()  # T x 3: sign, t, β (stays on the device)
 
     def add(self, idx: torch.Tensor) -> None:
         from .kernels import chunk_gains
@@ -254,8 +262,9 @@ def gumbel_topk(logits: torch.Tensor, k: int, generator: torch.Generator) -> tor
     return torch.topk(logits + gumbel, k, sorted=True).indices
 
 
-def sample_chunks(scorer, n_keep: int, n_chunks: int, generator: torch.Generator,
-                  temperature: float = 1.0) -> torch.Tensor:
+def sample_chunks(
+    scorer, n_keep: int, n_chunks: int, generator: torch.Generator, temperature: float = 1.0
+) -> torch.Tensor:
     """Algorithm 1: `n_keep` distinct indices in draw order, chunk by chunk, each chunk conditioned
     on all previous ones through `scorer`. The scorer is also updated with the last chunk, so its
     state afterwards describes the whole chosen set."""
@@ -318,9 +327,18 @@ class Selection:
     chosen_score: float  # Σ_{i,j∈S} A_ij / |S|  (sigmoid joint only; nan otherwise)
 
 
-def select(method: str, learner: Embeds | None, reference: Embeds | None, n_keep: int, n_chunks: int,
-           generator: torch.Generator, loss: str = "sigmoid", temperature: float = 1.0,
-           block_elems: int = 1 << 26, kernel: str = "auto") -> Selection:
+def select(
+    method: str,
+    learner: Embeds | None,
+    reference: Embeds | None,
+    n_keep: int,
+    n_chunks: int,
+    generator: torch.Generator,
+    loss: str = "sigmoid",
+    temperature: float = 1.0,
+    block_elems: int = 1 << 26,
+    kernel: str = "auto",
+) -> Selection:
     """Choose `n_keep` of the super-batch described by the embeddings, by `method`."""
     m = get_method(method)
     any_e = learner if learner is not None else reference

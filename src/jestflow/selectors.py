@@ -62,8 +62,9 @@ class ScoreSelect:
         return self.cfg.super_batch_size()
 
     @torch.no_grad()
-    def __call__(self, model: TwoTower, batch: Batch, generator, device,
-                 dist: distributed.Dist = distributed.Dist()) -> Picked:
+    def __call__(
+        self, model: TwoTower, batch: Batch, generator, device, dist: distributed.Dist = distributed.Dist()
+    ) -> Picked:
         sel_cfg, b = self.cfg.select, self.cfg.learner.batch_size
         learner = None
         rec = (reuse.Recorder(), reuse.Recorder()) if self.reuse else ()
@@ -73,15 +74,29 @@ class ScoreSelect:
             mine = dist.split(len(batch), "super-batch size")
             model.eval()
             with autocast(device):
-                u, v = model(batch.images[mine].to(device, non_blocking=True),
-                             batch.tokens[mine].to(device, non_blocking=True), self.stride, *hooks)
+                u, v = model(
+                    batch.images[mine].to(device, non_blocking=True),
+                    batch.tokens[mine].to(device, non_blocking=True),
+                    self.stride,
+                    *hooks,
+                )
             model.train()
             u, v = dist.gather(u.float()), dist.gather(v.float())
             learner = Embeds(u, v, model.log_t.detach().float(), model.bias.detach().float())
         ref = self.cache.lookup(batch.uids, device) if self.needs_reference else None
         t0 = time.perf_counter()
-        sel = select(self.name, learner, ref, b, sel_cfg.n_chunks, generator, self.cfg.model.loss,
-                     sel_cfg.temperature, sel_cfg.block_elems, sel_cfg.kernel)
+        sel = select(
+            self.name,
+            learner,
+            ref,
+            b,
+            sel_cfg.n_chunks,
+            generator,
+            self.cfg.model.loss,
+            sel_cfg.temperature,
+            sel_cfg.block_elems,
+            sel_cfg.kernel,
+        )
         synchronize(device)
         info = {"chosen_diag": sel.chosen_diag, "pool_diag": sel.pool_diag, "chosen_score": sel.chosen_score}
         tapes = tuple(r.tape.take(sel.indices) for r in rec) if rec else None
@@ -101,8 +116,10 @@ def use_reuse(cfg: C.Config, t: C.TrainConfig, device: str, dist: distributed.Di
         return False
     if dist.active:
         if t.reuse_activations == "on":
-            raise ValueError("learner.reuse_activations=on needs a single process: under global selection the "
-                             "chosen rows were embedded on other ranks; use auto or off with torchrun")
+            raise ValueError(
+                "learner.reuse_activations=on needs a single process: under global selection the "
+                "chosen rows were embedded on other ranks; use auto or off with torchrun"
+            )
         return False
     if t.reuse_activations == "on":
         return True

@@ -19,8 +19,15 @@ def _write_config(cfg: C.Config, out_dir: str, name: str = "config.yaml") -> Non
     storage.write_bytes(storage.join(out_dir, name), C.dump(cfg).encode())
 
 
-def train_reference(cfg: C.Config, curated: str, out: str, eval_uri: str | None = None,
-                    callbacks: list[Callback] = (), progress: bool = True, metrics=None) -> dict:
+def train_reference(
+    cfg: C.Config,
+    curated: str,
+    out: str,
+    eval_uri: str | None = None,
+    callbacks: list[Callback] = (),
+    progress: bool = True,
+    metrics=None,
+) -> dict:
     """Stage 1: build the tokenizer from the curated captions and train the reference on them."""
     _write_config(cfg, out)
     stats = ReadStats(max_bad_fraction=cfg.reference.max_bad_fraction)
@@ -30,8 +37,15 @@ def train_reference(cfg: C.Config, curated: str, out: str, eval_uri: str | None 
     return train(cfg, "reference", curated, out, tokenizer, eval_uri=eval_uri, callbacks=callbacks, progress=progress)
 
 
-def score(cfg: C.Config, reference: str, pool: str, out: str, progress: bool = True,
-          shards: list[str] | None = None, metrics=None) -> dict:
+def score(
+    cfg: C.Config,
+    reference: str,
+    pool: str,
+    out: str,
+    progress: bool = True,
+    shards: list[str] | None = None,
+    metrics=None,
+) -> dict:
     """Stage 2: run the reference once over the pool and cache embeddings and losses by uid."""
     _write_config(cfg, out, "score-config.yaml")
     device = resolve_device(cfg.reference.device)
@@ -41,16 +55,35 @@ def score(cfg: C.Config, reference: str, pool: str, out: str, progress: bool = T
     extra = {"reference": reference, "reference_flops": ref_summary["flops_total"]}
     if metrics:
         metrics.start()
-    index = score_pool(model, tokenizer, pool, out, cfg.eval.batch_size, device, cfg.reference.max_bad_fraction,
-                       extra, progress, shards, on_shard=metrics.scored if metrics else None)
+    index = score_pool(
+        model,
+        tokenizer,
+        pool,
+        out,
+        cfg.eval.batch_size,
+        device,
+        cfg.reference.max_bad_fraction,
+        extra,
+        progress,
+        shards,
+        on_shard=metrics.scored if metrics else None,
+    )
     if metrics:
         metrics.end()
     return index
 
 
-def train_learner(cfg: C.Config, pool: str, out: str, scores: str | None = None, eval_uri: str | None = None,
-                  tokenizer_from: str | None = None, callbacks: list[Callback] = (), progress: bool = True,
-                  metrics=None) -> dict:
+def train_learner(
+    cfg: C.Config,
+    pool: str,
+    out: str,
+    scores: str | None = None,
+    eval_uri: str | None = None,
+    tokenizer_from: str | None = None,
+    callbacks: list[Callback] = (),
+    progress: bool = True,
+    metrics=None,
+) -> dict:
     """Stage 3: train the learner on the pool with `cfg.select.method` choosing each sub-batch."""
     _write_config(cfg, out)
     m = cfg.select.method_info
@@ -65,10 +98,13 @@ def train_learner(cfg: C.Config, pool: str, out: str, scores: str | None = None,
     if m.uses_reference and cache is None:
         raise ValueError(f"method {m.name!r} needs a reference score cache (--scores)")
     # Curation's fixed costs, for the methods that read the reference: its training and its pool pass.
-    extra = flops.fixed(m, cache.index.get("reference_flops", 0.0), cache.index.get("scoring_flops", 0.0)) if cache else {}
+    extra = (
+        flops.fixed(m, cache.index.get("reference_flops", 0.0), cache.index.get("scoring_flops", 0.0)) if cache else {}
+    )
     callbacks = [*callbacks, *([metrics] if metrics else [])]
-    return train(cfg, "learner", pool, out, tokenizer, cache, eval_uri, callbacks, progress, extra,
-                 offline_filter(cfg, cache))
+    return train(
+        cfg, "learner", pool, out, tokenizer, cache, eval_uri, callbacks, progress, extra, offline_filter(cfg, cache)
+    )
 
 
 def offline_filter(cfg: C.Config, cache: ScoreCache | None):
@@ -80,11 +116,14 @@ def offline_filter(cfg: C.Config, cache: ScoreCache | None):
     bound; needs the demo's noise records)."""
     kind = cfg.select.method_info.offline_filter
     if kind == "clean":
+
         def clean(sample):
             if "noise" not in sample.meta:
-                raise ValueError(f"method {cfg.select.method} needs each sample's recorded noise type; "
-                                 f"{sample.uid} has none")
+                raise ValueError(
+                    f"method {cfg.select.method} needs each sample's recorded noise type; {sample.uid} has none"
+                )
             return sample.meta["noise"] == "clean"
+
         return clean
     if kind != "reference-clip":
         return None
@@ -118,8 +157,9 @@ def evaluate_model(cfg: C.Config, model_dir: str, eval_uri: str, out: str | None
     summary_uri = storage.join(model_dir, "train.json")
     if storage.exists(summary_uri):
         s = storage.read_json(summary_uri)
-        results.update(method=s["method"], steps=s["steps"], total_flops=flops.run_total(s),
-                       clean_fraction=s["clean_fraction"])
+        results.update(
+            method=s["method"], steps=s["steps"], total_flops=flops.run_total(s), clean_fraction=s["clean_fraction"]
+        )
     if out:
         storage.write_json(out, results)
     if metrics:

@@ -46,15 +46,32 @@ def check_config(args: dict) -> None:
     """Resolve the configuration the run would use, so a bad value fails here and not on the cluster."""
     from .kfp_steps import _knob_overrides
 
-    C.load_config(args.get("preset", "demo"), None, _knob_overrides(
-        args.get("model_size", ""), args.get("reference_steps", 0), args.get("steps", 0), args.get("batch_size", 0),
-        args.get("filter_ratio", 0.0), args.get("n_chunks", 0), args.get("seed", 0), args.get("overrides", [])))
+    C.load_config(
+        args.get("preset", "demo"),
+        None,
+        _knob_overrides(
+            args.get("model_size", ""),
+            args.get("reference_steps", 0),
+            args.get("steps", 0),
+            args.get("batch_size", 0),
+            args.get("filter_ratio", 0.0),
+            args.get("n_chunks", 0),
+            args.get("seed", 0),
+            args.get("overrides", []),
+        ),
+    )
     if args.get("method") and args["method"] not in METHODS:
         raise ValueError(f"method={args['method']!r} is not one of {', '.join(METHODS)}")
 
 
-def submit(host: str, params: list[str], experiment: str = "jestflow", run_name: str | None = None,
-           gpu: bool = True, namespace: str | None = None) -> str:
+def submit(
+    host: str,
+    params: list[str],
+    experiment: str = "jestflow",
+    run_name: str | None = None,
+    gpu: bool = True,
+    namespace: str | None = None,
+) -> str:
     """Compile, validate, submit; return the run's URL."""
     from kfp import compiler
 
@@ -77,9 +94,12 @@ def _create_run(host, path, args, experiment, run_name, namespace) -> str:
     warnings.filterwarnings("ignore", message="This client only works with", category=FutureWarning)
     try:
         client = kfp.Client(host=host, namespace=namespace)
-        run = client.create_run_from_pipeline_package(path, arguments=args, experiment_name=experiment,
-                                                      run_name=run_name, namespace=namespace)
+        run = client.create_run_from_pipeline_package(
+            path, arguments=args, experiment_name=experiment, run_name=run_name, namespace=namespace
+        )
         return run.run_id
     except Exception as e:  # connection errors, HTTP errors, auth errors: one line, no traceback
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"could not submit to Kubeflow Pipelines at {host}: {type(e).__name__}: {reason[:300]}") from None
+        raise ValueError(
+            f"could not submit to Kubeflow Pipelines at {host}: {type(e).__name__}: {reason[:300]}"
+        ) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -26,7 +26,7 @@ class Tokenizer:
         self.ids = {w: i for i, w in enumerate(vocab)}
 
     @classmethod
-    def build(cls, texts: Iterable[str], context_length: int, max_size: int = 4096, min_count: int = 1) -> "Tokenizer":
+    def build(cls, texts: Iterable[str], context_length: int, max_size: int = 4096, min_count: int = 1) -> Tokenizer:
         counts = Counter(w for t in texts for w in words(t))
         common = [w for w, c in counts.most_common(max_size - 3) if c >= min_count]
         return cls([PAD, UNK, EOS, *sorted(common)], context_length)
@@ -43,7 +43,7 @@ class Tokenizer:
         storage.write_json(uri, {"vocab": self.vocab, "context_length": self.context_length})
 
     @classmethod
-    def load(cls, uri: str) -> "Tokenizer":
+    def load(cls, uri: str) -> Tokenizer:
         d = storage.read_json(uri)
         return cls(d["vocab"], d["context_length"])
 

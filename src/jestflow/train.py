@@ -18,8 +18,8 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -39,8 +39,17 @@ from .selectors import TakeAll, make_selector, use_reuse
 from .tokenizer import Tokenizer
 
 # Read from here by the stages and tests: the loop's parts that live in their own modules.
-__all__ = ["Batch", "Callback", "Checkpointer", "TrainState", "read_uid_log", "resolve_device", "train",
-           "train_groups", "use_reuse"]
+__all__ = [
+    "Batch",
+    "Callback",
+    "Checkpointer",
+    "TrainState",
+    "read_uid_log",
+    "resolve_device",
+    "train",
+    "train_groups",
+    "use_reuse",
+]
 
 
 class Callback:
@@ -61,6 +70,7 @@ def lr_lambda(o: C.OptimConfig, steps: int) -> Callable[[int], float]:
             return (step + 1) / o.warmup_steps
         p = (step - o.warmup_steps) / max(1, steps - o.warmup_steps)
         return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+
     return f
 
 
@@ -68,8 +78,12 @@ def make_optimizer(model: TwoTower, t: C.TrainConfig, fused: bool = False):
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and "pos" not in n]
     rest = [p for n, p in model.named_parameters() if p.requires_grad and not (p.ndim >= 2 and "pos" not in n)]
     o = t.optim
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                            lr=o.lr, betas=(o.beta1, o.beta2), fused=fused or None)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": o.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=o.lr,
+        betas=(o.beta1, o.beta2),
+        fused=fused or None,
+    )
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o, t.steps))
 
 
@@ -92,8 +106,10 @@ class TrainForward(torch.nn.Module):
         def hook(tape):
             return reuse.Replayer(tape) if tape is not None else apply_linear
 
-        return [(self.model.encode_image(i, stride, hook(it)), self.model.encode_text(tok, hook(tt)))
-                for i, tok, stride, it, tt in parts]
+        return [
+            (self.model.encode_image(i, stride, hook(it)), self.model.encode_text(tok, hook(tt)))
+            for i, tok, stride, it, tt in parts
+        ]
 
 
 class TrainStep:
@@ -101,13 +117,24 @@ class TrainStep:
     embeddings gathered with gradient, the full-batch loss, backward, clip, AdamW, schedule.
     Returns the loss as a device tensor (no host sync here)."""
 
-    def __init__(self, model: TwoTower, opt, sched, forward, groups, dist, device: str, loss: str, grad_clip: float,
-                 score_stride: int = 1):
+    def __init__(
+        self,
+        model: TwoTower,
+        opt,
+        sched,
+        forward,
+        groups,
+        dist,
+        device: str,
+        loss: str,
+        grad_clip: float,
+        score_stride: int = 1,
+    ):
         self.model, self.opt, self.sched, self.forward = model, opt, sched, forward
         self.groups, self.dist, self.device, self.loss, self.grad_clip = groups, dist, device, loss, grad_clip
         self.score_stride = score_stride  # the image view the scoring forward (and so a tape) saw
 
-    def __call__(self, chosen: "Batch", tapes: tuple[reuse.Tape, reuse.Tape] | None = None) -> torch.Tensor:
+    def __call__(self, chosen: Batch, tapes: tuple[reuse.Tape, reuse.Tape] | None = None) -> torch.Tensor:
         dist, device = self.dist, self.device
         parts = []
         for rows, stride in self.groups:
@@ -115,8 +142,15 @@ class TrainStep:
             view = slice(rows.start + mine.start, rows.start + mine.stop)  # a view: no host copy
             image_tape = tapes[0].rows(view) if tapes and stride == self.score_stride else None
             text_tape = tapes[1].rows(view) if tapes else None
-            parts.append((chosen.images[view].to(device, non_blocking=True),
-                          chosen.tokens[view].to(device, non_blocking=True), stride, image_tape, text_tape))
+            parts.append(
+                (
+                    chosen.images[view].to(device, non_blocking=True),
+                    chosen.tokens[view].to(device, non_blocking=True),
+                    stride,
+                    image_tape,
+                    text_tape,
+                )
+            )
         with autocast(device):
             out = self.forward(parts)
             img = torch.cat([dist.gather_with_grad(i) for i, _ in out])
@@ -163,7 +197,7 @@ class TrainState:
         return asdict(self) | {k: dict(getattr(self, k)) for k in ("flops", "noise", "noise_window")}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainState":
+    def from_dict(cls, d: dict) -> TrainState:
         return cls(**{**d, **{k: Counter(d.get(k, {})) for k in ("flops", "noise", "noise_window")}})
 
 
@@ -183,8 +217,10 @@ class Checkpointer:
         with storage.open_read(self.uri) as f:
             ck = torch.load(f, map_location=device, weights_only=False)
         if ck["config"] != C.to_dict(self.cfg) or ck["stage"] != self.stage:
-            raise ValueError(f"{self.uri} was written by a different configuration or stage; "
-                             "use a new --out or delete the checkpoint")
+            raise ValueError(
+                f"{self.uri} was written by a different configuration or stage; "
+                "use a new --out or delete the checkpoint"
+            )
         model.load_state_dict(ck["model"]), opt.load_state_dict(ck["opt"]), sched.load_state_dict(ck["sched"])
         gen.set_state(ck["gen"].cpu())
         return TrainState.from_dict(ck["state"])
@@ -201,9 +237,15 @@ class Checkpointer:
             storage.write_bytes(seg, gzip.compress("".join(json.dumps(r) + "\n" for r in self.pending).encode()))
             state.uid_segments.append(storage.basename(seg))
             self.pending.clear()
-        blob = {"config": C.to_dict(self.cfg), "stage": self.stage, "model": model.state_dict(),
-                "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
-                "state": state.as_dict()}
+        blob = {
+            "config": C.to_dict(self.cfg),
+            "stage": self.stage,
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "sched": sched.state_dict(),
+            "gen": gen.get_state(),
+            "state": state.as_dict(),
+        }
         with storage.atomic_path(self.uri) as tmp:
             torch.save(blob, tmp)
 
@@ -224,10 +266,19 @@ class SigtermFlag:
             signal.signal(signal.SIGTERM, self.old)
 
 
-def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tokenizer,
-          cache: ScoreCache | None = None, eval_uri: str | None = None, callbacks: list[Callback] = (),
-          progress: bool = True, extra_summary: dict | None = None,
-          keep: Callable[[Sample], bool] | None = None) -> dict:
+def train(
+    cfg: C.Config,
+    stage: str,
+    data_uri: str,
+    out_dir: str,
+    tokenizer: Tokenizer,
+    cache: ScoreCache | None = None,
+    eval_uri: str | None = None,
+    callbacks: list[Callback] = (),
+    progress: bool = True,
+    extra_summary: dict | None = None,
+    keep: Callable[[Sample], bool] | None = None,
+) -> dict:
     """Train one model; `stage` is "reference" or "learner". Returns (and writes) the summary.
 
     `keep` filters the pool before anything is drawn (the offline-filter baselines)."""
@@ -254,8 +305,15 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
     ckpt = Checkpointer(out_dir, cfg, stage, enabled=dist.main)
     state = ckpt.restore(model, opt, sched, gen, device)
     stats = ReadStats(max_bad_fraction=t.max_bad_fraction)
-    samples = stream(data_uri, t.seed, t.shuffle_buffer, stats, cfg.model.image_size,
-                     decode_workers=t.decode_workers or (8 if cuda else 1), decode_mode=t.decode_mode)
+    samples = stream(
+        data_uri,
+        t.seed,
+        t.shuffle_buffer,
+        stats,
+        cfg.model.image_size,
+        decode_workers=t.decode_workers or (8 if cuda else 1),
+        decode_mode=t.decode_mode,
+    )
     if keep is not None:
         samples = (s for s in samples if keep(s))
     for _ in range(state.consumed):  # deterministic stream: skip what earlier attempts trained on
@@ -267,12 +325,19 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
     if dist.active:  # averages gradients over ranks; identical initial weights are broadcast from rank 0
         forward = torch.nn.parallel.DistributedDataParallel(forward, device_ids=[dist.local_rank] if cuda else None)
     callbacks = callbacks if dist.main else ()  # one rank reports, checkpoints and evaluates
-    train_step = TrainStep(model, opt, sched, forward, groups, dist, device, cfg.model.loss, t.optim.grad_clip,
-                           score_stride=coarse)
+    train_step = TrainStep(
+        model, opt, sched, forward, groups, dist, device, cfg.model.loss, t.optim.grad_clip, score_stride=coarse
+    )
 
     sigterm = SigtermFlag()
-    bar = tqdm(total=t.steps, initial=state.step, desc=stage if method == stage else f"{stage}:{method}",
-               unit="step", disable=not (show_progress(progress) and dist.main), mininterval=1.0)
+    bar = tqdm(
+        total=t.steps,
+        initial=state.step,
+        desc=stage if method == stage else f"{stage}:{method}",
+        unit="step",
+        disable=not (show_progress(progress) and dist.main),
+        mininterval=1.0,
+    )
     t_start = time.time() - state.seconds
     for cb in callbacks:
         cb.on_start(stage, method)
@@ -300,11 +365,20 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
             state.noise.update(noisy)
             state.noise_window.update(noisy)
             dt = time.perf_counter() - t0
-            row = {"step": state.step, "loss": loss, "lr": sched.get_last_lr()[0], "step_seconds": dt,
-                   "data_wait_seconds": batches.wait_seconds, "selection_seconds": picked.selection_seconds,
-                   "examples": len(chosen), "examples_per_second": len(chosen) / max(dt, 1e-9),
-                   "noisy_fraction": (sum(n != "clean" for n in noisy) / len(noisy)) if noisy else float("nan"),
-                   "skipped": stats.bad, "flops": cost.total, **picked.info}
+            row = {
+                "step": state.step,
+                "loss": loss,
+                "lr": sched.get_last_lr()[0],
+                "step_seconds": dt,
+                "data_wait_seconds": batches.wait_seconds,
+                "selection_seconds": picked.selection_seconds,
+                "examples": len(chosen),
+                "examples_per_second": len(chosen) / max(dt, 1e-9),
+                "noisy_fraction": (sum(n != "clean" for n in noisy) / len(noisy)) if noisy else float("nan"),
+                "skipped": stats.bad,
+                "flops": cost.total,
+                **picked.info,
+            }
             # log / evaluate
             for cb in callbacks:
                 cb.on_step(stage, method, row)
@@ -313,9 +387,12 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
                 bar.set_postfix(loss=f"{loss:.3f}")
             last = state.step == t.steps
             if ev is not None and dist.main and (state.step % t.eval_every == 0 or last):
-                point = {"step": state.step, "flops": sum(state.flops.values()),
-                         **evaluate(model, tokenizer, ev, cfg.eval.batch_size, device),
-                         "noise_window": dict(state.noise_window)}
+                point = {
+                    "step": state.step,
+                    "flops": sum(state.flops.values()),
+                    **evaluate(model, tokenizer, ev, cfg.eval.batch_size, device),
+                    "noise_window": dict(state.noise_window),
+                }
                 state.noise_window.clear()
                 state.curve.append(point)
                 for cb in callbacks:
@@ -328,7 +405,9 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
             if stop and not last:
                 raise _Preempted
     except _Preempted:
-        raise SystemExit(f"{stage}: SIGTERM received; checkpoint written at step {state.step}, rerun to resume") from None
+        raise SystemExit(
+            f"{stage}: SIGTERM received; checkpoint written at step {state.step}, rerun to resume"
+        ) from None
     finally:
         batches.close()
         bar.close()
@@ -348,13 +427,24 @@ def train(cfg: C.Config, stage: str, data_uri: str, out_dir: str, tokenizer: Tok
 def _summary(state: TrainState, stage, method, t, n_super, stats, device, dist, model, extra) -> dict:
     trained = sum(state.noise.values())
     return {
-        "stage": stage, "method": method, "steps": state.step, "batch_size": t.batch_size,
-        "super_batch_size": n_super, "examples_seen": state.consumed, "flops": dict(state.flops),
-        "flops_total": float(sum(state.flops.values())), "forward_flops_per_example": model.flops_per_example(),
+        "stage": stage,
+        "method": method,
+        "steps": state.step,
+        "batch_size": t.batch_size,
+        "super_batch_size": n_super,
+        "examples_seen": state.consumed,
+        "flops": dict(state.flops),
+        "flops_total": float(sum(state.flops.values())),
+        "forward_flops_per_example": model.flops_per_example(),
         "noise_mix": {k: v / trained for k, v in sorted(state.noise.items())} if trained else {},
         "clean_fraction": state.noise.get("clean", 0) / trained if trained else float("nan"),
-        "skipped": dict(stats.skipped), "wall_seconds": state.seconds, "device": device, "world_size": dist.world,
-        "curve": state.curve, "uid_log": state.uid_segments, **(extra or {}),
+        "skipped": dict(stats.skipped),
+        "wall_seconds": state.seconds,
+        "device": device,
+        "world_size": dist.world,
+        "curve": state.curve,
+        "uid_log": state.uid_segments,
+        **(extra or {}),
     }
 
 

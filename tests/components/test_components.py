@@ -26,13 +26,23 @@ def top_level_imports(path: Path) -> set:
 
 
 def test_expected_components_exist():
-    assert {p.name for p in COMPONENT_DIRS} == {"prepare", "train_reference", "score", "merge_scores", "train_learner",
-                                                 "pytorchjob", "evaluate",
-                                                 "report"}
+    assert {p.name for p in COMPONENT_DIRS} == {
+        "prepare",
+        "train_reference",
+        "score",
+        "merge_scores",
+        "train_learner",
+        "pytorchjob",
+        "evaluate",
+        "report",
+    }
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "components").rglob("*.py")) + sorted((ROOT / "pipelines").glob("*.py")),
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path",
+    sorted((ROOT / "components").rglob("*.py")) + sorted((ROOT / "pipelines").glob("*.py")),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_import_guard_stdlib_and_kfp_only(path):
     allowed = STDLIB | {"kfp", "jestflow_components", "jestflow_pipelines", "__future__"}
     assert top_level_imports(path) <= allowed
@@ -59,8 +69,11 @@ def test_component_has_readme_of_inputs_and_outputs(folder):
 def test_image_names_are_defined_once_and_versioned():
     assert image.VERSION == jestflow.__version__
     assert image.CPU_IMAGE.endswith(":" + jestflow.__version__) and image.GPU_IMAGE.endswith(":" + jestflow.__version__)
-    hits = [p for p in ROOT.rglob("*.py") if "ghcr.io/" in p.read_text() and p.name != "image.py"
-            and ".git" not in p.parts and "tests" not in p.parts]
+    hits = [
+        p
+        for p in ROOT.rglob("*.py")
+        if "ghcr.io/" in p.read_text() and p.name != "image.py" and ".git" not in p.parts and "tests" not in p.parts
+    ]
     assert hits == []
 
 
@@ -68,14 +81,16 @@ def test_pipeline_compiles_without_torch(tmp_path):
     """Compile in a subprocess where importing torch (or jestflow's heavy modules) fails."""
     import subprocess
 
-    code = ("import sys\n"
-            "class Block:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] in ('torch', 'numpy', 'PIL') or name.startswith('jestflow.'):\n"
-            "            raise ImportError('blocked: ' + name)\n"
-            "sys.meta_path.insert(0, Block())\n"
-            "from jestflow_pipelines.compile import compile_all\n"
-            f"compile_all({str(tmp_path)!r})\n")
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'numpy', 'PIL') or name.startswith('jestflow.'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from jestflow_pipelines.compile import compile_all\n"
+        f"compile_all({str(tmp_path)!r})\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "jest_pipeline.yaml").exists()

@@ -22,7 +22,9 @@ def image():
     ok = shutil.which("docker") and _docker("image", "inspect", CPU_IMAGE).returncode == 0
     if not ok:
         if os.environ.get("CI"):
-            pytest.fail(f"{CPU_IMAGE} is not built: `make test` builds it with `make image-cpu` (needs a Docker engine)")
+            pytest.fail(
+                f"{CPU_IMAGE} is not built: `make test` builds it with `make image-cpu` (needs a Docker engine)"
+            )
         pytest.skip(f"{CPU_IMAGE} not built here (make image-cpu)")
     return CPU_IMAGE
 
@@ -31,8 +33,16 @@ def test_image_runs_as_non_root_with_jestflow_of_this_version(image):
     cfg = json.loads(_docker("image", "inspect", image).stdout)[0]["Config"]
     assert cfg["User"] == "10001:10001"
     assert not [e for e in cfg["Env"] if any(s in e.split("=")[0] for s in ("KEY", "TOKEN", "SECRET", "PASSWORD"))]
-    r = _docker("run", "--rm", "--network", "none", image, "python3", "-c",
-                "import os, jestflow, torch, kfp; print(os.getuid(), jestflow.__version__, torch.__version__, kfp.__version__)")
+    r = _docker(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        image,
+        "python3",
+        "-c",
+        "import os, jestflow, torch, kfp; print(os.getuid(), jestflow.__version__, torch.__version__, kfp.__version__)",
+    )
     assert r.returncode == 0, r.stderr
     uid, version, torch_version, kfp_version = r.stdout.split()
     assert (uid, version, kfp_version) == ("10001", __version__, "2.17.3") and "cpu" in torch_version
@@ -59,11 +69,29 @@ def test_components_run_inside_the_image_with_kfp_docker_runner(image, smoke_sco
 
     @dsl.pipeline(name="image-check")
     def image_check(demo_dir: str, reference_uri: str) -> dsl.Artifact:
-        prep = prepare(curated_uri="", pool_uri="", eval_uri="", demo_dir=demo_dir, preset="smoke", model_size="",
-                       reference_steps=0, steps=0, batch_size=0, filter_ratio=0.0, n_chunks=0, seed=0, overrides=[])
+        prep = prepare(
+            curated_uri="",
+            pool_uri="",
+            eval_uri="",
+            demo_dir=demo_dir,
+            preset="smoke",
+            model_size="",
+            reference_steps=0,
+            steps=0,
+            batch_size=0,
+            filter_ratio=0.0,
+            n_chunks=0,
+            seed=0,
+            overrides=[],
+        )
         model = dsl.importer(artifact_uri=reference_uri, artifact_class=dsl.Model, reimport=False)
-        ev = evaluate(config=prep.outputs["config"], model=model.output, eval_uri=prep.outputs["eval"], pushgateway="",
-                      run_id="image-check")
+        ev = evaluate(
+            config=prep.outputs["config"],
+            model=model.output,
+            eval_uri=prep.outputs["eval"],
+            pushgateway="",
+            run_id="image-check",
+        )
         return ev.outputs["results"]
 
     task = image_check(demo_dir=str(root / "demo"), reference_uri=str(root / "reference"))

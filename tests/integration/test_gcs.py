@@ -41,19 +41,56 @@ def test_missing_object_is_a_clear_error(gcs):
 
 
 def test_stages_read_and_write_a_bucket(gcs):
-    small = ["--set", "demo.n_curated=200", "--set", "demo.n_pool=400", "--set", "demo.n_eval=60",
-             "--set", "demo.shard_size=100", "--set", "reference.steps=20", "--set", "learner.steps=6",
-             "--set", "learner.eval_every=3"]
+    small = [
+        "--set",
+        "demo.n_curated=200",
+        "--set",
+        "demo.n_pool=400",
+        "--set",
+        "demo.n_eval=60",
+        "--set",
+        "demo.shard_size=100",
+        "--set",
+        "reference.steps=20",
+        "--set",
+        "learner.steps=6",
+        "--set",
+        "learner.eval_every=3",
+    ]
     d = f"{B}/demo"
     assert main(["data", "demo", "--out", d, *SMOKE, *small]) == 0
     assert storage.list_files(f"{d}/pool", ".tar") == [f"{d}/pool/pool-0000{i}.tar" for i in range(4)]
     assert main(["train-reference", "--data", f"{d}/curated", "--out", f"{B}/ref", *SMOKE, *small]) == 0
     gcs.fail_next = {"alt=media": 1}  # one shard read fails transiently during scoring
-    assert main(["score", "--reference", f"{B}/ref", "--data", f"{d}/pool", "--out", f"{B}/scores", *SMOKE, *small]) == 0
-    assert main(["train", "--method", "jest", "--data", f"{d}/pool", "--scores", f"{B}/scores", "--eval", f"{d}/eval",
-                 "--out", f"{B}/jest", *SMOKE, *small]) == 0
-    assert main(["evaluate", "--model", f"{B}/jest", "--data", f"{d}/eval", "--out", f"{B}/jest/eval.json",
-                 *SMOKE, *small]) == 0
+    assert (
+        main(["score", "--reference", f"{B}/ref", "--data", f"{d}/pool", "--out", f"{B}/scores", *SMOKE, *small]) == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "jest",
+                "--data",
+                f"{d}/pool",
+                "--scores",
+                f"{B}/scores",
+                "--eval",
+                f"{d}/eval",
+                "--out",
+                f"{B}/jest",
+                *SMOKE,
+                *small,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            ["evaluate", "--model", f"{B}/jest", "--data", f"{d}/eval", "--out", f"{B}/jest/eval.json", *SMOKE, *small]
+        )
+        == 0
+    )
     summary = storage.read_json(f"{B}/jest/train.json")
     assert summary["steps"] == 6 and len(summary["curve"]) == 2
     assert 0 <= storage.read_json(f"{B}/jest/eval.json")["retrieval_r1"] <= 1
@@ -64,6 +101,8 @@ def test_stages_read_and_write_a_bucket(gcs):
     gcs.requests.clear()
     storage.store_for(B).client.bucket("jestflow-test").blob("scores/index.json").delete()
     storage.store_for(B).client.bucket("jestflow-test").blob("scores/pool-00002.npz").delete()
-    assert main(["score", "--reference", f"{B}/ref", "--data", f"{d}/pool", "--out", f"{B}/scores", *SMOKE, *small]) == 0
+    assert (
+        main(["score", "--reference", f"{B}/ref", "--data", f"{d}/pool", "--out", f"{B}/scores", *SMOKE, *small]) == 0
+    )
     uploads = [r for r in gcs.requests if r.startswith("POST /upload")]
     assert len(uploads) == 4  # pool-00002.npz, tokenizer.json, index.json, score-config.yaml

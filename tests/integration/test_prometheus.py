@@ -36,7 +36,7 @@ def series(local_pipeline, monitoring):
     """{(name, stage, method): [samples]} once Prometheus has scraped every group's final push."""
     deadline = time.time() + 30
     while True:
-        running = monitoring.query('jestflow_stage_running')
+        running = monitoring.query("jestflow_stage_running")
         done = {(r["metric"]["stage"], r["metric"]["method"]) for r in running if r["value"][1] == "0"}
         if set(GROUPS) <= done or time.time() > deadline:
             break
@@ -77,8 +77,10 @@ def test_values_are_plausible(series):
         assert all(v == 0 for v in values(series, "jestflow_stage_running", *group))
         assert all(v > 0 for v in values(series, "jestflow_stage_duration_seconds", *group))
         assert all(v == 0 for v in values(series, "jestflow_push_failures_total", *group))
-        assert all(abs(v - time.time()) < 3600 for v in
-                   values(series, "jestflow_stage_last_progress_timestamp_seconds", *group))
+        assert all(
+            abs(v - time.time()) < 3600
+            for v in values(series, "jestflow_stage_last_progress_timestamp_seconds", *group)
+        )
     parts = {m.get("part") for m, _ in series[("jestflow_scored_examples_total", "score", "reference")]}
     assert parts == {"0", "1", "2", "3"}  # the pipeline's default score_parts
     # smoke preset: reference 150 steps of 64, learners 60 steps of 32, pool 1600
@@ -105,15 +107,39 @@ def test_values_are_plausible(series):
 
 def test_pipeline_completes_with_the_gateway_down_and_says_so_once_per_stage(tmp_path, local_pipeline):
     data = local_pipeline[0].parent / "data"  # reuse the smoke data
-    r = subprocess.run([sys.executable, "-m", "jestflow", "run", "--preset", "smoke", "--data", str(data),
-                        "--out", str(tmp_path / "out"), "--pushgateway", "http://127.0.0.1:9",
-                        "--set", "reference.steps=20", "--set", "learner.steps=8", "--set", "learner.eval_every=4"],
-                       capture_output=True, text=True, timeout=900, env={**os.environ, "JESTFLOW_PUSH_INTERVAL": "0"})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jestflow",
+            "run",
+            "--preset",
+            "smoke",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "out"),
+            "--pushgateway",
+            "http://127.0.0.1:9",
+            "--set",
+            "reference.steps=20",
+            "--set",
+            "learner.steps=8",
+            "--set",
+            "learner.eval_every=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "JESTFLOW_PUSH_INTERVAL": "0"},
+    )
     log = r.stdout + r.stderr
     assert r.returncode == 0, log[-4000:]
     assert (tmp_path / "out" / "results.json").exists()
     warnings = [ln for ln in log.splitlines() if "metrics push to Pushgateway" in ln]
     # one warning from each pushing task (reference, 4 scoring branches, 3 learners, 3 evaluations), not per push
-    per_stage = {st: sum(f"the {st} stage goes on" in w for w in warnings)
-                 for st in ("reference", "score", "learner", "evaluate")}
+    per_stage = {
+        st: sum(f"the {st} stage goes on" in w for w in warnings)
+        for st in ("reference", "score", "learner", "evaluate")
+    }
     assert per_stage == {"reference": 1, "score": 4, "learner": 3, "evaluate": 3}, "\n".join(warnings) or log[-4000:]

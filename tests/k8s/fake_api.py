@@ -26,8 +26,14 @@ PATH = re.compile(r"^/apis/kubeflow\.org/v1/namespaces/(?P<ns>[^/]+)/pytorchjobs
 
 def _condition(kind, reason, message):
     t = "2026-11-26T00:00:00Z"
-    return {"type": kind, "status": "True", "reason": reason, "message": message, "lastUpdateTime": t,
-            "lastTransitionTime": t}
+    return {
+        "type": kind,
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastUpdateTime": t,
+        "lastTransitionTime": t,
+    }
 
 
 class FakeCluster:
@@ -56,7 +62,9 @@ class FakeCluster:
                 m = PATH.match(self.path)
                 job = cluster.jobs.get((m["ns"], m["name"])) if m and m["name"] else None
                 if job is None:
-                    return self._send(404, _status(404, "NotFound", f'pytorchjobs.kubeflow.org "{m and m["name"]}" not found'))
+                    return self._send(
+                        404, _status(404, "NotFound", f'pytorchjobs.kubeflow.org "{m and m["name"]}" not found')
+                    )
                 with cluster._lock:
                     self._send(200, job)
 
@@ -82,9 +90,19 @@ class FakeCluster:
             return 422, _status(422, "Invalid", f'PyTorchJob.kubeflow.org "{name}" is invalid: ' + "; ".join(problems))
         if (ns, name) in self.jobs:
             return 409, _status(409, "AlreadyExists", f'pytorchjobs.kubeflow.org "{name}" already exists')
-        job = {**job, "metadata": {**job["metadata"], "namespace": ns, "uid": str(uuid.uuid4()), "resourceVersion": "1",
-                                   "creationTimestamp": "2026-11-26T00:00:00Z"},
-               "status": {"conditions": [_condition("Created", "PyTorchJobCreated", f"PyTorchJob {ns}/{name} is created.")]}}
+        job = {
+            **job,
+            "metadata": {
+                **job["metadata"],
+                "namespace": ns,
+                "uid": str(uuid.uuid4()),
+                "resourceVersion": "1",
+                "creationTimestamp": "2026-11-26T00:00:00Z",
+            },
+            "status": {
+                "conditions": [_condition("Created", "PyTorchJobCreated", f"PyTorchJob {ns}/{name} is created.")]
+            },
+        }
         self.jobs[(ns, name)] = job
         if self.run_pods:
             threading.Thread(target=self._operate, args=(ns, name), daemon=True).start()
@@ -100,17 +118,33 @@ class FakeCluster:
         for rtype in ("Master", "Worker"):
             for i in range(specs.get(rtype, {}).get("replicas", 0)):
                 c = specs[rtype]["template"]["spec"]["containers"][0]
-                env = {**{k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")},
-                       **{e["name"]: e["value"] for e in c.get("env", [])},
-                       "PET_NNODES": str(nnodes), "PET_NPROC_PER_NODE": job["spec"].get("nprocPerNode", "1"),
-                       "PET_NODE_RANK": str(rank), "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(port)}
+                env = {
+                    **{k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")},
+                    **{e["name"]: e["value"] for e in c.get("env", [])},
+                    "PET_NNODES": str(nnodes),
+                    "PET_NPROC_PER_NODE": job["spec"].get("nprocPerNode", "1"),
+                    "PET_NODE_RANK": str(rank),
+                    "PET_MASTER_ADDR": "127.0.0.1",
+                    "PET_MASTER_PORT": str(port),
+                }
                 pod = f"{name}-{rtype.lower()}-{i}"
-                procs.append((pod, subprocess.Popen(c["command"] + c["args"], env=env, stdout=subprocess.PIPE,
-                                                    stderr=subprocess.STDOUT, text=True)))
+                procs.append(
+                    (
+                        pod,
+                        subprocess.Popen(
+                            c["command"] + c["args"],
+                            env=env,
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT,
+                            text=True,
+                        ),
+                    )
+                )
                 rank += 1
         with self._lock:
-            job["status"]["conditions"].append(_condition("Running", "PyTorchJobRunning",
-                                                          f"PyTorchJob {ns}/{name} is running."))
+            job["status"]["conditions"].append(
+                _condition("Running", "PyTorchJobRunning", f"PyTorchJob {ns}/{name} is running.")
+            )
         failed = []
         for pod, p in procs:
             self.pod_logs[pod] = p.communicate()[0]
@@ -119,14 +153,26 @@ class FakeCluster:
         with self._lock:
             if failed:
                 rtype = "Master" if any("-master-" in f for f in failed) else "Worker"
-                job["status"]["conditions"].append(_condition(
-                    "Failed", "PyTorchJobFailed", f"PyTorchJob {ns}/{name} is failed because {len(failed)} {rtype} "
-                                                  "replica(s) failed."))
+                job["status"]["conditions"].append(
+                    _condition(
+                        "Failed",
+                        "PyTorchJobFailed",
+                        f"PyTorchJob {ns}/{name} is failed because {len(failed)} {rtype} replica(s) failed.",
+                    )
+                )
             else:
-                job["status"]["conditions"].append(_condition("Succeeded", "PyTorchJobSucceeded",
-                                                              f"PyTorchJob {ns}/{name} is successfully completed."))
+                job["status"]["conditions"].append(
+                    _condition("Succeeded", "PyTorchJobSucceeded", f"PyTorchJob {ns}/{name} is successfully completed.")
+                )
 
 
 def _status(code, reason, message):
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }

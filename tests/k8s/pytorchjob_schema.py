@@ -13,11 +13,17 @@ SCHEMA = json.loads((Path(__file__).parent / "pytorchjob.schema.json").read_text
 
 def errors(job: dict) -> list[str]:
     """Every problem found, as 'path: message' lines; empty when the job is valid."""
-    out = [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-           for e in jsonschema.Draft202012Validator(SCHEMA).iter_errors(job)]
+    out = [
+        f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in jsonschema.Draft202012Validator(SCHEMA).iter_errors(job)
+    ]
     for rtype, replica in (job.get("spec", {}).get("pytorchReplicaSpecs") or {}).items():
-        wrapper = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "pytorchjob-template"},
-                   "template": replica.get("template", {})}
+        wrapper = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": "pytorchjob-template"},
+            "template": replica.get("template", {}),
+        }
         try:
             kubernetes_validate.validate(wrapper, K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as e:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.k8s.fake_api import FakeCluster
+from tests.k8s.pytorchjob_schema import errors
 
 from jestflow import config as C
 from jestflow import kfp_steps, pytorchjob, storage
 from jestflow.model import load_model
-from tests.k8s.fake_api import FakeCluster
-from tests.k8s.pytorchjob_schema import errors
 
 IMAGE = "ghcr.io/jestflow/jestflow-cuda:0.1.0"
 
@@ -41,20 +41,33 @@ def cluster():
 
 @pytest.mark.parametrize("nodes,gpus", [(1, 0), (2, 1), (4, 8)])
 def test_rendered_job_passes_the_crd_schema_and_policy(nodes, gpus):
-    job = pytorchjob.render(pytorchjob.JobSpec("jestflow-abc-jest", "kubeflow", IMAGE, ["-m", "jestflow", "train"],
-                                               nodes=nodes, gpus_per_node=gpus))
+    job = pytorchjob.render(
+        pytorchjob.JobSpec(
+            "jestflow-abc-jest", "kubeflow", IMAGE, ["-m", "jestflow", "train"], nodes=nodes, gpus_per_node=gpus
+        )
+    )
     assert errors(job) == []
     reps = job["spec"]["pytorchReplicaSpecs"]
     assert reps["Master"]["replicas"] == 1 and reps.get("Worker", {}).get("replicas", 0) == nodes - 1
     assert job["spec"]["nprocPerNode"] == str(max(1, gpus))
     for r in reps.values():
         pod = r["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] and r["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "jestflow"
+        assert (
+            pod["securityContext"]["runAsNonRoot"]
+            and r["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "jestflow"
+        )
         c = pod["containers"][0]
-        assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                        "capabilities": {"drop": ["ALL"]}}
+        assert c["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
         assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
-        assert (c["resources"].get("limits", {}).get("nvidia.com/gpu") == str(gpus)) if gpus else "limits" not in c["resources"]
+        assert (
+            (c["resources"].get("limits", {}).get("nvidia.com/gpu") == str(gpus))
+            if gpus
+            else "limits" not in c["resources"]
+        )
         assert ("tolerations" in pod) == bool(gpus)
 
 
@@ -68,20 +81,36 @@ def test_schema_rejects_what_a_server_would():
 
 
 def _learner_inputs(scored: Path, tmp: Path, steps: int):
-    cfg = C.load_config("smoke", None, [f"learner.steps={steps}", "learner.eval_every=0", "learner.threads=1",
-                                        "learner.batch_size=16"])
+    cfg = C.load_config(
+        "smoke", None, [f"learner.steps={steps}", "learner.eval_every=0", "learner.threads=1", "learner.batch_size=16"]
+    )
     cfg_file = tmp / "config.yaml"
     cfg_file.write_text(C.dump(cfg))
-    return dict(config=Art(str(cfg_file)), pool_uri=str(scored / "data" / "pool"), eval_uri=str(scored / "data" / "eval"),
-                scores=Art(str(scored / "scores")), reference=Art(str(scored / "ref")), model=Art(str(tmp / "model")),
-                metrics=Art(str(tmp / "metrics")))
+    return dict(
+        config=Art(str(cfg_file)),
+        pool_uri=str(scored / "data" / "pool"),
+        eval_uri=str(scored / "data" / "eval"),
+        scores=Art(str(scored / "scores")),
+        reference=Art(str(scored / "ref")),
+        model=Art(str(tmp / "model")),
+        metrics=Art(str(tmp / "metrics")),
+    )
 
 
 def test_two_node_job_trains_through_the_kubernetes_client(smoke_scored, tmp_path, cluster):
     a = _learner_inputs(smoke_scored, tmp_path, 3)
-    s = kfp_steps.train_learner_pytorchjob(method="jest", nodes=2, gpus_per_node=0, image=IMAGE, namespace="team-a",
-                                           run_id="run-1", api=cluster.api(), poll_seconds=0.2,
-                                           shared_roots=(str(tmp_path), str(smoke_scored)), **a)
+    s = kfp_steps.train_learner_pytorchjob(
+        method="jest",
+        nodes=2,
+        gpus_per_node=0,
+        image=IMAGE,
+        namespace="team-a",
+        run_id="run-1",
+        api=cluster.api(),
+        poll_seconds=0.2,
+        shared_roots=(str(tmp_path), str(smoke_scored)),
+        **a,
+    )
     assert s["world_size"] == 2 and s["steps"] == 3 and s["method"] == "jest"
     load_model(str(tmp_path / "model" / "model.pt"), "cpu")
     assert a["model"].metadata["pytorchjob"] == "jestflow-run-1-jest" and a["model"].metadata["nodes"] == 2
@@ -92,9 +121,18 @@ def test_two_node_job_trains_through_the_kubernetes_client(smoke_scored, tmp_pat
     assert any(r[0] == "GET" and r[1].endswith("/pytorchjobs/jestflow-run-1-jest") for r in cluster.requests)
     # A retried step adopts the job it started instead of failing on the existing name.
     shutil.rmtree(tmp_path / "metrics", ignore_errors=True)
-    again = kfp_steps.train_learner_pytorchjob(method="jest", nodes=2, gpus_per_node=0, image=IMAGE, namespace="team-a",
-                                               run_id="run-1", api=cluster.api(), poll_seconds=0.2,
-                                               shared_roots=(str(tmp_path), str(smoke_scored)), **a)
+    again = kfp_steps.train_learner_pytorchjob(
+        method="jest",
+        nodes=2,
+        gpus_per_node=0,
+        image=IMAGE,
+        namespace="team-a",
+        run_id="run-1",
+        api=cluster.api(),
+        poll_seconds=0.2,
+        shared_roots=(str(tmp_path), str(smoke_scored)),
+        **a,
+    )
     assert again["steps"] == 3 and len([r for r in cluster.requests if r[0] == "POST"]) == 2
     assert len(cluster.jobs) == 1
 
@@ -102,11 +140,23 @@ def test_two_node_job_trains_through_the_kubernetes_client(smoke_scored, tmp_pat
 def test_failed_job_surfaces_the_operators_reason(smoke_scored, tmp_path, cluster):
     a = _learner_inputs(smoke_scored, tmp_path, 2)
     a["config"].path = str(tmp_path / "missing.yaml")  # the pods fail: their config file does not exist
-    with pytest.raises(pytorchjob.JobFailed, match=r"PyTorchJob team-a/jestflow-run-2-jest failed: PyTorchJobFailed: "
-                                                   r".*replica\(s\) failed.*kubectl -n team-a logs"):
-        kfp_steps.train_learner_pytorchjob(method="jest", nodes=2, gpus_per_node=0, image=IMAGE, namespace="team-a",
-                                           run_id="run-2", api=cluster.api(), poll_seconds=0.2,
-                                           shared_roots=(str(tmp_path), str(smoke_scored)), **a)
+    with pytest.raises(
+        pytorchjob.JobFailed,
+        match=r"PyTorchJob team-a/jestflow-run-2-jest failed: PyTorchJobFailed: "
+        r".*replica\(s\) failed.*kubectl -n team-a logs",
+    ):
+        kfp_steps.train_learner_pytorchjob(
+            method="jest",
+            nodes=2,
+            gpus_per_node=0,
+            image=IMAGE,
+            namespace="team-a",
+            run_id="run-2",
+            api=cluster.api(),
+            poll_seconds=0.2,
+            shared_roots=(str(tmp_path), str(smoke_scored)),
+            **a,
+        )
     assert any("config file not found" in log or "no such file" in log for log in cluster.pod_logs.values())
     assert not storage.exists(str(tmp_path / "model" / "train.json"))
 
@@ -121,8 +171,9 @@ def test_invalid_job_is_rejected_with_the_servers_message(cluster):
 def test_artifacts_the_pods_cannot_reach_are_refused(smoke_scored, tmp_path, cluster):
     a = _learner_inputs(smoke_scored, tmp_path, 2)
     with pytest.raises(ValueError, match="config artifact lives at .* which the PyTorchJob's pods cannot reach"):
-        kfp_steps.train_learner_pytorchjob(method="jest", nodes=2, gpus_per_node=0, image=IMAGE, namespace="x",
-                                           api=cluster.api(), **a)
+        kfp_steps.train_learner_pytorchjob(
+            method="jest", nodes=2, gpus_per_node=0, image=IMAGE, namespace="x", api=cluster.api(), **a
+        )
     assert cluster.requests == []
 
 

@@ -32,10 +32,12 @@ def node_validator():
         pytest.skip("node_modules not installed (make test installs them)")
 
     def validate(objs):
-        r = subprocess.run(["node", str(HERE / "validate_crds.mjs")], input=json.dumps(objs), capture_output=True,
-                           text=True, cwd=HERE)
+        r = subprocess.run(
+            ["node", str(HERE / "validate_crds.mjs")], input=json.dumps(objs), capture_output=True, text=True, cwd=HERE
+        )
         assert r.returncode == 0, r.stderr
         return [json.loads(line) for line in r.stdout.splitlines()]
+
     return validate
 
 
@@ -43,7 +45,9 @@ def containers(obj):
     spec = obj.get("spec", {})
     if obj.get("kind") == "PyTorchJob":  # the Master's pod; Workers are copies of it (checked in tests/k8s)
         spec = spec["pytorchReplicaSpecs"]["Master"]
-    pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec")
+    pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get(
+        "spec"
+    )
     return (pod or {}), (pod or {}).get("containers", []) + (pod or {}).get("initContainers", [])
 
 
@@ -58,9 +62,21 @@ def test_every_object_passes_strict_schema_validation(overlay, node_validator):
     results = node_validator(crds)
     assert [r for r in results if not r["ok"]] == []
     assert len(results) == len(crds) and {r["kind"] for r in results} == {"ServiceMonitor", "PrometheusRule"}
-    unvalidated = {o["kind"] for o in objs} - CRD_KINDS - {
-        "Namespace", "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim", "ConfigMap", "Service",
-        "Deployment", "Job"}
+    unvalidated = (
+        {o["kind"] for o in objs}
+        - CRD_KINDS
+        - {
+            "Namespace",
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "PersistentVolumeClaim",
+            "ConfigMap",
+            "Service",
+            "Deployment",
+            "Job",
+        }
+    )
     assert unvalidated == set(), "a kind nobody validates"
 
 
@@ -130,20 +146,33 @@ def test_overlays_differ_where_they_should():
     sa = next(o for o in gke if o["kind"] == "ServiceAccount")
     assert "iam.gke.io/gcp-service-account" in sa["metadata"]["annotations"]
     # standalone KFP runs pipeline pods in `kubeflow`; the data claim must live beside them
-    assert all(o["metadata"].get("namespace") == "kubeflow" for o in kind) and "Namespace" not in {o["kind"] for o in kind}
+    assert all(o["metadata"].get("namespace") == "kubeflow" for o in kind) and "Namespace" not in {
+        o["kind"] for o in kind
+    }
     assert all(o["metadata"].get("namespace") == "jestflow" for o in gke if o["kind"] != "Namespace")
 
 
 def test_the_pytorchjob_the_pipeline_creates_passes_its_crd_schema_and_the_policy():
     """PyTorchJob is not in the kustomize tree (the multi-node component creates it at run time):
     validated here with the Training Operator CRD's schema and the same policy as every object."""
-    from jestflow import pytorchjob
     from tests.k8s.pytorchjob_schema import errors
 
-    job = pytorchjob.render(pytorchjob.JobSpec("jestflow-run-jest", "jestflow", "ghcr.io/jestflow/jestflow-cuda:0.1.0",
-                                               ["-m", "jestflow", "train"], nodes=4, gpus_per_node=8))
+    from jestflow import pytorchjob
+
+    job = pytorchjob.render(
+        pytorchjob.JobSpec(
+            "jestflow-run-jest",
+            "jestflow",
+            "ghcr.io/jestflow/jestflow-cuda:0.1.0",
+            ["-m", "jestflow", "train"],
+            nodes=4,
+            gpus_per_node=8,
+        )
+    )
     assert errors(job) == []
-    assert {"app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"} <= set(job["metadata"]["labels"])
+    assert {"app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"} <= set(
+        job["metadata"]["labels"]
+    )
     assert policy_violations([job]) == []
 
 

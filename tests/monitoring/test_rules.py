@@ -40,6 +40,10 @@ def test_promtool_unit_tests_fire_each_alert(promtool, rules_dir):
     r = subprocess.run([promtool, "test", "rules", str(rules_dir / "alerts_test.yaml")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     alerts = {rule["alert"] for g in yaml.safe_load(RULE.read_text())["spec"]["groups"] for rule in g["rules"]}
-    tested = {t["alertname"] for case in yaml.safe_load((rules_dir / "alerts_test.yaml").read_text())["tests"]
-              for t in case["alert_rule_test"] if t["exp_alerts"]}
+    tested = {
+        t["alertname"]
+        for case in yaml.safe_load((rules_dir / "alerts_test.yaml").read_text())["tests"]
+        for t in case["alert_rule_test"]
+        if t["exp_alerts"]
+    }
     assert alerts == tested  # every alert has a case where it fires

@@ -26,8 +26,9 @@ class FakeKFP:
                 if self.path.startswith("/apis/v2beta1/healthz"):
                     return self._reply(200, {"multi_user": False})
                 if self.path.startswith("/apis/v2beta1/experiments"):
-                    return self._reply(200, {"experiments": list(outer.experiments.values()),
-                                             "total_size": len(outer.experiments)})
+                    return self._reply(
+                        200, {"experiments": list(outer.experiments.values()), "total_size": len(outer.experiments)}
+                    )
                 return self._reply(404, {"error": "not found", "code": 5})
 
             def do_POST(self):
@@ -38,8 +39,12 @@ class FakeKFP:
                     outer.experiments[exp["experiment_id"]] = exp
                     return self._reply(200, exp)
                 if self.path.startswith("/apis/v2beta1/runs"):
-                    run = {"run_id": "run-0001", "display_name": body.get("display_name", ""),
-                           "experiment_id": body.get("experiment_id"), "state": "PENDING"}
+                    run = {
+                        "run_id": "run-0001",
+                        "display_name": body.get("display_name", ""),
+                        "experiment_id": body.get("experiment_id"),
+                        "state": "PENDING",
+                    }
                     return self._reply(200, run)
                 return self._reply(404, {"error": "not found", "code": 5})
 

@@ -32,7 +32,9 @@ def docs(path):
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_committed_yaml_matches_source(fresh, name):
     assert (COMPILED / name).exists(), f"run `make compile`: {name} is missing"
-    assert filecmp.cmp(fresh / name, COMPILED / name, shallow=False), f"pipelines/compiled/{name} is stale: run `make compile`"
+    assert filecmp.cmp(fresh / name, COMPILED / name, shallow=False), (
+        f"pipelines/compiled/{name} is stale: run `make compile`"
+    )
 
 
 def tasks(spec):
@@ -105,8 +107,13 @@ def test_scoring_output_feeds_the_learners(fresh):
     for t in ("train-learner", "train-learner-2", "train-learner-3"):
         scores = tasks(spec)[t]["inputs"]["artifacts"]["scores"]["taskOutputArtifact"]
         assert scores == {"outputArtifactKey": "scores", "producerTask": "merge-scores"}
-        assert tasks(spec)[t]["inputs"]["artifacts"]["reference"]["taskOutputArtifact"]["producerTask"] == "train-reference"
-    assert tasks(spec)["score"]["inputs"]["artifacts"]["reference"]["componentInputArtifact"].startswith("pipelinechannel--train-reference")
+        assert (
+            tasks(spec)[t]["inputs"]["artifacts"]["reference"]["taskOutputArtifact"]["producerTask"]
+            == "train-reference"
+        )
+    assert tasks(spec)["score"]["inputs"]["artifacts"]["reference"]["componentInputArtifact"].startswith(
+        "pipelinechannel--train-reference"
+    )
 
 
 def test_scoring_fans_out_over_shards_and_merges(fresh):
@@ -115,7 +122,10 @@ def test_scoring_fans_out_over_shards_and_merges(fresh):
     assert loop["taskInfo"]["name"] == "score-shards"
     assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--score_parts"
     assert spec["root"]["inputDefinitions"]["parameters"]["score_parts"]["defaultValue"] == [0, 1, 2, 3]
-    assert tasks(spec)["score"]["inputs"]["parameters"]["part"]["componentInputParameter"] == "pipelinechannel--score_parts-loop-item"
+    assert (
+        tasks(spec)["score"]["inputs"]["parameters"]["part"]["componentInputParameter"]
+        == "pipelinechannel--score_parts-loop-item"
+    )
     merged = tasks(spec)["merge-scores"]["inputs"]["artifacts"]["parts"]
     assert merged["taskOutputArtifact"]["producerTask"] == name
     rep = tasks(spec)["report"]["inputs"]["artifacts"]
@@ -125,12 +135,25 @@ def test_scoring_fans_out_over_shards_and_merges(fresh):
 def test_parameters_cover_the_knobs(fresh):
     spec, _ = docs(fresh / "jest_pipeline.yaml")
     params = spec["root"]["inputDefinitions"]["parameters"]
-    for p in ("curated_uri", "pool_uri", "eval_uri", "model_size", "steps", "batch_size", "filter_ratio",
-              "n_chunks", "method", "seed", "preset"):
+    for p in (
+        "curated_uri",
+        "pool_uri",
+        "eval_uri",
+        "model_size",
+        "steps",
+        "batch_size",
+        "filter_ratio",
+        "n_chunks",
+        "method",
+        "seed",
+        "preset",
+    ):
         assert p in params, p
     assert params["filter_ratio"]["parameterType"] == "NUMBER_DOUBLE"
     assert params["steps"]["parameterType"] == "NUMBER_INTEGER"
-    methods = {t: task["inputs"]["parameters"]["method"] for t, task in tasks(spec).items() if t.startswith("train-learner")}
+    methods = {
+        t: task["inputs"]["parameters"]["method"] for t, task in tasks(spec).items() if t.startswith("train-learner")
+    }
     assert methods["train-learner"] == {"componentInputParameter": "method"}
     assert methods["train-learner-2"]["runtimeValue"]["constant"] == "uniform"
 
@@ -148,8 +171,15 @@ def test_make_compile_is_what_wrote_them():
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_no_secrets_in_the_compiled_pipeline(fresh, name):
     text = (fresh / name).read_text()
-    for needle in ("GOOGLE_APPLICATION_CREDENTIALS", "private_key", "BEGIN PRIVATE KEY", "client_secret",
-                   "AWS_SECRET", "password", "token:"):
+    for needle in (
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "private_key",
+        "BEGIN PRIVATE KEY",
+        "client_secret",
+        "AWS_SECRET",
+        "password",
+        "token:",
+    ):
         assert needle not in text, needle
     spec, k8s = docs(fresh / name)
     assert all("secretAsEnv" not in e and "secretAsVolume" not in e for e in k8s.values())

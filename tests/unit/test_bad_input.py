@@ -8,10 +8,9 @@ import signal
 
 import pytest
 
-from shards import members, write_tar
-
 from jestflow.cli import main
 from jestflow.data import ReadStats, iter_shard
+from shards import members, write_tar
 
 SMOKE = ["--preset", "smoke", "--quiet"]
 
@@ -74,35 +73,70 @@ def broken_samples(pool, frac):
 
 
 def train_args(root, pool, out, *extra):
-    return ["train", "--data", str(pool), "--scores", str(root / "scores"), "--out", str(out),
-            *SMOKE, "--set", "learner.steps=3", "--set", "learner.eval_every=0", *extra]
+    return [
+        "train",
+        "--data",
+        str(pool),
+        "--scores",
+        str(root / "scores"),
+        "--out",
+        str(out),
+        *SMOKE,
+        "--set",
+        "learner.steps=3",
+        "--set",
+        "learner.eval_every=0",
+        *extra,
+    ]
 
 
-@pytest.mark.parametrize("make,expect", [
-    pytest.param(corrupt_tar, "{x}: not a readable tar file", id="corrupt-tar"),
-    pytest.param(truncated_tar, "{x}: corrupt or truncated tar", id="truncated-tar"),
-    pytest.param(duplicate_uid, "duplicate uid '{x}'", id="duplicate-uid"),
-    pytest.param(unsafe_member, "refusing unsafe tar member name '{x}'", id="unsafe-member"),
-    pytest.param(empty_split, "no .tar shards in {x}", id="empty-split"),
-])
+@pytest.mark.parametrize(
+    "make,expect",
+    [
+        pytest.param(corrupt_tar, "{x}: not a readable tar file", id="corrupt-tar"),
+        pytest.param(truncated_tar, "{x}: corrupt or truncated tar", id="truncated-tar"),
+        pytest.param(duplicate_uid, "duplicate uid '{x}'", id="duplicate-uid"),
+        pytest.param(unsafe_member, "refusing unsafe tar member name '{x}'", id="unsafe-member"),
+        pytest.param(empty_split, "no .tar shards in {x}", id="empty-split"),
+    ],
+)
 def test_bad_shards_fail_with_a_clear_message(smoke_scored, tmp_path, capsys, make, expect):
     pool = pool_copy(smoke_scored, tmp_path)
     x = make(pool)
     # scoring reads every shard: it refuses, naming the problem
-    assert main(["score", "--reference", str(smoke_scored / "ref"), "--data", str(pool),
-                 "--out", str(tmp_path / "scores"), *SMOKE]) == 2
+    assert (
+        main(
+            [
+                "score",
+                "--reference",
+                str(smoke_scored / "ref"),
+                "--data",
+                str(pool),
+                "--out",
+                str(tmp_path / "scores"),
+                *SMOKE,
+            ]
+        )
+        == 2
+    )
     assert expect.format(x=x) in capsys.readouterr().err
     assert not (tmp_path / "scores" / "index.json").exists()  # no index: the cache does not look complete
     assert not list(tmp_path.rglob("*.partial"))
 
 
-@pytest.mark.parametrize("override,message", [
-    pytest.param("learner.steps=-5", "learner.steps=-5 must be positive", id="negative-steps"),
-    pytest.param("select.filter_ratio=1.2", "select.filter_ratio=1.2 must be in (0, 1)", id="ratio-outside"),
-    pytest.param("learner.batch_size=30", "learner.batch_size=30 is not divisible by select.n_chunks=4",
-                 id="indivisible-batch"),
-    pytest.param("select.method=magic", "select.method='magic' is not one of", id="unknown-method"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        pytest.param("learner.steps=-5", "learner.steps=-5 must be positive", id="negative-steps"),
+        pytest.param("select.filter_ratio=1.2", "select.filter_ratio=1.2 must be in (0, 1)", id="ratio-outside"),
+        pytest.param(
+            "learner.batch_size=30",
+            "learner.batch_size=30 is not divisible by select.n_chunks=4",
+            id="indivisible-batch",
+        ),
+        pytest.param("select.method=magic", "select.method='magic' is not one of", id="unknown-method"),
+    ],
+)
 def test_nonsense_configuration(smoke_scored, tmp_path, capsys, override, message):
     out = tmp_path / "out"
     assert main(train_args(smoke_scored, smoke_scored / "data" / "pool", out, "--set", override)) == 2
@@ -125,21 +159,69 @@ def test_per_sample_problems_are_skipped_counted_and_reported(smoke_scored, tmp_
     pool = pool_copy(smoke_scored, tmp_path)
     broken_samples(pool, frac=0.02)
     ref = smoke_scored / "ref"
-    assert main(["score", "--reference", str(ref), "--data", str(pool), "--out", str(tmp_path / "s"), *SMOKE,
-                 "--set", "reference.max_bad_fraction=0.05"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--reference",
+                str(ref),
+                "--data",
+                str(pool),
+                "--out",
+                str(tmp_path / "s"),
+                *SMOKE,
+                "--set",
+                "reference.max_bad_fraction=0.05",
+            ]
+        )
+        == 0
+    )
     skipped = json.loads((tmp_path / "s" / "index.json").read_text())["skipped"]
     assert set(skipped) == {"undecodable-image", "empty-caption", "caption-too-long", "missing-caption"}
-    assert main(["train", "--method", "jest", "--data", str(pool), "--scores", str(tmp_path / "s"),
-                 "--out", str(tmp_path / "t"), *SMOKE, "--set", "learner.steps=3", "--set", "learner.eval_every=0",
-                 "--set", "learner.max_bad_fraction=0.05"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "jest",
+                "--data",
+                str(pool),
+                "--scores",
+                str(tmp_path / "s"),
+                "--out",
+                str(tmp_path / "t"),
+                *SMOKE,
+                "--set",
+                "learner.steps=3",
+                "--set",
+                "learner.eval_every=0",
+                "--set",
+                "learner.max_bad_fraction=0.05",
+            ]
+        )
+        == 0
+    )
     assert sum(json.loads((tmp_path / "t" / "train.json").read_text())["skipped"].values()) > 0
 
 
 def test_too_many_bad_samples_fail_the_stage(smoke_scored, tmp_path, capsys):
     pool = pool_copy(smoke_scored, tmp_path)
     broken_samples(pool, frac=0.3)
-    assert main(["score", "--reference", str(smoke_scored / "ref"), "--data", str(pool), "--out", str(tmp_path / "s"),
-                 *SMOKE]) == 2
+    assert (
+        main(
+            [
+                "score",
+                "--reference",
+                str(smoke_scored / "ref"),
+                "--data",
+                str(pool),
+                "--out",
+                str(tmp_path / "s"),
+                *SMOKE,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "too many bad samples" in err and "max_bad_fraction=0.01" in err
     assert not (tmp_path / "s" / "index.json").exists()

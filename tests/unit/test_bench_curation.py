@@ -14,8 +14,14 @@ from jestflow.config import load_config
 from jestflow.selection import METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERRIDES = ["reference.steps=30", "learner.steps=12", "learner.eval_every=4", "demo.n_pool=800",
-             "demo.n_curated=200", "demo.n_eval=100"]
+OVERRIDES = [
+    "reference.steps=30",
+    "learner.steps=12",
+    "learner.eval_every=4",
+    "demo.n_pool=800",
+    "demo.n_curated=200",
+    "demo.n_eval=100",
+]
 
 
 @pytest.mark.slow
@@ -36,8 +42,11 @@ def test_bench_curation_toy(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "bench-findings.md").write_text("Toy findings paragraph.")
     (tmp_path / "docs" / "bench-gpu.md").write_text("## GPU section kept")
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmarks_md.py"), str(out),
-                        str(tmp_path / "BENCHMARKS.md")], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benchmarks_md.py"), str(out), str(tmp_path / "BENCHMARKS.md")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "BENCHMARKS.md").read_text()
     for name in PLOTS:

@@ -18,10 +18,40 @@ def chain(smoke_scored):
     root = smoke_scored
     d = root / "data"
     for method in ("jest", "uniform"):
-        assert main(["train", "--method", method, "--data", str(d / "pool"), "--scores", str(root / "scores"),
-                     "--eval", str(d / "eval"), "--out", str(root / method), *SMOKE]) == 0
-        assert main(["evaluate", "--model", str(root / method), "--data", str(d / "eval"),
-                     "--out", str(root / f"{method}-eval.json"), *SMOKE]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--method",
+                    method,
+                    "--data",
+                    str(d / "pool"),
+                    "--scores",
+                    str(root / "scores"),
+                    "--eval",
+                    str(d / "eval"),
+                    "--out",
+                    str(root / method),
+                    *SMOKE,
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--model",
+                    str(root / method),
+                    "--data",
+                    str(d / "eval"),
+                    "--out",
+                    str(root / f"{method}-eval.json"),
+                    *SMOKE,
+                ]
+            )
+            == 0
+        )
     return root
 
 
@@ -95,19 +125,43 @@ def test_score_resumes_shard_by_shard(chain, tmp_path):
         f.unlink()
     first.write_bytes(keep)
     mtime = first.stat().st_mtime_ns
-    assert main(["score", "--reference", str(chain / "ref"), "--data", str(chain / "data" / "pool"),
-                 "--out", str(scores), *SMOKE]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--reference",
+                str(chain / "ref"),
+                "--data",
+                str(chain / "data" / "pool"),
+                "--out",
+                str(scores),
+                *SMOKE,
+            ]
+        )
+        == 0
+    )
     assert first.stat().st_mtime_ns == mtime  # the finished shard was not redone
     assert len(ScoreCache(str(scores), str(chain / "data" / "pool"))) == len(ScoreCache(str(chain / "scores")))
 
 
-@pytest.mark.parametrize("args,message", [
-    pytest.param(["train", "--data", "/nonexistent", "--out", "/tmp/x"], "not a folder: /nonexistent", id="missing-data"),
-    pytest.param(["train", "--method", "jest", "--data", "{pool}", "--out", "{tmp}/o"], "needs a reference score cache",
-                 id="jest-without-scores"),
-    pytest.param(["train", "--data", "{pool}", "--out", "{tmp}/o", "--set", "select.filter_ratio=1.5"],
-                 "filter_ratio=1.5", id="bad-ratio"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        pytest.param(
+            ["train", "--data", "/nonexistent", "--out", "/tmp/x"], "not a folder: /nonexistent", id="missing-data"
+        ),
+        pytest.param(
+            ["train", "--method", "jest", "--data", "{pool}", "--out", "{tmp}/o"],
+            "needs a reference score cache",
+            id="jest-without-scores",
+        ),
+        pytest.param(
+            ["train", "--data", "{pool}", "--out", "{tmp}/o", "--set", "select.filter_ratio=1.5"],
+            "filter_ratio=1.5",
+            id="bad-ratio",
+        ),
+    ],
+)
 def test_cli_errors_are_one_line(chain, tmp_path, args, message):
     args = [a.format(pool=chain / "data" / "pool", tmp=tmp_path) for a in args]
     r = subprocess.run([sys.executable, "-m", "jestflow", *args, *SMOKE], capture_output=True, text=True)
@@ -118,8 +172,22 @@ def test_cli_errors_are_one_line(chain, tmp_path, args, message):
 
 @pytest.mark.parametrize("method", ["flexi-jest", "oracle", "offline-easy-reference", "independent"])
 def test_other_methods_run_and_behave(chain, tmp_path, method):
-    args = ["train", "--method", method, "--data", str(chain / "data" / "pool"), "--scores", str(chain / "scores"),
-            "--out", str(tmp_path / method), *SMOKE, "--set", "learner.steps=12", "--set", "learner.eval_every=0"]
+    args = [
+        "train",
+        "--method",
+        method,
+        "--data",
+        str(chain / "data" / "pool"),
+        "--scores",
+        str(chain / "scores"),
+        "--out",
+        str(tmp_path / method),
+        *SMOKE,
+        "--set",
+        "learner.steps=12",
+        "--set",
+        "learner.eval_every=0",
+    ]
     assert main(args) == 0
     s = json.loads((tmp_path / method / "train.json").read_text())
     uni = summary(chain, "uniform")

@@ -11,8 +11,10 @@ def test_presets_resolve(preset):
 
 
 def test_overrides_are_typed():
-    cfg = load_config("smoke", overrides=["learner.steps=7", "select.filter_ratio=0.5", "learner.optim.lr=1e-3",
-                                          "select.method=uniform"])
+    cfg = load_config(
+        "smoke",
+        overrides=["learner.steps=7", "select.filter_ratio=0.5", "learner.optim.lr=1e-3", "select.method=uniform"],
+    )
     assert cfg.learner.steps == 7 and cfg.select.filter_ratio == 0.5 and cfg.learner.optim.lr == 1e-3
     assert cfg.select.method == "uniform"
     assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
@@ -44,26 +46,31 @@ def test_yaml_file_and_dump(tmp_path):
     assert "steps: 11" in dump(cfg)
 
 
-@pytest.mark.parametrize("override,message", [
-    pytest.param("learner.steps=-5", "learner.steps=-5 must be positive", id="negative-steps"),
-    pytest.param("select.filter_ratio=1.0", r"filter_ratio=1.0 must be in \(0, 1\)", id="ratio-one"),
-    pytest.param("select.filter_ratio=-0.2", r"filter_ratio=-0.2 must be in \(0, 1\)", id="ratio-negative"),
-    pytest.param("learner.batch_size=30", "batch_size=30 is not divisible by select.n_chunks=4", id="indivisible"),
-    pytest.param("select.method=magic", "select.method='magic' is not one of", id="unknown-method"),
-    pytest.param("learner.stepz=3", "unknown config key learner.stepz", id="unknown-key"),
-    pytest.param("learner.steps=many", "learner.steps='many': expected int", id="wrong-type"),
-    pytest.param("model.size=huge", "model.size='huge' is not one of", id="unknown-size"),
-    pytest.param("model.loss=hinge", "model.loss='hinge'", id="unknown-loss"),
-    # issue 13: these passed validation and crashed (or "trained") later
-    pytest.param("learner.checkpoint_every=0", "learner.checkpoint_every=0 must be positive", id="checkpoint-every-0"),
-    pytest.param("reference.log_every=0", "reference.log_every=0 must be positive", id="log-every-0"),
-    pytest.param("model.patch_size=0", "model.patch_size=0 must be positive", id="patch-size-0"),
-    pytest.param("model.context_length=0", "model.context_length=0 must be positive", id="context-length-0"),
-    pytest.param("model.image_size=0", "model.image_size=0 must be positive", id="image-size-0"),
-    pytest.param("model.embed_dim=0", "model.embed_dim=0 must be positive", id="embed-dim-0"),
-    pytest.param("eval.batch_size=0", "eval.batch_size=0 must be positive", id="eval-batch-0"),
-    pytest.param("demo.n_pool=0", "demo.n_pool=0 must be positive", id="demo-pool-0"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        pytest.param("learner.steps=-5", "learner.steps=-5 must be positive", id="negative-steps"),
+        pytest.param("select.filter_ratio=1.0", r"filter_ratio=1.0 must be in \(0, 1\)", id="ratio-one"),
+        pytest.param("select.filter_ratio=-0.2", r"filter_ratio=-0.2 must be in \(0, 1\)", id="ratio-negative"),
+        pytest.param("learner.batch_size=30", "batch_size=30 is not divisible by select.n_chunks=4", id="indivisible"),
+        pytest.param("select.method=magic", "select.method='magic' is not one of", id="unknown-method"),
+        pytest.param("learner.stepz=3", "unknown config key learner.stepz", id="unknown-key"),
+        pytest.param("learner.steps=many", "learner.steps='many': expected int", id="wrong-type"),
+        pytest.param("model.size=huge", "model.size='huge' is not one of", id="unknown-size"),
+        pytest.param("model.loss=hinge", "model.loss='hinge'", id="unknown-loss"),
+        # issue 13: these passed validation and crashed (or "trained") later
+        pytest.param(
+            "learner.checkpoint_every=0", "learner.checkpoint_every=0 must be positive", id="checkpoint-every-0"
+        ),
+        pytest.param("reference.log_every=0", "reference.log_every=0 must be positive", id="log-every-0"),
+        pytest.param("model.patch_size=0", "model.patch_size=0 must be positive", id="patch-size-0"),
+        pytest.param("model.context_length=0", "model.context_length=0 must be positive", id="context-length-0"),
+        pytest.param("model.image_size=0", "model.image_size=0 must be positive", id="image-size-0"),
+        pytest.param("model.embed_dim=0", "model.embed_dim=0 must be positive", id="embed-dim-0"),
+        pytest.param("eval.batch_size=0", "eval.batch_size=0 must be positive", id="eval-batch-0"),
+        pytest.param("demo.n_pool=0", "demo.n_pool=0 must be positive", id="demo-pool-0"),
+    ],
+)
 def test_nonsense_configuration_is_rejected(override, message):
     with pytest.raises(ValueError, match=message):
         load_config("smoke", overrides=[override])

@@ -3,20 +3,21 @@ import io
 import numpy as np
 import pytest
 
-from shards import write_tar
-
 from jestflow.data import ReadStats, ShardWriter, iter_shard, iter_split, stream
+from shards import write_tar
 
 
 def write_split(folder, n=30, shard_size=10, prefix="s"):
     rng = np.random.default_rng(0)
     with ShardWriter(str(folder), prefix, shard_size) as w:
         for i in range(n):
-            w.write(f"{prefix}{i:04d}", rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), f"caption {i}",
-                    {"label": i % 3, "noise": "clean"})
+            w.write(
+                f"{prefix}{i:04d}",
+                rng.integers(0, 255, (8, 8, 3), dtype=np.uint8),
+                f"caption {i}",
+                {"label": i % 3, "noise": "clean"},
+            )
     return folder
-
-
 
 
 def png_bytes():
@@ -67,15 +68,18 @@ def test_stream_holds_only_a_bounded_buffer(tmp_path):
     assert len(opened) == 1
 
 
-@pytest.mark.parametrize("members,reason", [
-    pytest.param([("a.png", b"not a png"), ("a.txt", b"hello")], "undecodable-image", id="undecodable-image"),
-    pytest.param([("a.png", "PNG"), ("a.txt", b"   ")], "empty-caption", id="empty-caption"),
-    pytest.param([("a.png", "PNG")], "missing-caption", id="missing-caption"),
-    pytest.param([("a.txt", b"x")], "missing-image", id="missing-image"),
-    pytest.param([("a.png", "PNG"), ("a.txt", b"x" * 5000)], "caption-too-long", id="caption-too-long"),
-    pytest.param([("a.png", "PNG"), ("a.txt", b"\xff\xfe")], "caption-not-utf8", id="caption-not-utf8"),
-    pytest.param([("a.png", "PNG"), ("a.txt", b"ok"), ("a.json", b"{nope")], "bad-json", id="bad-json"),
-])
+@pytest.mark.parametrize(
+    "members,reason",
+    [
+        pytest.param([("a.png", b"not a png"), ("a.txt", b"hello")], "undecodable-image", id="undecodable-image"),
+        pytest.param([("a.png", "PNG"), ("a.txt", b"   ")], "empty-caption", id="empty-caption"),
+        pytest.param([("a.png", "PNG")], "missing-caption", id="missing-caption"),
+        pytest.param([("a.txt", b"x")], "missing-image", id="missing-image"),
+        pytest.param([("a.png", "PNG"), ("a.txt", b"x" * 5000)], "caption-too-long", id="caption-too-long"),
+        pytest.param([("a.png", "PNG"), ("a.txt", b"\xff\xfe")], "caption-not-utf8", id="caption-not-utf8"),
+        pytest.param([("a.png", "PNG"), ("a.txt", b"ok"), ("a.json", b"{nope")], "bad-json", id="bad-json"),
+    ],
+)
 def test_bad_samples_are_skipped_and_counted(tmp_path, members, reason):
     members = [(n, png_bytes() if d == "PNG" else d) for n, d in members]
     good = [("b.png", png_bytes()), ("b.txt", b"fine")]

@@ -17,11 +17,41 @@ PARAM_TOL = 1e-4
 
 
 def _train(scored, out, method, steps, ranks):
-    args = ["train", "--method", method, "--data", str(scored / "data" / "pool"), "--scores", str(scored / "scores"),
-            "--out", str(out), "--preset", "smoke", "--quiet", "--set", f"learner.steps={steps}",
-            "--set", "learner.eval_every=0", "--set", "learner.threads=1", "--set", "learner.batch_size=16"]
-    launcher = [sys.executable, "-m", "jestflow"] if ranks == 1 else \
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m", "jestflow"]
+    args = [
+        "train",
+        "--method",
+        method,
+        "--data",
+        str(scored / "data" / "pool"),
+        "--scores",
+        str(scored / "scores"),
+        "--out",
+        str(out),
+        "--preset",
+        "smoke",
+        "--quiet",
+        "--set",
+        f"learner.steps={steps}",
+        "--set",
+        "learner.eval_every=0",
+        "--set",
+        "learner.threads=1",
+        "--set",
+        "learner.batch_size=16",
+    ]
+    launcher = (
+        [sys.executable, "-m", "jestflow"]
+        if ranks == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={ranks}",
+            "-m",
+            "jestflow",
+        ]
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     r = subprocess.run(launcher + args, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -39,8 +39,13 @@ print(json.dumps(out))
 
 def test_fused_triton_kernel_matches_the_fp32_scorer_under_the_interpreter():
     pytest.importorskip("triton")
-    r = subprocess.run([sys.executable, "-c", KERNEL_CHECK], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "TRITON_INTERPRET": "1"})
+    r = subprocess.run(
+        [sys.executable, "-c", KERNEL_CHECK],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out.pop("same_draws") is True
@@ -54,8 +59,9 @@ def test_kernel_choice_and_fallback_without_the_interpreter(monkeypatch):
     terms = score_terms("learnability", _embeds(200, 16, 0, "cpu"), _embeds(200, 16, 1, "cpu"))
     assert FusedSigmoidScorer(terms).fused is False  # CPU without the interpreter: the plain scorer's code
     with pytest.raises(RuntimeError, match="fused selection kernel cannot run on cpu"):
-        chunk_gains(torch.zeros(1, 2, 4, 8), torch.zeros(1, 2, 2, 8), torch.arange(2), torch.zeros(1, 3),
-                    torch.zeros(4))
+        chunk_gains(
+            torch.zeros(1, 2, 4, 8), torch.zeros(1, 2, 2, 8), torch.arange(2), torch.zeros(1, 3), torch.zeros(4)
+        )
     assert type(make_scorer("sigmoid", terms, kernel="auto")) is SigmoidScorer  # CPU: the plain scorer
     assert type(make_scorer("sigmoid", terms, kernel="fused")) is FusedSigmoidScorer
     with pytest.raises(ValueError, match="unknown selection kernel 'cublas'"):
@@ -86,8 +92,10 @@ def test_parallel_decoding_yields_the_same_stream(smoke_scored, mode):
     pool = str(smoke_scored / "data" / "pool")
     serial, parallel = ReadStats(), ReadStats()
     a = [(s.uid, s.image.tobytes(), s.caption) for s in stream(pool, 7, 200, serial, 32, epochs=1)]
-    b = [(s.uid, s.image.tobytes(), s.caption)
-         for s in stream(pool, 7, 200, parallel, 32, epochs=1, decode_workers=3, decode_mode=mode)]
+    b = [
+        (s.uid, s.image.tobytes(), s.caption)
+        for s in stream(pool, 7, 200, parallel, 32, epochs=1, decode_workers=3, decode_mode=mode)
+    ]
     assert a == b and len(a) == 1600 and serial.samples == parallel.samples == 1600
 
 
@@ -114,8 +122,10 @@ def test_decode_processes_count_bad_samples_like_the_serial_reader(tmp_path):
     assert a == b and len(a) == 117 and parallel.skipped == serial.skipped and parallel.bad == 3
     # a script without a __main__ guard: spawned workers re-import it; the error says what to do
     script = tmp_path / "unguarded.py"
-    script.write_text("from jestflow.data import ReadStats, stream\n"
-                      f"next(stream({str(tmp_path)!r}, 1, 10, ReadStats(), 8, decode_workers=2))\n")
+    script.write_text(
+        "from jestflow.data import ReadStats, stream\n"
+        f"next(stream({str(tmp_path)!r}, 1, 10, ReadStats(), 8, decode_workers=2))\n"
+    )
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "guard its entry point" in r.stderr and "a decode worker process died" in r.stderr
     with pytest.raises(ValueError, match="decode mode 'fiber' must be process or thread"):
@@ -126,8 +136,19 @@ def test_decode_processes_count_bad_samples_like_the_serial_reader(tmp_path):
 def test_bench_gpu_runs_every_section_on_cpu(tmp_path):
     from jestflow.bench.gpu import bench_gpu
 
-    res = bench_gpu(("tiny",), batch=16, steps=1, warmup=1, select_sizes=(320,), dim=32, device="cpu",
-                    out=str(tmp_path), budget_seconds=900, workdir=str(tmp_path / "work"), compile=False)
+    res = bench_gpu(
+        ("tiny",),
+        batch=16,
+        steps=1,
+        warmup=1,
+        select_sizes=(320,),
+        dim=32,
+        device="cpu",
+        out=str(tmp_path),
+        budget_seconds=900,
+        workdir=str(tmp_path / "work"),
+        compile=False,
+    )
     sections = {r["section"] for r in res["rows"]}
     assert sections == {"train", "score", "select", "iteration", "data", "loader"}, res["not_measured"]
     it = {r["method"]: r for r in res["rows"] if r["section"] == "iteration"}

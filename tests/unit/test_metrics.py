@@ -17,9 +17,21 @@ def documented() -> dict:
 
 
 def step(n, **kw):
-    s = {"step": n, "loss": 2.5 - 0.1 * n, "lr": 1e-3, "step_seconds": 0.5, "data_wait_seconds": 0.05,
-         "selection_seconds": 0.01, "examples": 32, "examples_per_second": 64.0, "noisy_fraction": 0.25,
-         "skipped": 1, "flops": 1e9, "chosen_diag": 0.8, "pool_diag": 0.2}
+    s = {
+        "step": n,
+        "loss": 2.5 - 0.1 * n,
+        "lr": 1e-3,
+        "step_seconds": 0.5,
+        "data_wait_seconds": 0.05,
+        "selection_seconds": 0.01,
+        "examples": 32,
+        "examples_per_second": 64.0,
+        "noisy_fraction": 0.25,
+        "skipped": 1,
+        "flops": 1e9,
+        "chosen_diag": 0.8,
+        "pool_diag": 0.2,
+    }
     return {**s, **kw}
 
 
@@ -34,8 +46,11 @@ def full_run() -> list:
     t.on_start("learner", "jest")
     for i in range(1, 4):
         t.on_step("learner", "jest", step(i))
-    t.on_eval("learner", "jest", {"retrieval_r1": 0.3, "zeroshot_top1": 0.2, "i2t_r1": 0.3, "t2i_r1": 0.3,
-                                  "i2t_r5": 0.6, "t2i_r5": 0.6})
+    t.on_eval(
+        "learner",
+        "jest",
+        {"retrieval_r1": 0.3, "zeroshot_top1": 0.2, "i2t_r1": 0.3, "t2i_r1": 0.3, "i2t_r5": 0.6, "t2i_r5": 0.6},
+    )
     t.on_end("learner", "jest", {})
     ms.append(t)
     s = StageMetrics("score", "reference", run_id="r1", gateway="")
@@ -66,7 +81,9 @@ def test_scoring_values():
 
 def test_uniform_sets_no_learnability_and_unknown_noise_is_not_reported():
     t = StageMetrics("learner", "uniform", run_id="r", gateway="")
-    t.on_step("learner", "uniform", step(1, chosen_diag=float("nan"), pool_diag=float("nan"), noisy_fraction=float("nan")))
+    t.on_step(
+        "learner", "uniform", step(1, chosen_diag=float("nan"), pool_diag=float("nan"), noisy_fraction=float("nan"))
+    )
     assert t.value("jestflow_selection_chosen_learnability") is None
     assert t.value("jestflow_train_noisy_fraction") is None
 

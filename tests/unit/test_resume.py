@@ -9,13 +9,39 @@ import time
 
 import torch
 
-ARGS = ["--method", "jest", "--preset", "smoke", "--quiet", "--set", "learner.steps=40",
-        "--set", "learner.checkpoint_every=5", "--set", "learner.eval_every=10", "--set", "learner.threads=1"]
+ARGS = [
+    "--method",
+    "jest",
+    "--preset",
+    "smoke",
+    "--quiet",
+    "--set",
+    "learner.steps=40",
+    "--set",
+    "learner.checkpoint_every=5",
+    "--set",
+    "learner.eval_every=10",
+    "--set",
+    "learner.threads=1",
+]
 
 
 def cmd(root, out):
-    return [sys.executable, "-m", "jestflow", "train", "--data", str(root / "data" / "pool"),
-            "--scores", str(root / "scores"), "--eval", str(root / "data" / "eval"), "--out", str(out), *ARGS]
+    return [
+        sys.executable,
+        "-m",
+        "jestflow",
+        "train",
+        "--data",
+        str(root / "data" / "pool"),
+        "--scores",
+        str(root / "scores"),
+        "--eval",
+        str(root / "data" / "eval"),
+        "--out",
+        str(out),
+        *ARGS,
+    ]
 
 
 def checkpoint_step(out):

@@ -7,9 +7,9 @@ import torch
 from jestflow import config as C
 from jestflow import reuse
 from jestflow.distributed import Dist
+from jestflow.flops import train_groups
 from jestflow.losses import batch_loss
 from jestflow.model import TwoTower, load_model
-from jestflow.flops import train_groups
 from jestflow.train import read_uid_log, use_reuse
 
 
@@ -47,8 +47,9 @@ def test_replay_matches_a_fresh_forward_forward_and_backward(loss, stride):
     idx = torch.tensor([9, 2, 5, 11, 0])  # out of order, as a selection returns them
     u, v = m(images[idx], tokens[idx], stride)
     want = _grads(m, loss, u, v)
-    u2, v2 = m(images[idx], tokens[idx], stride,
-               reuse.Replayer(rec_i.tape.take(idx)), reuse.Replayer(rec_t.tape.take(idx)))
+    u2, v2 = m(
+        images[idx], tokens[idx], stride, reuse.Replayer(rec_i.tape.take(idx)), reuse.Replayer(rec_t.tape.take(idx))
+    )
     torch.testing.assert_close(u2, u, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(v2, v, rtol=1e-5, atol=1e-6)
     got = _grads(m, loss, u2, v2)
@@ -69,8 +70,11 @@ def test_replay_under_bf16_autocast_stays_close():
     idx = torch.tensor([1, 4, 7, 10])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         want = _grads(m, "sigmoid", *m(images[idx], tokens[idx]))
-        got = _grads(m, "sigmoid", *m(images[idx], tokens[idx], 1, reuse.Replayer(rec_i.tape.take(idx)),
-                                      reuse.Replayer(rec_t.tape.take(idx))))
+        got = _grads(
+            m,
+            "sigmoid",
+            *m(images[idx], tokens[idx], 1, reuse.Replayer(rec_i.tape.take(idx)), reuse.Replayer(rec_t.tape.take(idx))),
+        )
     for k in want:  # bf16 products; the bias sums run in fp32 in the replay (measured max ~3e-3 relative)
         scale = want[k].abs().max().item() + 1e-12
         assert (got[k] - want[k]).abs().max().item() / scale < 2e-2, k
@@ -114,8 +118,9 @@ def test_train_flops_drop_by_the_replayed_linears():
     assert train_flops(m, train_groups(16, 1), 1) == plain - 16 * m.linear_flops_per_example(1)
     # Flexi-JEST: the full-resolution half replays its text only, the coarse half both towers
     flexi = train_flops(m, train_groups(16, 2), 2)
-    want = 8 * (3 * m.flops_per_example(1) - m.linear_flops_per_example(1, image=False)) + \
-        8 * (3 * m.flops_per_example(2) - m.linear_flops_per_example(2))
+    want = 8 * (3 * m.flops_per_example(1) - m.linear_flops_per_example(1, image=False)) + 8 * (
+        3 * m.flops_per_example(2) - m.linear_flops_per_example(2)
+    )
     assert flexi == want and 0 < m.linear_flops_per_example(1) < m.flops_per_example(1)
 
 
@@ -124,10 +129,28 @@ def test_training_with_reuse_equals_training_without(smoke_scored, tmp_path, met
     from jestflow.cli import main
 
     def run(out, mode):
-        args = ["train", "--method", method, "--data", str(smoke_scored / "data" / "pool"),
-                "--scores", str(smoke_scored / "scores"), "--out", str(out), "--preset", "smoke", "--quiet",
-                "--set", "learner.steps=4", "--set", "learner.eval_every=0", "--set", "learner.batch_size=16",
-                "--set", f"learner.reuse_activations={mode}"]
+        args = [
+            "train",
+            "--method",
+            method,
+            "--data",
+            str(smoke_scored / "data" / "pool"),
+            "--scores",
+            str(smoke_scored / "scores"),
+            "--out",
+            str(out),
+            "--preset",
+            "smoke",
+            "--quiet",
+            "--set",
+            "learner.steps=4",
+            "--set",
+            "learner.eval_every=0",
+            "--set",
+            "learner.batch_size=16",
+            "--set",
+            f"learner.reuse_activations={mode}",
+        ]
         assert main(args) == 0
         return out
 

@@ -33,17 +33,24 @@ def cross_entropy_in_batch(e: Embeds, batch: list[int]) -> torch.Tensor:
 # --- 1. --config FILE reaches `jestflow run` and `jestflow bench curation` ----------------------------
 
 
-@pytest.mark.parametrize("command", [
-    pytest.param(["run", "--out", "{tmp}/run", "--data", "{tmp}/data"], id="run"),
-    pytest.param(["bench", "curation", "--out", "{tmp}/bench"], id="bench-curation"),
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["run", "--out", "{tmp}/run", "--data", "{tmp}/data"], id="run"),
+        pytest.param(["bench", "curation", "--out", "{tmp}/bench"], id="bench-curation"),
+    ],
+)
 def test_config_file_is_read_by_run_and_bench(tmp_path, command):
     """A bad value in the file must stop the command at once (it was ignored, and the run went ahead)."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("learner:\n  steps: -3\n")
     args = [a.format(tmp=tmp_path) for a in command]
-    r = subprocess.run([sys.executable, "-m", "jestflow", *args, "--preset", "smoke", "--config", str(bad), "--quiet"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "jestflow", *args, "--preset", "smoke", "--config", str(bad), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert r.stderr.strip() == "jestflow: error: learner.steps=-3 must be positive"
 
@@ -104,8 +111,12 @@ def test_registry_drives_what_each_method_uses():
     n, b, d = 160, 32, cfg.model.embed_dim
     fwd = flops.forward_per_example(cfg.model)
     expect = {  # (scoring forwards, models in the score matrix, pairs per candidate, charged the reference)
-        "uniform": (0, 0, 0, False), "oracle": (0, 0, 0, False), "offline-easy-reference": (0, 0, 0, True),
-        "jest": (n, 2, b, True), "independent": (n, 2, n, True), "hard-learner": (n, 1, b, False),
+        "uniform": (0, 0, 0, False),
+        "oracle": (0, 0, 0, False),
+        "offline-easy-reference": (0, 0, 0, True),
+        "jest": (n, 2, b, True),
+        "independent": (n, 2, n, True),
+        "hard-learner": (n, 1, b, False),
         "easy-reference": (0, 1, b, True),
     }
     for name, (scored, models, pairs, charged) in expect.items():
@@ -119,9 +130,22 @@ def test_registry_drives_what_each_method_uses():
 
 def test_hard_learner_run_is_not_charged_the_reference(smoke_scored, tmp_path):
     out = tmp_path / "hard"
-    args = ["train", "--method", "hard-learner", "--data", str(smoke_scored / "data" / "pool"),
-            "--scores", str(smoke_scored / "scores"), "--out", str(out), *QUIET, "--set", "learner.steps=3",
-            "--set", "learner.eval_every=0"]
+    args = [
+        "train",
+        "--method",
+        "hard-learner",
+        "--data",
+        str(smoke_scored / "data" / "pool"),
+        "--scores",
+        str(smoke_scored / "scores"),
+        "--out",
+        str(out),
+        *QUIET,
+        "--set",
+        "learner.steps=3",
+        "--set",
+        "learner.eval_every=0",
+    ]
     assert main(args) == 0
     s = json.loads((out / "train.json").read_text())
     cfg = C.load_config("smoke").with_method("hard-learner")
@@ -151,7 +175,10 @@ def test_pipeline_and_benchmark_build_the_same_flops_matched_baseline(smoke_scor
     cfg = C.load_config("smoke")
     matched = stages.flops_matched(cfg, "jest", str(smoke_scored / "scores"))
     job = next(j for j in plan(cfg, 1, False, matched) if j.name == "uniform@flops-s0")
-    assert job.overrides == (f"learner.steps={matched.learner.steps}", f"learner.eval_every={matched.learner.eval_every}")
+    assert job.overrides == (
+        f"learner.steps={matched.learner.steps}",
+        f"learner.eval_every={matched.learner.eval_every}",
+    )
     assert matched.select.method == "uniform" and matched.learner.steps > cfg.learner.steps
     points = math.ceil(cfg.learner.steps / cfg.learner.eval_every)  # as many curve points as the matched run
     assert math.ceil(matched.learner.steps / matched.learner.eval_every) == points

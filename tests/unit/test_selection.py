@@ -7,8 +7,18 @@ import torch
 import torch.nn.functional as F
 
 from jestflow import losses
-from jestflow.selection import (DenseScorer, Embeds, IndependentScorer, SigmoidScorer, SoftmaxScorer,
-                                dense_score_matrix, independent_scores, sample_chunks, score_terms, select)
+from jestflow.selection import (
+    DenseScorer,
+    Embeds,
+    IndependentScorer,
+    SigmoidScorer,
+    SoftmaxScorer,
+    dense_score_matrix,
+    independent_scores,
+    sample_chunks,
+    score_terms,
+    select,
+)
 
 
 def embeds(n, d, seed, dtype=torch.float64, log_t=2.3, bias=-10.0):
@@ -34,12 +44,15 @@ def dense_algorithm1(A, n_keep, n_chunks, generator):
     return torch.tensor(chosen)
 
 
-@pytest.mark.parametrize("n,b,chunks,score", [
-    pytest.param(40, 8, 4, "learnability", id="n40-b8-c4-learnability"),
-    pytest.param(64, 16, 16, "learnability", id="n64-b16-c16"),
-    pytest.param(50, 10, 1, "hard-learner", id="one-chunk-hard-learner"),
-    pytest.param(30, 12, 3, "easy-reference", id="easy-reference"),
-])
+@pytest.mark.parametrize(
+    "n,b,chunks,score",
+    [
+        pytest.param(40, 8, 4, "learnability", id="n40-b8-c4-learnability"),
+        pytest.param(64, 16, 16, "learnability", id="n64-b16-c16"),
+        pytest.param(50, 10, 1, "hard-learner", id="one-chunk-hard-learner"),
+        pytest.param(30, 12, 3, "easy-reference", id="easy-reference"),
+    ],
+)
 def test_chunked_matches_dense_algorithm1(n, b, chunks, score):
     terms = score_terms(score, embeds(n, 8, 1), embeds(n, 8, 2, log_t=1.5, bias=-3.0))
     A = dense_score_matrix(terms)
@@ -112,8 +125,7 @@ def test_sigmoid_pairwise_sums_to_batch_loss(n):
 
 def test_sigmoid_batch_score_is_sum_of_pairwise_matrix():
     terms = score_terms("learnability", embeds(24, 4, 5), embeds(24, 4, 6))
-    sel = select("jest", terms[0][1], terms[1][1], 8, 4,
-                 torch.Generator().manual_seed(2), loss="sigmoid")
+    sel = select("jest", terms[0][1], terms[1][1], 8, 4, torch.Generator().manual_seed(2), loss="sigmoid")
     A = dense_score_matrix(terms)
     S = sel.indices
     assert sel.chosen_score == pytest.approx(float(A[S][:, S].sum()) / 8, rel=1e-9)

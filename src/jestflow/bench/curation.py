@@ -21,9 +21,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
-from .. import __version__
+from .. import __version__, storage
 from .. import config as C
-from .. import storage
 from ..flops import step_cost
 from .report import BENCHMARKED, FLOPS_MATCHED, REPORTED
 
@@ -67,8 +66,17 @@ def _run_job(job: Job, preset: str, overrides: list, data: str, scores: str, out
     run_dir = storage.join(out, "runs", job.name)
     if storage.exists(storage.join(run_dir, "train.json")):
         return run_dir
-    cfg = C.load_config(preset, None, [*overrides, f"select.method={job.method}", f"learner.seed={job.seed}",
-                                       f"learner.threads={threads}", *job.overrides])
+    cfg = C.load_config(
+        preset,
+        None,
+        [
+            *overrides,
+            f"select.method={job.method}",
+            f"learner.seed={job.seed}",
+            f"learner.threads={threads}",
+            *job.overrides,
+        ],
+    )
     stages.train_learner(cfg, storage.join(data, "pool"), run_dir, scores, storage.join(data, "eval"), progress=False)
     return run_dir
 
@@ -94,13 +102,17 @@ def aggregate(runs: dict[str, dict], seeds: int) -> dict:
             seed = n.rsplit("-s", 1)[1]
             uni = runs.get(f"uniform-s{seed}")
             final = s["curve"][-1]
-            entry = {"final": {k: final.get(k) for k in METRICS}, "total_flops": run_total(s),
-                     "learner_flops": s["flops_total"], "clean_fraction": s["clean_fraction"],
-                     "wall_seconds": s["wall_seconds"], "steps": s["steps"]}
+            entry = {
+                "final": {k: final.get(k) for k in METRICS},
+                "total_flops": run_total(s),
+                "learner_flops": s["flops_total"],
+                "clean_fraction": s["clean_fraction"],
+                "wall_seconds": s["wall_seconds"],
+                "steps": s["steps"],
+            }
             if uni is not None:
                 for metric in ("retrieval_r1", "zeroshot_top1"):
-                    pair = {"uniform": {"summary": uni, "final": uni["curve"][-1]},
-                            m: {"summary": s, "final": final}}
+                    pair = {"uniform": {"summary": uni, "final": uni["curve"][-1]}, m: {"summary": s, "final": final}}
                     entry[f"speedup_{metric}"] = compare(pair, "uniform", metric)[m]
                 # the same without the reference's fixed costs (as if the reference were amortised)
                 bare = {k: v for k, v in s.items() if k not in ("reference_flops", "reference_scoring_flops")}
@@ -118,7 +130,8 @@ def aggregate(runs: dict[str, dict], seeds: int) -> dict:
             agg[f"flops_speedup_{metric}"] = _stat([r[key]["flops_speedup"] for r in rows if key in r])
             agg[f"reached_{metric}"] = sum(1 for r in rows if key in r and r[key]["iteration_speedup"])
         agg["learner_flops_speedup_retrieval_r1"] = _stat(
-            [r["learner_speedup_retrieval_r1"]["flops_speedup"] for r in rows if "learner_speedup_retrieval_r1" in r])
+            [r["learner_speedup_retrieval_r1"]["flops_speedup"] for r in rows if "learner_speedup_retrieval_r1" in r]
+        )
         agg["seeds"] = len(rows)
         per_method[m] = agg
     if "uniform" in per_method and "oracle" in per_method:
@@ -154,11 +167,11 @@ def chunk_diagnostics(cfg: C.Config, data: str, scores: str, model_dir: str, n_b
     import torch
 
     from ..data import ReadStats, stream
+    from ..loader import make_batches
     from ..model import load_model
     from ..scoring import ScoreCache
     from ..selection import DenseScorer, Embeds, dense_score_matrix, sample_chunks, score_terms
     from ..tokenizer import Tokenizer
-    from ..loader import make_batches
 
     model = load_model(storage.join(model_dir, "model.pt")).eval()
     tok = Tokenizer.load(storage.join(model_dir, "tokenizer.json"))
@@ -196,9 +209,17 @@ def ablation_rows(runs: dict) -> list[dict]:
             rows.append({"setting": f"{key}={value}", "run": r})
     from ..flops import run_total
 
-    return [{"setting": x["setting"], "retrieval_r1": x["run"]["curve"][-1]["retrieval_r1"],
-             "zeroshot_top1": x["run"]["curve"][-1].get("zeroshot_top1"), "clean_fraction": x["run"]["clean_fraction"],
-             "total_flops": run_total(x["run"]), "wall_seconds": x["run"]["wall_seconds"]} for x in rows]
+    return [
+        {
+            "setting": x["setting"],
+            "retrieval_r1": x["run"]["curve"][-1]["retrieval_r1"],
+            "zeroshot_top1": x["run"]["curve"][-1].get("zeroshot_top1"),
+            "clean_fraction": x["run"]["clean_fraction"],
+            "total_flops": run_total(x["run"]),
+            "wall_seconds": x["run"]["wall_seconds"],
+        }
+        for x in rows
+    ]
 
 
 def machine() -> str:
@@ -214,8 +235,16 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, torch {torch.__version__}"
 
 
-def bench_curation(preset: str, overrides: list, out: str, seeds: int = 3, workers: int = 2,
-                   ablations: bool = True, command: str = "", config_file: str | None = None) -> dict:
+def bench_curation(
+    preset: str,
+    overrides: list,
+    out: str,
+    seeds: int = 3,
+    workers: int = 2,
+    ablations: bool = True,
+    command: str = "",
+    config_file: str | None = None,
+) -> dict:
     """`config_file` applies before `overrides` (as in every command); both reach every worker."""
     from .. import stages
     from ..demo import demo_complete, make_demo
@@ -253,9 +282,16 @@ def finish(out, jobs, cfg, preset, overrides, seeds, command, data, scores, ref,
     runs = {j.name: storage.read_json(storage.join(out, "runs", j.name, "train.json")) for j in jobs}
     per_method = aggregate(runs, seeds)
     return {
-        "preset": preset, "overrides": overrides, "seeds": seeds, "version": __version__, "machine": machine(),
-        "date": time.strftime("%Y-%m-%d"), "command": command, "per_method": per_method,
-        "equal_flops_retrieval_r1": equal_flops_comparison(runs, seeds), "ablations": ablation_rows(runs),
+        "preset": preset,
+        "overrides": overrides,
+        "seeds": seeds,
+        "version": __version__,
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": command,
+        "per_method": per_method,
+        "equal_flops_retrieval_r1": equal_flops_comparison(runs, seeds),
+        "ablations": ablation_rows(runs),
         "chunk_learnability": diagnostics or chunk_diagnostics(cfg, data, scores, storage.join(out, "runs", "jest-s0")),
         "reference": {k: storage.read_json(storage.join(ref, "train.json"))[k] for k in ("steps", "flops_total")},
         "scoring_flops": storage.read_json(storage.join(scores, "index.json"))["scoring_flops"],
@@ -285,7 +321,18 @@ def rerender(out: str) -> dict:
     cfg = C.from_dict(old["config"])
     scores = storage.join(out, "scores")
     jobs = plan(cfg, old["seeds"], bool(old["ablations"]), stages.flops_matched(cfg, "jest", scores))
-    new = finish(out, jobs, cfg, old["preset"], old["overrides"], old["seeds"], old["command"],
-                 storage.join(out, "data"), scores, storage.join(out, "reference"), old["chunk_learnability"])
+    new = finish(
+        out,
+        jobs,
+        cfg,
+        old["preset"],
+        old["overrides"],
+        old["seeds"],
+        old["command"],
+        storage.join(out, "data"),
+        scores,
+        storage.join(out, "reference"),
+        old["chunk_learnability"],
+    )
     new.update(wall_seconds=old["wall_seconds"], date=old["date"], machine=old["machine"])
     return publish(new, out, jobs, old["seeds"])

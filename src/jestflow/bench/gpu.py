@@ -62,15 +62,19 @@ def device_facts(device: str) -> dict:
         p = torch.cuda.get_device_properties(0)
         facts.update(gpu=p.name, sms=p.multi_processor_count, memory_gib=round(p.total_memory / 2**30, 1))
         try:
-            facts["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                             capture_output=True, text=True, timeout=20).stdout.strip()
+            facts["driver"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout.strip()
         except OSError:
             facts["driver"] = "?"
         facts["cuda"] = torch.version.cuda
         n = 8192
         a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
         sec = _timeit(lambda: a @ b, device, 10, 3)
-        facts["matmul_bf16_tflops"] = round(2 * n ** 3 / sec / 1e12, 1)
+        facts["matmul_bf16_tflops"] = round(2 * n**3 / sec / 1e12, 1)
         facts["datasheet_bf16_tflops"] = next((v / 1e12 for k, v in DATASHEET_BF16.items() if k in p.name), None)
         del a, b
     else:
@@ -101,28 +105,33 @@ class _FakeCache:
     def __init__(self, n: int, d: int, device: str):
         g = torch.Generator(device="cpu").manual_seed(1)
         self.img = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1).to(device)
-        self.txt = torch.nn.functional.normalize(self.img.cpu() + 0.8 * torch.randn(n, d, generator=g), dim=1).to(device)
+        self.txt = torch.nn.functional.normalize(self.img.cpu() + 0.8 * torch.randn(n, d, generator=g), dim=1).to(
+            device
+        )
         self.index = {}
 
     def lookup(self, uids, device="cpu"):
         from ..selection import Embeds
 
         rows = torch.tensor([int(u) % len(self.img) for u in uids], device=self.img.device)
-        return Embeds(self.img[rows], self.txt[rows], torch.tensor(2.3, device=device), torch.tensor(-10.0, device=device))
+        return Embeds(
+            self.img[rows], self.txt[rows], torch.tensor(2.3, device=device), torch.tensor(-10.0, device=device)
+        )
 
 
 # --------------------------------------------------------------------------------------------------
 # Sections
 
 
-def bench_train(size: str, b: int, device: str, steps: int, warmup: int, facts: dict, vocab: int = 1000,
-                compile: bool = True) -> dict:
+def bench_train(
+    size: str, b: int, device: str, steps: int, warmup: int, facts: dict, vocab: int = 1000, compile: bool = True
+) -> dict:
     from ..devices import autocast
     from ..distributed import Dist
     from ..flops import train_groups
+    from ..loader import Batch
     from ..losses import sigmoid_loss
     from ..model import TwoTower
-    from ..loader import Batch
     from ..train import TrainForward, TrainStep, compile_towers, make_optimizer
 
     mc = _model_config(size)
@@ -151,14 +160,23 @@ def bench_train(size: str, b: int, device: str, steps: int, warmup: int, facts: 
     opt, sched = make_optimizer(model, t, fused=cuda)
     if compile:
         compile_towers(model)
-    step = TrainStep(model, opt, sched, TrainForward(model), train_groups(b, 1), Dist(), device, "sigmoid",
-                     t.optim.grad_clip)
+    step = TrainStep(
+        model, opt, sched, TrainForward(model), train_groups(b, 1), Dist(), device, "sigmoid", t.optim.grad_clip
+    )
     batch = Batch([str(i) for i in range(b)], images, tokens, [""] * b)
     ours = _timeit(lambda: step(batch), device, steps, warmup + 2)  # + compile
     flops = 3 * model.flops_per_example() * b
-    row = {"section": "train", "size": size, "batch": b, "peer_seconds": peer, "jestflow_seconds": ours,
-           "peer_images_per_s": b / peer, "jestflow_images_per_s": b / ours, "speedup": peer / ours,
-           "train_flops_per_step": flops}
+    row = {
+        "section": "train",
+        "size": size,
+        "batch": b,
+        "peer_seconds": peer,
+        "jestflow_seconds": ours,
+        "peer_images_per_s": b / peer,
+        "jestflow_images_per_s": b / ours,
+        "speedup": peer / ours,
+        "train_flops_per_step": flops,
+    }
     for key, peak in (("measured", facts.get("matmul_bf16_tflops")), ("datasheet", facts.get("datasheet_bf16_tflops"))):
         if peak:
             row[f"mfu_{key}"] = flops / ours / (peak * 1e12)
@@ -178,6 +196,7 @@ def bench_score(size: str, model, n: int, device: str, steps: int, warmup: int, 
         def f():
             with torch.inference_mode(), autocast(device):
                 m(images, tokens)
+
         return f
 
     model.eval()
@@ -185,30 +204,46 @@ def bench_score(size: str, model, n: int, device: str, steps: int, warmup: int, 
     peer = _timeit(run(eager), device, steps, warmup)
     model.train()
     del eager
-    return {"section": "score", "size": size, "batch": n, "peer_images_per_s": n / peer,
-            "jestflow_images_per_s": n / ours, "speedup": peer / ours}
+    return {
+        "section": "score",
+        "size": size,
+        "batch": n,
+        "peer_images_per_s": n / peer,
+        "jestflow_images_per_s": n / ours,
+        "speedup": peer / ours,
+    }
 
 
-def bench_select_gpu(n: int, d: int, device: str, repeats: int,
-                     impls=("torch", "fused", "dense")) -> list[dict]:
+def bench_select_gpu(n: int, d: int, device: str, repeats: int, impls=("torch", "fused", "dense")) -> list[dict]:
+    from ..selection import (
+        DenseScorer,
+        FusedSigmoidScorer,
+        SigmoidScorer,
+        dense_score_matrix,
+        sample_chunks,
+        score_terms,
+    )
     from .select import _embeds
-    from ..selection import (DenseScorer, FusedSigmoidScorer, SigmoidScorer, dense_score_matrix, sample_chunks,
-                            score_terms)
 
     b = int(round(n * 0.2))
     b -= b % 16
     terms = score_terms("learnability", _embeds(n, d, 0, device), _embeds(n, d, 1, device))
     rows = []
-    make = {"torch": lambda: SigmoidScorer(terms), "fused": lambda: FusedSigmoidScorer(terms),
-            "dense": lambda: DenseScorer(dense_score_matrix(terms))}
+    make = {
+        "torch": lambda: SigmoidScorer(terms),
+        "fused": lambda: FusedSigmoidScorer(terms),
+        "dense": lambda: DenseScorer(dense_score_matrix(terms)),
+    }
     for impl in impls:
         if impl == "dense" and 2 * n * n * 4 > 0.6 * _free_bytes(device):
             rows.append({"section": "select", "impl": impl, "n": n, "b": b, "d": d, "skipped": "N x N does not fit"})
             continue
         try:  # noqa: SIM105 - a failing implementation is a result, not the end of the run
+
             def once():
                 gen = torch.Generator(device=device).manual_seed(0)
                 return sample_chunks(make[impl](), b, 16, gen)
+
             once()
             _sync(device)
             cuda = torch.device(device).type == "cuda"
@@ -224,13 +259,30 @@ def bench_select_gpu(n: int, d: int, device: str, repeats: int,
                 times.append(time.perf_counter() - t0)
             peak = (torch.cuda.max_memory_allocated() - base) if cuda else float("nan")
             times.sort()
-            rows.append({"section": "select", "impl": impl, "n": n, "b": b, "d": d, "seconds": times[len(times) // 2],
-                         "peak_bytes": peak})
+            rows.append(
+                {
+                    "section": "select",
+                    "impl": impl,
+                    "n": n,
+                    "b": b,
+                    "d": d,
+                    "seconds": times[len(times) // 2],
+                    "peak_bytes": peak,
+                }
+            )
         except torch.OutOfMemoryError:
             rows.append({"section": "select", "impl": impl, "n": n, "b": b, "d": d, "skipped": "out of memory"})
         except Exception as e:  # noqa: BLE001
-            rows.append({"section": "select", "impl": impl, "n": n, "b": b, "d": d,
-                         "skipped": f"failed: {type(e).__name__}: {str(e)[:200]}"})
+            rows.append(
+                {
+                    "section": "select",
+                    "impl": impl,
+                    "n": n,
+                    "b": b,
+                    "d": d,
+                    "skipped": f"failed: {type(e).__name__}: {str(e)[:200]}",
+                }
+            )
         torch.cuda.empty_cache() if torch.device(device).type == "cuda" else None
     # Agreement of the fused kernel (bf16) with the fp32 scorer on one chunk's update.
     try:
@@ -251,7 +303,9 @@ def _free_bytes(device: str) -> float:
     return 8 * 2**30
 
 
-def bench_iteration(size: str, model, step, b: int, device: str, steps: int, warmup: int, vocab: int = 1000) -> list[dict]:
+def bench_iteration(
+    size: str, model, step, b: int, device: str, steps: int, warmup: int, vocab: int = 1000
+) -> list[dict]:
     from ..distributed import Dist
     from ..flops import train_groups
     from ..loader import Batch
@@ -266,20 +320,49 @@ def bench_iteration(size: str, model, step, b: int, device: str, steps: int, war
     sub = Batch([str(i) for i in range(b)], images[:b], tokens[:b], [""] * b)
     gen = torch.Generator(device=device).manual_seed(0)
     uniform = _timeit(lambda: step(sub), device, steps, warmup)
-    rows = [{"section": "iteration", "size": size, "method": "uniform", "batch": b, "super_batch": b,
-             "seconds": uniform, "ratio_to_uniform": 1.0}]
+    rows = [
+        {
+            "section": "iteration",
+            "size": size,
+            "method": "uniform",
+            "batch": b,
+            "super_batch": b,
+            "seconds": uniform,
+            "ratio_to_uniform": 1.0,
+        }
+    ]
     cuda = torch.device(device).type == "cuda"
     for method, replay in (("jest", False), ("jest", True), ("flexi-jest", False), ("flexi-jest", True)):
         mcfg = cfg.with_method(method)
         sel = ScoreSelect(mcfg, cache, reuse_activations=replay)
         flexi = mcfg.select.flexi_stride if method == "flexi-jest" else 1
-        st = step if flexi == 1 else TrainStep(model, step.opt, step.sched, TrainForward(model), train_groups(b, flexi),
-                                               Dist(), device, step.loss, step.grad_clip, score_stride=flexi)
+        st = (
+            step
+            if flexi == 1
+            else TrainStep(
+                model,
+                step.opt,
+                step.sched,
+                TrainForward(model),
+                train_groups(b, flexi),
+                Dist(),
+                device,
+                step.loss,
+                step.grad_clip,
+                score_stride=flexi,
+            )
+        )
         batch = Batch([str(i) for i in range(n)], images, tokens, [""] * n)
         shares = []
         tape = reuse.tape_bytes_per_example(mc, flexi, 2 if cuda else 4) * n if replay else 0
-        row = {"section": "iteration", "size": size, "method": method + (" + reuse" if replay else ""), "batch": b,
-               "super_batch": n, "tape_bytes": tape}
+        row = {
+            "section": "iteration",
+            "size": size,
+            "method": method + (" + reuse" if replay else ""),
+            "batch": b,
+            "super_batch": n,
+            "tape_bytes": tape,
+        }
 
         def one():
             t0 = time.perf_counter()
@@ -299,14 +382,24 @@ def bench_iteration(size: str, model, step, b: int, device: str, steps: int, war
             torch.cuda.empty_cache() if cuda else None
             continue
         sel_sec, score_sec, train_sec = (sorted(x[i] for x in shares[-steps:])[steps // 2] for i in range(3))
-        rows.append({**row, "seconds": sec, "ratio_to_uniform": sec / uniform, "selection_seconds": sel_sec,
-                     "selection_share": sel_sec / sec, "score_select_seconds": score_sec, "train_seconds": train_sec,
-                     "peak_bytes": torch.cuda.max_memory_allocated() if cuda else float("nan")})
+        rows.append(
+            {
+                **row,
+                "seconds": sec,
+                "ratio_to_uniform": sec / uniform,
+                "selection_seconds": sel_sec,
+                "selection_share": sel_sec / sec,
+                "score_select_seconds": score_sec,
+                "train_seconds": train_sec,
+                "peak_bytes": torch.cuda.max_memory_allocated() if cuda else float("nan"),
+            }
+        )
     return rows
 
 
-def loader_interference(folder: str, image_size: int, device: str, workers: int = 8, launches: int = 20000,
-                        warm_seconds: float = 2.0) -> list[dict]:
+def loader_interference(
+    folder: str, image_size: int, device: str, workers: int = 8, launches: int = 20000, warm_seconds: float = 2.0
+) -> list[dict]:
     """How much slower the training thread issues small device operations (a stand-in for kernel
     launches, which need the GIL) while the loader decodes on threads vs processes, and the loader's
     images/s meanwhile. This is the mechanism that made the H200's loader-fed step 4x its compute."""
@@ -345,8 +438,17 @@ def loader_interference(folder: str, image_size: int, device: str, workers: int 
         rate = (seen[0] - n0) / (time.perf_counter() - t0)
         stop.set()
         t.join(timeout=120)
-        rows.append({"section": "loader", "decode_mode": mode, "decode_workers": workers, "image_size": image_size,
-                     "launch_seconds_alone": alone, "launch_slowdown": busy / alone, "images_per_s": rate})
+        rows.append(
+            {
+                "section": "loader",
+                "decode_mode": mode,
+                "decode_workers": workers,
+                "image_size": image_size,
+                "launch_seconds_alone": alone,
+                "launch_slowdown": busy / alone,
+                "images_per_s": rate,
+            }
+        )
     return rows
 
 
@@ -357,10 +459,10 @@ def bench_data(model, step, b: int, device: str, steps: int, workdir: str) -> li
     import numpy as np
     from PIL import Image
 
-    from ..data import ShardWriter, stream, ReadStats
-    from ..tokenizer import Tokenizer
+    from ..data import ReadStats, ShardWriter, stream
     from ..loader import Batch, Prefetcher, make_batches
     from ..selectors import ScoreSelect
+    from ..tokenizer import Tokenizer
 
     mc = model.config
     cfg = C.load_config(None, None, [f"model.size={mc.size}", f"learner.batch_size={b}"])
@@ -388,8 +490,15 @@ def bench_data(model, step, b: int, device: str, steps: int, workdir: str) -> li
         resident = Batch(resident.uids, resident.images.pin_memory(), resident.tokens.pin_memory(), resident.noise)
     for workers, mode in ((0, "in memory"), (8, "process"), (8, "thread"), (1, "serial")):
         if workers:
-            samples = stream(folder, 0, 1000, ReadStats(), mc.image_size, decode_workers=workers,
-                             decode_mode=mode if workers > 1 else "thread")
+            samples = stream(
+                folder,
+                0,
+                1000,
+                ReadStats(),
+                mc.image_size,
+                decode_workers=workers,
+                decode_mode=mode if workers > 1 else "thread",
+            )
             pf = Prefetcher(make_batches(samples, n, tok), depth=2, pin=cuda)
         waits, secs = [], []
         for k in range(steps + 1):
@@ -403,8 +512,17 @@ def bench_data(model, step, b: int, device: str, steps: int, workdir: str) -> li
                 secs.append(time.perf_counter() - t0)
         if workers:
             pf.close()
-        rows.append({"section": "data", "size": mc.size, "decode_workers": workers, "decode_mode": mode,
-                     "super_batch": n, "step_seconds": sum(secs) / len(secs), "wait_fraction": sum(waits) / sum(secs)})
+        rows.append(
+            {
+                "section": "data",
+                "size": mc.size,
+                "decode_workers": workers,
+                "decode_mode": mode,
+                "super_batch": n,
+                "step_seconds": sum(secs) / len(secs),
+                "wait_fraction": sum(waits) / sum(secs),
+            }
+        )
     compute = rows[0]["step_seconds"]
     for r in rows:
         r["vs_in_memory"] = r["step_seconds"] / compute
@@ -418,10 +536,20 @@ def bench_data(model, step, b: int, device: str, steps: int, workdir: str) -> li
 SECTIONS = ("select", "train", "score", "iteration", "data")
 
 
-def bench_gpu(sizes=("b16", "s16"), batch: int = 256, steps: int = 10, warmup: int = 2,
-              select_sizes=(20480, 163840), dim: int = 768, device: str = "auto", out: str | None = None,
-              budget_seconds: float = 480, workdir: str = "/tmp/jestflow-bench-gpu", compile: bool = True,
-              sections=SECTIONS) -> dict:
+def bench_gpu(
+    sizes=("b16", "s16"),
+    batch: int = 256,
+    steps: int = 10,
+    warmup: int = 2,
+    select_sizes=(20480, 163840),
+    dim: int = 768,
+    device: str = "auto",
+    out: str | None = None,
+    budget_seconds: float = 480,
+    workdir: str = "/tmp/jestflow-bench-gpu",
+    compile: bool = True,
+    sections=SECTIONS,
+) -> dict:
     """Run the `sections` within `budget_seconds`; a section that fails is recorded, the rest go on.
     The train section always runs when a later one is asked for (it builds the model they use)."""
     unknown = set(sections) - set(SECTIONS)
@@ -463,9 +591,11 @@ def bench_gpu(sizes=("b16", "s16"), batch: int = 256, steps: int = 10, warmup: i
         print(json.dumps(row), flush=True)
         save()
         n = C.load_config(None, None, [f"learner.batch_size={batch}"]).super_batch_size()
-        for name, fn in (("score", lambda: [bench_score(size, model, n, device, steps, warmup)]),
-                         ("iteration", lambda: bench_iteration(size, model, step, batch, device, steps, warmup)),
-                         ("data", lambda: bench_data(model, step, batch, device, max(3, steps // 2), workdir))):
+        for name, fn in (
+            ("score", lambda: [bench_score(size, model, n, device, steps, warmup)]),
+            ("iteration", lambda: bench_iteration(size, model, step, batch, device, steps, warmup)),
+            ("data", lambda: bench_data(model, step, batch, device, max(3, steps // 2), workdir)),
+        ):
             if name not in sections:
                 continue
             if left() < 45:
@@ -499,10 +629,13 @@ def _gib(x) -> str:
 
 def markdown(results: dict) -> str:
     f = results["facts"]
-    out = [f"Device: {f.get('gpu')} ({f.get('memory_gib', '?')} GiB, driver {f.get('driver', '–')}, CUDA "
-           f"{f.get('cuda', '–')}), PyTorch {f['torch']}; bf16 matmul 8192³ measured "
-           f"{_f(f.get('matmul_bf16_tflops'))} TFLOP/s, datasheet {_f(f.get('datasheet_bf16_tflops'))} TFLOP/s; "
-           f"jestflow's towers {'compiled' if f.get('compile', True) else 'eager (--no-compile)'}.", ""]
+    out = [
+        f"Device: {f.get('gpu')} ({f.get('memory_gib', '?')} GiB, driver {f.get('driver', '–')}, CUDA "
+        f"{f.get('cuda', '–')}), PyTorch {f['torch']}; bf16 matmul 8192³ measured "
+        f"{_f(f.get('matmul_bf16_tflops'))} TFLOP/s, datasheet {_f(f.get('datasheet_bf16_tflops'))} TFLOP/s; "
+        f"jestflow's towers {'compiled' if f.get('compile', True) else 'eager (--no-compile)'}.",
+        "",
+    ]
     rows = results["rows"]
 
     def section(name: str, title: str, header: list[str], line) -> None:
@@ -512,43 +645,121 @@ def markdown(results: dict) -> str:
             out.extend("| " + " | ".join(line(r)) + " |" for r in picked)
             out.append("")
 
-    section("train", "**Learner training** (uniform batches on the GPU; plain peer: eager, bf16 autocast, default AdamW)",
-            ["model", "batch", "peer img/s", "jestflow img/s", "speed-up", "MFU (datasheet)", "MFU (measured matmul)",
-             "peer MFU (datasheet)"],
-            lambda r: [r["size"], str(r["batch"]), f"{r['peer_images_per_s']:.0f}", f"{r['jestflow_images_per_s']:.0f}",
-                       f"{r['speedup']:.2f}x", _f(r.get("mfu_datasheet"), ".1%"), _f(r.get("mfu_measured"), ".1%"),
-                       _f(r.get("peer_mfu_datasheet"), ".1%")])
-    section("score", "**Scoring** (learner forward over the super-batch, inference, bf16)",
-            ["model", "batch", "eager img/s", "jestflow (compiled) img/s", "speed-up"],
-            lambda r: [r["size"], str(r["batch"]), f"{r['peer_images_per_s']:.0f}", f"{r['jestflow_images_per_s']:.0f}",
-                       f"{r['speedup']:.2f}x"])
-    section("select", "**Joint selection** (learnability, 16 chunks, ratio 0.8)",
-            ["N → b", "d", "implementation", "ms", "peak GiB", "fused vs fp32 rel. error"],
-            lambda r: [f"{r['n']} → {r['b']}", str(r["d"]), r["impl"]] + (
-                [f"not run: {r['skipped']}", "", ""] if "skipped" in r else
-                [f"{r['seconds'] * 1e3:.1f}", f"{r['peak_bytes'] / 2**30:.3f}", f"{r['fused_vs_fp32_rel_error']:.1e}"]))
-    section("iteration", "**Iteration time** (real ScoreSelect + TrainStep; super-batch N = 5b; "
-            "+ reuse: the training forward replays the scoring forward's recorded linear layers)",
-            ["model", "method", "b", "N", "ms/step", "× uniform", "score+select ms", "train ms", "selection ms",
-             "selection share", "tape GiB", "peak GiB"],
-            lambda r: [r["size"], r["method"], str(r["batch"]), str(r["super_batch"])] + (
-                [f"not run: {r['skipped']}", "", "", "", "", "", _gib(r["tape_bytes"]), ""] if "skipped" in r else
-                [f"{r['seconds'] * 1e3:.1f}", f"{r['ratio_to_uniform']:.2f}",
-                 _f(r.get("score_select_seconds") and r["score_select_seconds"] * 1e3),
-                 _f(r.get("train_seconds") and r["train_seconds"] * 1e3),
-                 _f(r.get("selection_seconds") and r["selection_seconds"] * 1e3), _f(r.get("selection_share"), ".1%"),
-                 _gib(r.get("tape_bytes")), _gib(r.get("peak_bytes"))]))
-    section("data", "**Waiting for data** (JEST step fed by the real loader: tar shards of JPEGs, decode, pinned "
-            "prefetch; first row: the same step on a batch already in memory)",
-            ["model", "decode workers", "N", "s/step", "waiting", "× in-memory step"],
-            lambda r: [r["size"], f"{r['decode_workers']} ({r.get('decode_mode', 'thread')})" if r["decode_workers"]
-                       else "none (in memory)", str(r["super_batch"]), f"{r['step_seconds']:.3f}",
-                       f"{r['wait_fraction']:.1%}", _f(r.get("vs_in_memory"), ".2f")])
-    section("loader", "**Training thread vs the loader** (20,000 small device operations issued while the loader "
-            "decodes the same JPEG shards; slowdown against the same loop with no loader running)",
-            ["decode workers", "image px", "loop slowdown", "loader img/s meanwhile"],
-            lambda r: [f"{r['decode_workers']} ({r['decode_mode']})", str(r["image_size"]),
-                       f"{r['launch_slowdown']:.2f}x", f"{r['images_per_s']:.0f}"])
+    section(
+        "train",
+        "**Learner training** (uniform batches on the GPU; plain peer: eager, bf16 autocast, default AdamW)",
+        [
+            "model",
+            "batch",
+            "peer img/s",
+            "jestflow img/s",
+            "speed-up",
+            "MFU (datasheet)",
+            "MFU (measured matmul)",
+            "peer MFU (datasheet)",
+        ],
+        lambda r: [
+            r["size"],
+            str(r["batch"]),
+            f"{r['peer_images_per_s']:.0f}",
+            f"{r['jestflow_images_per_s']:.0f}",
+            f"{r['speedup']:.2f}x",
+            _f(r.get("mfu_datasheet"), ".1%"),
+            _f(r.get("mfu_measured"), ".1%"),
+            _f(r.get("peer_mfu_datasheet"), ".1%"),
+        ],
+    )
+    section(
+        "score",
+        "**Scoring** (learner forward over the super-batch, inference, bf16)",
+        ["model", "batch", "eager img/s", "jestflow (compiled) img/s", "speed-up"],
+        lambda r: [
+            r["size"],
+            str(r["batch"]),
+            f"{r['peer_images_per_s']:.0f}",
+            f"{r['jestflow_images_per_s']:.0f}",
+            f"{r['speedup']:.2f}x",
+        ],
+    )
+    section(
+        "select",
+        "**Joint selection** (learnability, 16 chunks, ratio 0.8)",
+        ["N → b", "d", "implementation", "ms", "peak GiB", "fused vs fp32 rel. error"],
+        lambda r: (
+            [f"{r['n']} → {r['b']}", str(r["d"]), r["impl"]]
+            + (
+                [f"not run: {r['skipped']}", "", ""]
+                if "skipped" in r
+                else [
+                    f"{r['seconds'] * 1e3:.1f}",
+                    f"{r['peak_bytes'] / 2**30:.3f}",
+                    f"{r['fused_vs_fp32_rel_error']:.1e}",
+                ]
+            )
+        ),
+    )
+    section(
+        "iteration",
+        "**Iteration time** (real ScoreSelect + TrainStep; super-batch N = 5b; "
+        "+ reuse: the training forward replays the scoring forward's recorded linear layers)",
+        [
+            "model",
+            "method",
+            "b",
+            "N",
+            "ms/step",
+            "× uniform",
+            "score+select ms",
+            "train ms",
+            "selection ms",
+            "selection share",
+            "tape GiB",
+            "peak GiB",
+        ],
+        lambda r: (
+            [r["size"], r["method"], str(r["batch"]), str(r["super_batch"])]
+            + (
+                [f"not run: {r['skipped']}", "", "", "", "", "", _gib(r["tape_bytes"]), ""]
+                if "skipped" in r
+                else [
+                    f"{r['seconds'] * 1e3:.1f}",
+                    f"{r['ratio_to_uniform']:.2f}",
+                    _f(r.get("score_select_seconds") and r["score_select_seconds"] * 1e3),
+                    _f(r.get("train_seconds") and r["train_seconds"] * 1e3),
+                    _f(r.get("selection_seconds") and r["selection_seconds"] * 1e3),
+                    _f(r.get("selection_share"), ".1%"),
+                    _gib(r.get("tape_bytes")),
+                    _gib(r.get("peak_bytes")),
+                ]
+            )
+        ),
+    )
+    section(
+        "data",
+        "**Waiting for data** (JEST step fed by the real loader: tar shards of JPEGs, decode, pinned "
+        "prefetch; first row: the same step on a batch already in memory)",
+        ["model", "decode workers", "N", "s/step", "waiting", "× in-memory step"],
+        lambda r: [
+            r["size"],
+            f"{r['decode_workers']} ({r.get('decode_mode', 'thread')})" if r["decode_workers"] else "none (in memory)",
+            str(r["super_batch"]),
+            f"{r['step_seconds']:.3f}",
+            f"{r['wait_fraction']:.1%}",
+            _f(r.get("vs_in_memory"), ".2f"),
+        ],
+    )
+    section(
+        "loader",
+        "**Training thread vs the loader** (20,000 small device operations issued while the loader "
+        "decodes the same JPEG shards; slowdown against the same loop with no loader running)",
+        ["decode workers", "image px", "loop slowdown", "loader img/s meanwhile"],
+        lambda r: [
+            f"{r['decode_workers']} ({r['decode_mode']})",
+            str(r["image_size"]),
+            f"{r['launch_slowdown']:.2f}x",
+            f"{r['images_per_s']:.0f}",
+        ],
+    )
     if results.get("not_measured"):
         out += ["Not measured: " + "; ".join(results["not_measured"]), ""]
     return "\n".join(out)

@@ -107,16 +107,31 @@ def targets(results: dict) -> list[tuple[str, bool | None, str]]:
     if not j:
         return out
     it = j["iteration_speedup_retrieval_r1"]["mean"]
-    out.append(("JEST reaches uniform's final retrieval R@1 in ≥ 5× fewer iterations",
-                it is not None and it >= 5 and j["reached_retrieval_r1"] == j["seeds"],
-                f"mean speed-up {it:.2f}× ({j['reached_retrieval_r1']}/{j['seeds']} seeds reached it)" if it else
-                f"reached in {j['reached_retrieval_r1']}/{j['seeds']} seeds"))
+    out.append(
+        (
+            "JEST reaches uniform's final retrieval R@1 in ≥ 5× fewer iterations",
+            it is not None and it >= 5 and j["reached_retrieval_r1"] == j["seeds"],
+            f"mean speed-up {it:.2f}× ({j['reached_retrieval_r1']}/{j['seeds']} seeds reached it)"
+            if it
+            else f"reached in {j['reached_retrieval_r1']}/{j['seeds']} seeds",
+        )
+    )
     fl = j["flops_speedup_retrieval_r1"]["mean"]
-    out.append(("…and in less total compute than uniform (reference + scoring counted)",
-                fl is not None and fl > 1, f"compute speed-up {fl:.2f}×" if fl else "not reached"))
+    out.append(
+        (
+            "…and in less total compute than uniform (reference + scoring counted)",
+            fl is not None and fl > 1,
+            f"compute speed-up {fl:.2f}×" if fl else "not reached",
+        )
+    )
     share = j.get("oracle_gain_share")
-    out.append(("JEST captures most (> 50%) of the oracle's gain over uniform", share is not None and share > 0.5,
-                f"share {share:.0%}" if share is not None else "n/a"))
+    out.append(
+        (
+            "JEST captures most (> 50%) of the oracle's gain over uniform",
+            share is not None and share > 0.5,
+            f"share {share:.0%}" if share is not None else "n/a",
+        )
+    )
     eq = results["equal_flops_retrieval_r1"]
     for other in ("uniform@flops", "independent", "offline-easy-reference"):
         a, b = eq.get("jest", {}), eq.get(other, {})
@@ -126,11 +141,18 @@ def targets(results: dict) -> list[tuple[str, bool | None, str]]:
         # "beats" only when the gap exceeds the seed spread of either side; otherwise it is a tie
         margin = max(a["std"] or 0.0, b["std"] or 0.0)
         gap = a["mean"] - b["mean"]
-        out.append((f"JEST beats {other} at equal total FLOPs (retrieval R@1 at JEST's final compute)",
-                    gap > margin, f"{a['mean']:.4f} ± {a['std']:.4f} vs {b['mean']:.4f} ± {b['std']:.4f}"
-                    + ("" if abs(gap) > margin else " (within the seed spread: a tie)")))
+        out.append(
+            (
+                f"JEST beats {other} at equal total FLOPs (retrieval R@1 at JEST's final compute)",
+                gap > margin,
+                f"{a['mean']:.4f} ± {a['std']:.4f} vs {b['mean']:.4f} ± {b['std']:.4f}"
+                + ("" if abs(gap) > margin else " (within the seed spread: a tie)"),
+            )
+        )
     wall = results["wall_seconds"]
-    out.append(("`make bench` within 45 minutes on 2 CPU cores", wall <= 45 * 60, f"{wall / 60:.1f} min on this machine"))
+    out.append(
+        ("`make bench` within 45 minutes on 2 CPU cores", wall <= 45 * 60, f"{wall / 60:.1f} min on this machine")
+    )
     return out
 
 
@@ -141,7 +163,8 @@ def render(results: dict, notes: str = "") -> str:
     n = C.from_dict(cfg).with_method("jest").super_batch_size()
     demo = C.from_dict(cfg).demo
     lines = [
-        "# jestflow benchmarks: does JEST pay off?", "",
+        "# jestflow benchmarks: does JEST pay off?",
+        "",
         f"- **Command:** `{results['command']}`",
         f"- **Date:** {results['date']}; **jestflow** {results['version']}",
         f"- **Machine:** {results['machine']}",
@@ -150,7 +173,9 @@ def render(results: dict, notes: str = "") -> str:
         f"{cfg['learner']['steps']} learner iterations of b = {b} (JEST super-batch N = {n}, "
         f"{cfg['select']['n_chunks']} chunks); reference {results['reference']['steps']} steps; "
         f"{results['seeds']} seeds; wall time {results['wall_seconds'] / 60:.1f} min.",
-        "", "## Results (mean ± std over seeds)", "",
+        "",
+        "## Results (mean ± std over seeds)",
+        "",
         "| method | retrieval R@1 | i2t R@5 | t2i R@5 | zero-shot top-1 | iter. speed-up (R@1) | FLOPs speed-up (R@1) "
         "| learner-only FLOPs speed-up (R@1) | iter. speed-up (zero-shot) | clean fraction | share of oracle gain "
         "| total FLOPs | wall s |",
@@ -169,38 +194,71 @@ def render(results: dict, notes: str = "") -> str:
             f"| {_ms(a.get('learner_flops_speedup_retrieval_r1'), '.2f')} "
             f"| {_ms(a['iteration_speedup_zeroshot_top1'], '.2f')} ({a['reached_zeroshot_top1']}/{a['seeds']}) "
             f"| {_ms(a['clean_fraction'])} | {'n/a' if share is None else f'{share:.0%}'} "
-            f"| {a['total_flops']['mean']:.3g} | {a['wall_seconds']['mean']:.0f} |")
-    lines += ["", "Speed-ups: uniform's final iterations (or total FLOPs) divided by what the method needed to "
-              "first reach uniform's final score on the same seed, read off learning curves (linear interpolation); "
-              "learner-only leaves out the reference's training and scoring (as if one reference served many runs); "
-              "(k/n) counts the seeds that reached it at all (the mean is over those). Total FLOPs include, for "
-              "methods that use the reference, its training and its scoring pass over the pool. Share of oracle "
-              "gain: (method − uniform) / (oracle − uniform) in mean retrieval R@1.", "",
-              "### At equal total compute", "", "| method | retrieval R@1 at JEST's final total FLOPs |", "|---|---|"]
+            f"| {a['total_flops']['mean']:.3g} | {a['wall_seconds']['mean']:.0f} |"
+        )
+    lines += [
+        "",
+        "Speed-ups: uniform's final iterations (or total FLOPs) divided by what the method needed to "
+        "first reach uniform's final score on the same seed, read off learning curves (linear interpolation); "
+        "learner-only leaves out the reference's training and scoring (as if one reference served many runs); "
+        "(k/n) counts the seeds that reached it at all (the mean is over those). Total FLOPs include, for "
+        "methods that use the reference, its training and its scoring pass over the pool. Share of oracle "
+        "gain: (method − uniform) / (oracle − uniform) in mean retrieval R@1.",
+        "",
+        "### At equal total compute",
+        "",
+        "| method | retrieval R@1 at JEST's final total FLOPs |",
+        "|---|---|",
+    ]
     equal = results["equal_flops_retrieval_r1"]
     for m, st in ((m, equal[m]) for m in REPORTED if m in equal):  # report order, also when read back from JSON
         lines.append(f"| {LABELS[m]} | {_ms(st)}{'' if st['n'] == results['seeds'] else f' ({st[chr(110)]} seeds)'} |")
-    lines += ["", "Methods whose curve ends before JEST's compute budget keep their final value (more compute was not spent).",
-              "", "## Targets", "", "| target | met | measured |", "|---|---|---|"]
+    lines += [
+        "",
+        "Methods whose curve ends before JEST's compute budget keep their final value (more compute was not spent).",
+        "",
+        "## Targets",
+        "",
+        "| target | met | measured |",
+        "|---|---|---|",
+    ]
     for name, ok, measured in targets(results):
         lines.append(f"| {name} | {'n/a' if ok is None else ('yes' if ok else '**no**')} | {measured} |")
-    lines += ["", "## Ablation (JEST, seed 0)", "", "| setting | retrieval R@1 | zero-shot top-1 | clean fraction | total FLOPs | wall s |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Ablation (JEST, seed 0)",
+        "",
+        "| setting | retrieval R@1 | zero-shot top-1 | clean fraction | total FLOPs | wall s |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results["ablations"]:
         zs = "n/a" if r["zeroshot_top1"] is None else f"{r['zeroshot_top1']:.3f}"
-        lines.append(f"| {r['setting']} | {r['retrieval_r1']:.3f} | {zs} | {r['clean_fraction']:.3f} | "
-                     f"{r['total_flops']:.3g} | {r['wall_seconds']:.0f} |")
+        lines.append(
+            f"| {r['setting']} | {r['retrieval_r1']:.3f} | {zs} | {r['clean_fraction']:.3f} | "
+            f"{r['total_flops']:.3g} | {r['wall_seconds']:.0f} |"
+        )
     d = results["chunk_learnability"]
-    lines += ["", "## Selection diagnostics", "",
-              f"Mean pairwise learnability of the set chosen so far, after each chunk of {d['chunk_size']}, against a "
-              f"random set of the same size, on {d['batches']} super-batches with the trained JEST learner (seed 0):", "",
-              "| chunks | " + " | ".join(str(k + 1) for k in range(len(d["chosen"]))) + " |",
-              "|---|" + "---|" * len(d["chosen"]),
-              "| chosen | " + " | ".join(f"{v:.2f}" for v in d["chosen"]) + " |",
-              "| random | " + " | ".join(f"{v:.2f}" for v in d["random"]) + " |", "",
-              "![learning curves against iterations](curve_iterations.png)", "",
-              "![learning curves against total FLOPs](curve_flops.png)", "",
-              "![noise types trained on](noise_mix.png)", "", "![chunk learnability](chunk_learnability.png)", ""]
+    lines += [
+        "",
+        "## Selection diagnostics",
+        "",
+        f"Mean pairwise learnability of the set chosen so far, after each chunk of {d['chunk_size']}, against a "
+        f"random set of the same size, on {d['batches']} super-batches with the trained JEST learner (seed 0):",
+        "",
+        "| chunks | " + " | ".join(str(k + 1) for k in range(len(d["chosen"]))) + " |",
+        "|---|" + "---|" * len(d["chosen"]),
+        "| chosen | " + " | ".join(f"{v:.2f}" for v in d["chosen"]) + " |",
+        "| random | " + " | ".join(f"{v:.2f}" for v in d["random"]) + " |",
+        "",
+        "![learning curves against iterations](curve_iterations.png)",
+        "",
+        "![learning curves against total FLOPs](curve_flops.png)",
+        "",
+        "![noise types trained on](noise_mix.png)",
+        "",
+        "![chunk learnability](chunk_learnability.png)",
+        "",
+    ]
     if notes:
         lines += ["## Findings", "", notes.strip(), ""]
     return "\n".join(lines)

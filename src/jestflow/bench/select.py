@@ -37,7 +37,7 @@ def _embeds(n: int, d: int, seed: int, device: str):
 
 def run_case(impl: str, n: int, d: int, ratio: float, chunks: int, device: str, repeats: int) -> dict:
     """One measurement, in this process."""
-    from ..selection import DenseScorer, dense_score_matrix, sample_chunks, SigmoidScorer, score_terms
+    from ..selection import DenseScorer, SigmoidScorer, dense_score_matrix, sample_chunks, score_terms
 
     b = int(round(n * (1 - ratio)))
     b -= b % chunks
@@ -66,21 +66,39 @@ def run_case(impl: str, n: int, d: int, ratio: float, chunks: int, device: str, 
         once()
         times.append(time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated() if device == "cuda" else _rss_kib("VmHWM") * 1024) - base
-    return {"impl": impl, "n": n, "b": b, "d": d, "chunks": chunks, "device": device,
-            "seconds": min(times), "peak_bytes": max(0, peak)}
+    return {
+        "impl": impl,
+        "n": n,
+        "b": b,
+        "d": d,
+        "chunks": chunks,
+        "device": device,
+        "seconds": min(times),
+        "peak_bytes": max(0, peak),
+    }
 
 
 def bench_select(sizes, dim, ratio, chunks, device, repeats, out=None) -> list[dict]:
-    devices = ["cpu", "cuda"] if device == "auto" and torch.cuda.is_available() else \
-        ["cpu"] if device == "auto" else [device]
+    devices = (
+        ["cpu", "cuda"] if device == "auto" and torch.cuda.is_available() else ["cpu"] if device == "auto" else [device]
+    )
     rows = []
     for dev in devices:
         for n in sizes:
             for impl in ("dense", "chunked"):
                 args = json.dumps([impl, n, dim, ratio, chunks, dev, repeats])
-                res = subprocess.run([sys.executable, "-c", "import json,sys; from jestflow.bench.select import run_case;"
-                                      "print(json.dumps(run_case(*json.loads(sys.argv[1]))))", args],
-                                     capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                res = subprocess.run(
+                    [
+                        sys.executable,
+                        "-c",
+                        "import json,sys; from jestflow.bench.select import run_case;"
+                        "print(json.dumps(run_case(*json.loads(sys.argv[1]))))",
+                        args,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                )
                 if res.returncode != 0:
                     tail = res.stderr.strip().splitlines()[-1:] or ["?"]
                     row = {"impl": impl, "n": n, "device": dev, "error": tail[0]}
@@ -99,13 +117,17 @@ def bench_select(sizes, dim, ratio, chunks, device, repeats, out=None) -> list[d
 def _fmt_row(r: dict) -> str:
     if "error" in r:
         return f"{r['device']:>4} {r['impl']:>7} N={r['n']:>7}: failed ({r['error']})"
-    return (f"{r['device']:>4} {r['impl']:>7} N={r['n']:>7} b={r['b']:>6}: {r['seconds'] * 1e3:9.1f} ms, "
-            f"peak {r['peak_bytes'] / 2**20:9.1f} MiB")
+    return (
+        f"{r['device']:>4} {r['impl']:>7} N={r['n']:>7} b={r['b']:>6}: {r['seconds'] * 1e3:9.1f} ms, "
+        f"peak {r['peak_bytes'] / 2**20:9.1f} MiB"
+    )
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| device | N | b | d | dense ms | chunked ms | speed-up | dense peak MiB | chunked peak MiB | memory ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| device | N | b | d | dense ms | chunked ms | speed-up | dense peak MiB | chunked peak MiB | memory ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     by = {(r["device"], r["n"], r["impl"]): r for r in rows}
     for dev, n in dict.fromkeys((r["device"], r["n"]) for r in rows):
         de, ch = by.get((dev, n, "dense"), {}), by.get((dev, n, "chunked"), {})
@@ -113,7 +135,9 @@ def markdown_table(rows: list[dict]) -> str:
             lines.append(f"| {dev} | {n} | | | {de.get('error', '')} | {ch.get('error', '')} | | | | |")
             continue
         mem_ratio = ch["peak_bytes"] / de["peak_bytes"] if de["peak_bytes"] else float("nan")
-        lines.append(f"| {dev} | {n} | {ch['b']} | {ch['d']} | {de['seconds'] * 1e3:.1f} | {ch['seconds'] * 1e3:.1f} | "
-                     f"{de['seconds'] / ch['seconds']:.2f}x | {de['peak_bytes'] / 2**20:.1f} | "
-                     f"{ch['peak_bytes'] / 2**20:.1f} | {mem_ratio:.3f} |")
+        lines.append(
+            f"| {dev} | {n} | {ch['b']} | {ch['d']} | {de['seconds'] * 1e3:.1f} | {ch['seconds'] * 1e3:.1f} | "
+            f"{de['seconds'] / ch['seconds']:.2f}x | {de['peak_bytes'] / 2**20:.1f} | "
+            f"{ch['peak_bytes'] / 2**20:.1f} | {mem_ratio:.3f} |"
+        )
     return "\n".join(lines) + "\n"
