@@ -279,7 +279,7 @@ def run(args) -> int:
         print(stages.format_metrics(m))
     elif args.cmd == "run":
         from .localrun import run_local
-        from .report import table
+        from .report import speedup_text, table
 
         res = run_local(
             args.preset,
@@ -303,9 +303,16 @@ def run(args) -> int:
                 print(
                     f"{name}: reached uniform's final retrieval R@1 ({c['target']:.3f}) after "
                     f"{c['iterations_to_target']:.0f} iterations and {c['flops_to_target']:.3g} total FLOPs: "
-                    f"iteration speed-up {c['iteration_speedup']:.2f}x, compute speed-up {c['flops_speedup']:.2f}x "
+                    f"iteration speed-up {speedup_text(c)}, compute speed-up {speedup_text(c, 'flops_speedup')} "
                     "(>1 is better than uniform)"
                 )
+        for name, p in res.get("payoff", {}).items():
+            runs = p["break_even_runs"]
+            print(
+                f"{name}: the reference pays for itself once {runs} learner runs share it"
+                if runs
+                else f"{name}: no fewer learner FLOPs than uniform, so the reference never pays"
+            )
         print(f"pipeline finished in {res['pipeline_seconds']:.0f} s; report: {args.out}/report.md")
     elif args.cmd == "submit":
         from .submit import submit

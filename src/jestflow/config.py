@@ -22,6 +22,7 @@ from .selection import KERNELS, METHODS, get_method
 
 LOSSES = ("sigmoid", "softmax")
 SWITCHES = ("auto", "on", "off")
+CACHE_DTYPES = ("float16", "int8")
 
 
 def _one_of(prefix: str, name: str, value: Any, allowed) -> None:
@@ -159,7 +160,9 @@ class TrainConfig:
     seed: int = 0
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoint_every: int = 100  # steps between checkpoints (also the uid-log segment length)
-    eval_every: int = 50  # steps between learning-curve evaluations; 0 disables
+    eval_every: int = 50  # steps between learning-curve evaluations (eval_schedule=linear); 0 disables evaluation
+    eval_schedule: str = "linear"  # linear (every eval_every steps) | log (eval_points log-spaced steps, dense early)
+    eval_points: int = 16  # curve points of the log schedule, from step 1 to the last
     log_every: int = 10
     shuffle_buffer: int = 1000
     max_bad_fraction: float = 0.01  # skipped samples tolerated before a stage fails
@@ -185,6 +188,21 @@ class TrainConfig:
         _one_of(prefix, "compile", self.compile, SWITCHES)
         _one_of(prefix, "reuse_activations", self.reuse_activations, SWITCHES)
         _one_of(prefix, "decode_mode", self.decode_mode, ("process", "thread"))
+        _one_of(prefix, "eval_schedule", self.eval_schedule, ("linear", "log"))
+        _positive(prefix, self, "eval_points")
+
+    def eval_steps(self) -> set[int]:
+        """The steps after which the learning curve is evaluated (always the last; none if eval_every=0).
+        The log schedule puts points at steps^(k/(n-1)), k = 0..n-1: dense where curves are steep, so a
+        method that reaches a target early is measured there instead of at a first point far away."""
+        if not self.eval_every:
+            return set()
+        if self.eval_schedule == "log":
+            n = self.eval_points
+            return (
+                {max(1, round(self.steps ** (k / (n - 1)))) for k in range(n)} | {self.steps} if n > 1 else {self.steps}
+            )
+        return set(range(self.eval_every, self.steps + 1, self.eval_every)) | {self.steps}
 
 
 @dataclass(frozen=True)
@@ -194,7 +212,7 @@ class SelectConfig:
     filter_ratio: float = 0.8  # fraction of the super-batch discarded: N = b / (1 - f)
     n_chunks: int = 16  # Algorithm 1's chunks; b must be divisible by it
     temperature: float = 1.0  # divides the sampling logits; 1.0 is the paper's behaviour
-    flexi_stride: int = 2  # flexi-jest: score (and train half the batch) with every s-th patch row/column
+    flexi_stride: int = 2  # flexi-jest: score (and train a random half of the batch) at patch size s x model.patch_size
     offline_keep: float = 0.0  # offline-easy-reference: pool fraction kept; 0 = 1 - filter_ratio
     block_elems: int = 1 << 26  # largest pairwise block computed at once (rows x chunk); bounds memory
     kernel: str = (
@@ -217,6 +235,14 @@ class SelectConfig:
 
 
 @dataclass(frozen=True)
+class ScoreConfig:
+    dtype: str = "float16"  # cached reference embeddings: float16 | int8 (per-row scale; half the bytes, docs/scale.md)
+
+    def validate(self, prefix: str = "score.") -> None:
+        _one_of(prefix, "dtype", self.dtype, CACHE_DTYPES)
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     batch_size: int = 256
 
@@ -231,6 +257,7 @@ class Config:
     reference: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, eval_every=0))
     learner: TrainConfig = field(default_factory=TrainConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> Config:
@@ -240,7 +267,14 @@ class Config:
         self.reference.validate("reference.")
         self.learner.validate("learner.")
         self.select.validate()
+        self.score.validate()
         self.eval.validate()
+        grid = self.model.image_size // self.model.patch_size
+        if self.select.method_info.low_res_scoring and grid % self.select.flexi_stride:
+            raise ValueError(
+                f"select.flexi_stride={self.select.flexi_stride} does not divide the image's patch grid "
+                f"({grid} = model.image_size / model.patch_size)"
+            )
         if self.select.method_info.online and self.learner.batch_size % self.select.n_chunks:
             raise ValueError(
                 f"learner.batch_size={self.learner.batch_size} is not divisible by "

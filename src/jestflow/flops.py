@@ -23,8 +23,8 @@ from .selection import Method
 
 
 def image_tokens(c: ModelConfig, patch_stride: int = 1) -> int:
-    """Image tokens the tower attends over when it keeps every `patch_stride`-th patch row and column."""
-    return math.ceil((c.image_size // c.patch_size) / patch_stride) ** 2
+    """Image tokens the tower attends over at an effective patch size of `patch_stride` x patch_size."""
+    return ((c.image_size // c.patch_size) // patch_stride) ** 2
 
 
 def linear_per_example(c: ModelConfig, patch_stride: int = 1, image: bool = True, text: bool = True) -> float:
@@ -40,10 +40,10 @@ def linear_per_example(c: ModelConfig, patch_stride: int = 1, image: bool = True
 
 def forward_per_example(c: ModelConfig, patch_stride: int = 1) -> float:
     """Forward FLOPs for one image-caption pair: the linear layers, the attention core (4·t²·w per
-    block) and the patch embedding (which runs over the whole image whatever the stride)."""
-    grid = c.image_size // c.patch_size
-    embed = 2 * grid * grid * 3 * c.patch_size**2 * c.width
+    block) and the patch embedding (over the image downsampled by `patch_stride`; the downsampling and
+    the position-embedding resize are a few FLOPs per pixel and not counted)."""
     t = image_tokens(c, patch_stride)
+    embed = 2 * t * 3 * c.patch_size**2 * c.width
     attention = c.depth * 4 * t * t * c.width + c.text_depth * 4 * c.context_length**2 * c.text_width
     return linear_per_example(c, patch_stride) + float(attention + embed)
 
@@ -62,7 +62,8 @@ def score_models(m: Method) -> int:
 
 def train_groups(b: int, coarse_stride: int) -> list[tuple[slice, int]]:
     """The sub-batch's rows by patch stride: all at full resolution, or (Flexi-JEST, `coarse_stride`
-    > 1) the first half at full resolution and the second at the coarse stride."""
+    > 1) the first half at full resolution and the second at the coarse stride. The selector shuffles
+    the chosen rows first, so each half is a random half (not the earliest-drawn chunks)."""
     if coarse_stride > 1:
         return [(slice(0, b // 2), 1), (slice(b // 2, b), coarse_stride)]
     return [(slice(0, b), 1)]
@@ -159,3 +160,30 @@ def matched_uniform(cfg: Config, method: str, score_index: dict, reuse: bool = F
     steps = matched_uniform_steps(matched, score_index, reuse)
     learner = replace(cfg.learner, steps=steps, eval_every=matched_eval_every(matched, steps))
     return replace(cfg.with_method("uniform"), learner=learner).validate()
+
+
+def payoff(uniform_flops: float, method_flops: float, fixed_flops: float) -> dict:
+    """Whether curation's fixed cost pays, from the learner FLOPs uniform (U) and the method (M) spend to
+    reach the same target and the fixed cost F of the reference (its training and pool pass).
+
+    With K learner runs sharing one reference, a run's total-compute speed-up is U / (M + F/K); with a
+    learner budget scaled by λ at the same learner-only speed-up U/M, it is λU / (λM + F). The
+    reference pays for itself (speed-up 1) after K* = F / (U − M) runs, or once the uniform run would
+    spend U* = F·U / (U − M) FLOPs; never when M ≥ U."""
+    gain = uniform_flops - method_flops
+    pays = gain > 0 and method_flops > 0
+    return {
+        "uniform_flops": uniform_flops,
+        "method_flops": method_flops,
+        "learner_speedup": uniform_flops / method_flops if method_flops > 0 else None,
+        "total_speedup": uniform_flops / (method_flops + fixed_flops) if method_flops + fixed_flops > 0 else None,
+        "fixed_flops": fixed_flops,
+        "break_even_runs": math.ceil(fixed_flops / gain) if pays else None,
+        "break_even_uniform_flops": fixed_flops * uniform_flops / gain if pays else None,
+    }
+
+
+def payoff_curve(uniform_flops: float, method_flops: float, fixed_flops: float, shares: list[float]) -> list[float]:
+    """Total-compute speed-up when the reference's fixed cost is shared by each of `shares` learner runs
+    (equivalently: learner budgets `shares` times this run's, at the same learner-only speed-up)."""
+    return [uniform_flops / (method_flops + fixed_flops / k) for k in shares]

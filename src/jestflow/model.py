@@ -60,19 +60,38 @@ class ImageTower(nn.Module):
     def forward(self, images: torch.Tensor, patch_stride: int = 1, linear: Linear = apply_linear) -> torch.Tensor:
         """`images`: B x H x W x 3 uint8 (or float in [0, 255]).
 
-        `patch_stride` > 1 keeps every s-th patch row and column (1/s² of the tokens): the cheap,
-        coarse view Flexi-JEST scores and partly trains with."""
+        `patch_stride` s > 1 sees the whole image at an effective patch size of s·p (Flexi-JEST's cheap
+        view, FlexiViT-style): the image is area-downsampled by s and the s·p patches become p patches,
+        so the learned patch embedding applies unchanged; the position embeddings are resized
+        bilinearly from the g x g grid to (g/s) x (g/s). 1/s² of the tokens, every pixel seen. This is
+        FlexiViT's pseudo-inverse resize of the patch kernel with area averaging in place of the
+        pseudo-inverse, and it runs the patch embedding on s² fewer pixels."""
         x = images.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        x = self.patch(x.contiguous(memory_format=torch.channels_last))
-        x = x.flatten(2).transpose(1, 2) + self.pos
         if patch_stride > 1:
-            g = self.image_size // self.patch.stride[0]
-            x = x.view(x.shape[0], g, g, -1)[:, ::patch_stride, ::patch_stride].reshape(x.shape[0], -1, x.shape[-1])
+            x = F.avg_pool2d(x, patch_stride)
+        x = self.patch(x.contiguous(memory_format=torch.channels_last))
+        return linear(
+            self.head,
+            self.ln(self._blocks(x.flatten(2).transpose(1, 2) + self.position(patch_stride), linear)).mean(dim=1),
+        )
+
+    def position(self, patch_stride: int = 1) -> torch.Tensor:
+        """Position embeddings for the token grid of `patch_stride` (bilinear resize of the learned grid)."""
+        if patch_stride == 1:
+            return self.pos
+        g = self.image_size // self.patch.stride[0]
+        grid = self.pos.reshape(1, g, g, -1).permute(0, 3, 1, 2)
+        small = F.interpolate(
+            grid, size=(g // patch_stride, g // patch_stride), mode="bilinear", align_corners=False, antialias=True
+        )
+        return small.permute(0, 2, 3, 1).reshape(1, -1, self.pos.shape[-1])
+
+    def _blocks(self, x: torch.Tensor, linear: Linear) -> torch.Tensor:
         for blk in self.blocks:
             x = blk(x, None, linear)
-        return linear(self.head, self.ln(x).mean(dim=1))
+        return x
 
 
 class TextTower(nn.Module):

@@ -11,7 +11,7 @@ import base64
 import math
 
 from . import storage
-from .flops import fixed_total, run_total
+from .flops import fixed_total, payoff, payoff_curve, run_total
 
 PRIMARY = "retrieval_r1"
 
@@ -49,27 +49,74 @@ def value_at(xs: list, ys: list, x: float) -> float | None:
     return None
 
 
-def compare(runs: dict[str, dict], baseline: str = "uniform", metric: str = PRIMARY) -> dict:
-    """Per run: iterations and total FLOPs to reach the baseline's final `metric`, as ratios."""
+def compare(
+    runs: dict[str, dict],
+    baseline: str = "uniform",
+    metric: str = PRIMARY,
+    target: float | None = None,
+    baseline_steps: float | None = None,
+) -> dict:
+    """Per run: iterations, learner FLOPs and total FLOPs to reach `target` (default: the baseline's final
+    `metric`, reached by the baseline at its last step), and the speed-ups against the baseline.
+
+    `lower_bound` marks a run whose first evaluated point already beats the target: it got there at
+    or before that point, so its speed-ups are at least the ratios given (report them as "≥")."""
     base = runs[baseline]
-    target = base["final"][metric]
-    b_it, b_fl = base["summary"]["steps"], run_total(base["summary"])
+    if target is None:
+        target, baseline_steps = base["final"][metric], base["summary"]["steps"]
+    b_it, b_fl, _ = curve_points(base["summary"], metric, total=False)
+    if baseline_steps == base["summary"]["steps"]:
+        b_reach_fl = base["summary"]["flops_total"]
+    else:  # the baseline's learner FLOPs by then, off its curve
+        b_reach_fl = value_at([0, *b_it], [0.0, *b_fl], baseline_steps)
+    fixed = fixed_total(base["summary"])
     out = {}
     for name, r in runs.items():
         it, fl, ys = curve_points(r["summary"], metric, total=False)
-        _, tfl, _ = curve_points(r["summary"], metric, total=True)
-        if name == baseline:  # by definition; a noisy curve may touch its final value earlier
-            reach_it, reach_fl = float(b_it), float(b_fl)
+        if name == baseline:  # by definition; a noisy curve may touch the target earlier
+            reach_it, reach_fl, bound = float(baseline_steps), b_reach_fl, False
         else:
-            reach_it, reach_fl = first_reaching(it, ys, target), first_reaching(tfl, ys, target)
+            reach_it, reach_fl = first_reaching(it, ys, target), first_reaching(fl, ys, target)
+            bound = bool(ys) and ys[0] >= target
+        fixed_r = fixed_total(r["summary"]) if name != baseline else fixed
         out[name] = {
             "target": target,
             "iterations_to_target": reach_it,
-            "flops_to_target": reach_fl,
-            "iteration_speedup": (b_it / reach_it) if reach_it else None,
-            "flops_speedup": (b_fl / reach_fl) if reach_fl else None,
+            "learner_flops_to_target": reach_fl,
+            "flops_to_target": None if reach_fl is None else reach_fl + fixed_r,
+            "fixed_flops": fixed_r,
+            "lower_bound": bound,
+            "iteration_speedup": (baseline_steps / reach_it) if reach_it else None,
+            "learner_flops_speedup": (b_reach_fl / reach_fl) if reach_fl and b_reach_fl else None,
+            "flops_speedup": (b_reach_fl + fixed) / (reach_fl + fixed_r) if reach_fl and b_reach_fl else None,
         }
     return out
+
+
+TARGET_FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # targets: the baseline's score at these fractions of its run
+
+
+def compare_targets(
+    runs: dict[str, dict], baseline: str = "uniform", metric: str = PRIMARY, fractions=TARGET_FRACTIONS
+) -> dict:
+    """`compare` at several targets along the baseline's curve (its value after each fraction of its
+    steps), so a ranking does not rest on one point of one curve."""
+    it, _, ys = curve_points(runs[baseline]["summary"], metric, total=False)
+    out = {}
+    for f in fractions:
+        steps = f * runs[baseline]["summary"]["steps"]
+        target = value_at(it, ys, steps) if f < 1 else runs[baseline]["final"][metric]
+        if target is not None:
+            out[f] = compare(runs, baseline, metric, target, steps)
+    return out
+
+
+def speedup_text(c: dict, key: str = "iteration_speedup") -> str:
+    """ "3.10x", "≥ 3.10x" for a lower bound, or "not reached"."""
+    v = c[key]
+    if v is None:
+        return "not reached"
+    return f"{'≥ ' if c.get('lower_bound') else ''}{v:.2f}x"
 
 
 def results_rows(runs: dict[str, dict]) -> list[dict]:
@@ -153,13 +200,26 @@ def inline_images(markdown: str, folder: str) -> str:
 
 
 def write_report(runs: dict[str, dict], out_dir: str, baseline: str = "uniform") -> dict:
-    """Write results.json, report.md and the two PNG plots (linked from the report) into `out_dir`."""
+    """Write results.json, report.md and the PNG plots (linked from the report) into `out_dir`."""
     rows = results_rows(runs)
     cmp_primary = compare(runs, baseline, PRIMARY)
     cmp_zs = (
         compare(runs, baseline, "zeroshot_top1") if all("zeroshot_top1" in r["final"] for r in runs.values()) else {}
     )
-    results = {"rows": rows, "baseline": baseline, "speedup_retrieval_r1": cmp_primary, "speedup_zeroshot_top1": cmp_zs}
+    at_targets = compare_targets(runs, baseline, PRIMARY)
+    payoffs = {
+        name: payoff(runs[baseline]["summary"]["flops_total"], c["learner_flops_to_target"], c["fixed_flops"])
+        for name, c in cmp_primary.items()
+        if name != baseline and c["fixed_flops"] and c["learner_flops_to_target"]
+    }
+    results = {
+        "rows": rows,
+        "baseline": baseline,
+        "speedup_retrieval_r1": cmp_primary,
+        "speedup_zeroshot_top1": cmp_zs,
+        "speedup_retrieval_r1_at_targets": {str(f): c for f, c in at_targets.items()},
+        "payoff": payoffs,
+    }
     storage.write_json(storage.join(out_dir, "results.json"), results)
     pngs = {}
     for x in ("iterations", "flops"):
@@ -177,17 +237,68 @@ def write_report(runs: dict[str, dict], out_dir: str, baseline: str = "uniform")
     ]
     for name, c in cmp_primary.items():
         md.append(
-            f"| {name} | {_fmt(c['iterations_to_target'], '.0f', '')} | {_fmt(c['iteration_speedup'])} | "
-            f"{_fmt(c['flops_to_target'], '.3g', '')} | {_fmt(c['flops_speedup'])} |"
+            f"| {name} | {_fmt(c['iterations_to_target'], '.0f', '')} | {speedup_text(c)} | "
+            f"{_fmt(c['flops_to_target'], '.3g', '')} | {speedup_text(c, 'flops_speedup')} |"
         )
     md += [
         "",
-        "Speed-ups are read off learning curves evaluated every `eval_every` steps (linear "
-        "interpolation between points); total FLOPs include the reference's training and scoring for "
-        "curated methods.",
+        "Speed-ups are read off the learning curves (linear interpolation between evaluations); ≥ marks a "
+        "run that beat the target at its first evaluation (a lower bound). Total FLOPs include the "
+        "reference's training and scoring for the methods that read it.",
         "",
+        f"Iteration speed-up at several targets (`{baseline}`'s retrieval R@1 after a fraction of its run):",
+        "",
+        "| run | " + " | ".join(f"{f:.0%}" for f in at_targets) + " |",
+        "|---|" + "---|" * len(at_targets),
     ]
+    for name in runs:
+        if name != baseline:
+            md.append(f"| {name} | " + " | ".join(speedup_text(c[name]) for c in at_targets.values()) + " |")
+    md += ["", *payoff_markdown(payoffs, out_dir), ""]
     for x, p in pngs.items():
         md += [f"![eval vs {x}]({storage.basename(p)})", ""]
     storage.write_bytes(storage.join(out_dir, "report.md"), "\n".join(md).encode())
     return results
+
+
+PAYOFF_SHARES = [1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000]  # learner runs sharing one reference
+
+
+def payoff_markdown(payoffs: dict[str, dict], out_dir: str) -> list[str]:
+    """The payoff of each run charged the reference's fixed cost: a sentence and a plot (payoff.png)."""
+    if not payoffs:
+        return ["Payoff: no run that reads the reference reached the baseline's final score."]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = ["Payoff (does the reference's fixed cost pay for itself?):", ""]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, p in payoffs.items():
+        u, f = p["learner_speedup"], p["fixed_flops"]
+        runs = p["break_even_runs"]
+        if runs:
+            lines.append(
+                f"- **{name}**: {u:.2f}x fewer learner FLOPs than uniform to the same score; with the reference's "
+                f"{f:.3g} FLOPs counted, {p['total_speedup']:.2f}x for this one run. The reference pays for itself "
+                f"once {runs} learner runs share it, or in one run longer than {p['break_even_uniform_flops']:.3g} "
+                "uniform learner FLOPs."
+            )
+        else:
+            lines.append(
+                f"- **{name}**: no fewer learner FLOPs than uniform to the same score: the reference never pays."
+            )
+        curve = payoff_curve(p["uniform_flops"], p["method_flops"], f, PAYOFF_SHARES)
+        ax.plot(PAYOFF_SHARES, curve, marker="o", ms=3, label=name)
+    ax.axhline(1.0, color="grey", lw=1, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("learner runs sharing one reference (or budget in multiples of this run's)")
+    ax.set_ylabel("total-compute speed-up vs uniform")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with storage.atomic_path(storage.join(out_dir, "payoff.png")) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return [*lines, "", "![payoff](payoff.png)"]

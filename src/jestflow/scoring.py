@@ -45,9 +45,32 @@ def _read_npz(uri: str) -> dict:
             raise ValueError(f"{uri}: unreadable score shard ({e})") from None
 
 
+def quantize(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row: x ≈ q * scale, with scale = max |x_i| / 127 (rows are unit vectors, so
+    the rounding error of a cosine is at most d / (2 * 127²) of the largest entries' share)."""
+    x = x.float()
+    scale = x.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+    return torch.round(x / scale[:, None]).to(torch.int8).numpy(), scale.numpy().astype(np.float32)
+
+
+def _embedding_arrays(name: str, x: torch.Tensor, dtype: str) -> dict:
+    """The score file's arrays for one tower's embeddings: `name` (float16 or int8) and `name`_scale for int8."""
+    if dtype == "int8":
+        q, scale = quantize(x)
+        return {name: q, f"{name}_scale": scale}
+    return {name: x.half().numpy()}
+
+
 @torch.no_grad()
 def score_shard(
-    model: TwoTower, tokenizer: Tokenizer, shard: str, out_uri: str, batch_size: int, device: str, stats: ReadStats
+    model: TwoTower,
+    tokenizer: Tokenizer,
+    shard: str,
+    out_uri: str,
+    batch_size: int,
+    device: str,
+    stats: ReadStats,
+    dtype: str = "float16",
 ) -> dict:
     """Embed one pool shard with the reference and write its score file atomically."""
     model.eval()
@@ -63,7 +86,7 @@ def score_shard(
             u, v = model(images, tokens)
         loss.append(per_example_loss(model.config.loss, u, v, model.log_t, model.bias).float().cpu())
         uids.extend(s.uid for s in buf)
-        img.append(u.half().cpu()), txt.append(v.half().cpu())
+        img.append(u.float().cpu()), txt.append(v.float().cpu())
         buf.clear()
 
     for s in iter_shard(shard, stats, model.config.image_size):
@@ -74,8 +97,8 @@ def score_shard(
     d = model.config.embed_dim
     arrays = {
         "uids": np.array(uids, dtype=str),
-        "img": torch.cat(img).numpy() if img else np.zeros((0, d), np.float16),
-        "txt": torch.cat(txt).numpy() if txt else np.zeros((0, d), np.float16),
+        **_embedding_arrays("img", torch.cat(img) if img else torch.zeros(0, d), dtype),
+        **_embedding_arrays("txt", torch.cat(txt) if txt else torch.zeros(0, d), dtype),
         "loss": torch.cat(loss).numpy() if loss else np.zeros((0,), np.float32),
     }
     with storage.atomic_path(out_uri) as tmp:
@@ -96,18 +119,21 @@ def score_pool(
     progress: bool = True,
     shards: list[str] | None = None,
     on_shard=None,
+    dtype: str = "float16",
 ) -> dict:
-    """Score every pool shard not yet scored (resumable), then write the index last."""
+    """Score every pool shard not yet scored (resumable), then write the index last. `dtype`: how the
+    embeddings are stored (float16, or int8 with a per-row scale)."""
     t0 = time.time()
     shards = list_shards(pool_uri) if shards is None else shards
     stats = ReadStats(max_bad_fraction=max_bad_fraction)
     entries = []
     for shard in tqdm(shards, desc="score", unit="shard", disable=not show_progress(progress)):
         out = _shard_file(cache_uri, shard)
-        if storage.exists(out):  # resume: a score file exists only once complete (atomic rename)
-            n = len(_read_npz(out)["uids"])
-        else:
-            n = score_shard(model, tokenizer, shard, out, batch_size, device, stats)["n"]
+        done = _read_npz(out) if storage.exists(out) else None  # a score file exists only once complete
+        if done is not None and ("img_scale" in done) == (dtype == "int8"):  # resume: reuse it
+            n = len(done["uids"])
+        else:  # not scored yet, or stored at another precision: (re)score it
+            n = score_shard(model, tokenizer, shard, out, batch_size, device, stats, dtype)["n"]
         entries.append(
             {
                 "shard": storage.basename(shard),
@@ -125,6 +151,7 @@ def score_pool(
         "pool": pool_uri,
         "loss": model.config.loss,
         "embed_dim": model.config.embed_dim,
+        "embed_dtype": dtype,
         "log_t": float(model.log_t.detach()),
         "bias": float(model.bias.detach()),
         "shards": entries,
@@ -162,7 +189,7 @@ def merge_caches(part_uris: list[str], pool_uri: str, out_uri: str) -> dict:
     if not indexes:
         raise ValueError("no score parts to merge")
     first_uri, first = indexes[0]
-    facts = ("format", "loss", "embed_dim", "log_t", "bias", "reference")
+    facts = ("format", "loss", "embed_dim", "embed_dtype", "log_t", "bias", "reference")
     owner: dict[str, str] = {}
     entries: dict[str, dict] = {}
     for uri, idx in indexes:
@@ -220,19 +247,31 @@ class ScoreCache:
             raise ValueError(f"{index_uri}: unknown score cache format {self.index.get('format')!r}")
         if pool_uri is not None:
             self.check_matches(pool_uri)
-        uids, img, txt = [], [], []  # the files' per-example `loss` column is for audits; selection needs pairs
+        # the files' per-example `loss` column is for audits; selection needs pairs
+        uids, cols = [], {k: [] for k in ("img", "txt", "img_scale", "txt_scale")}
         for e in self.index["shards"]:
             z = _read_npz(storage.join(uri, e["file"]))
             if len(z["uids"]) != e["n"]:
                 raise ValueError(f"{uri}/{e['file']}: holds {len(z['uids'])} samples, index says {e['n']}")
-            uids.extend(z["uids"].tolist()), img.append(z["img"]), txt.append(z["txt"])
+            uids.extend(z["uids"].tolist())
+            for k, v in cols.items():
+                if k in z:
+                    v.append(z[k])
         self.row = {}
         for i, u in enumerate(uids):
             if u in self.row:
                 raise ValueError(f"{uri}: duplicate uid {u!r} in score cache")
             self.row[u] = i
-        self.img = torch.from_numpy(np.concatenate(img)) if img else torch.zeros(0, self.index["embed_dim"])
-        self.txt = torch.from_numpy(np.concatenate(txt)) if txt else torch.zeros(0, self.index["embed_dim"])
+        d = self.index["embed_dim"]
+
+        def stacked(k, shape):
+            return torch.from_numpy(np.concatenate(cols[k])) if cols[k] else torch.zeros(shape)
+
+        # stored as in the files (float16, or int8 with a per-row scale: half the memory); `embeddings`
+        # and `lookup` hand out float32
+        self.img, self.txt = stacked("img", (0, d)), stacked("txt", (0, d))
+        self.img_scale = stacked("img_scale", (0,)) if cols["img_scale"] else None
+        self.txt_scale = stacked("txt_scale", (0,)) if cols["txt_scale"] else None
         self.log_t = torch.tensor(self.index["log_t"])
         self.bias = torch.tensor(self.index["bias"])
 
@@ -254,6 +293,17 @@ class ScoreCache:
                     "changed since it was scored; score the pool again"
                 )
 
+    def embeddings(self, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image and text embeddings (float32) of cache rows `rows` (default: all)."""
+
+        def get(x, scale):
+            x = x if rows is None else x[rows]
+            if scale is None:
+                return x.float()
+            return x.float() * (scale if rows is None else scale[rows])[:, None]
+
+        return get(self.img, self.img_scale), get(self.txt, self.txt_scale)
+
     def lookup(self, uids: list[str], device="cpu") -> Embeds:
         try:
             rows = torch.tensor([self.row[u] for u in uids])
@@ -261,12 +311,8 @@ class ScoreCache:
             raise ValueError(
                 f"uid {e.args[0]!r} is not in score cache {self.uri}: the cache does not match the pool"
             ) from None
-        return Embeds(
-            self.img[rows].to(device).float(),
-            self.txt[rows].to(device).float(),
-            self.log_t.to(device),
-            self.bias.to(device),
-        )
+        img, txt = self.embeddings(rows)
+        return Embeds(img.to(device), txt.to(device), self.log_t.to(device), self.bias.to(device))
 
     def __len__(self) -> int:
         return len(self.row)

@@ -99,8 +99,11 @@ class ScoreSelect:
         )
         synchronize(device)
         info = {"chosen_diag": sel.chosen_diag, "pool_diag": sel.pool_diag, "chosen_score": sel.chosen_score}
-        tapes = tuple(r.tape.take(sel.indices) for r in rec) if rec else None
-        return Picked(batch.take(sel.indices), time.perf_counter() - t0, info, tapes)
+        chosen = sel.indices
+        if self.method.low_res_scoring:  # Flexi-JEST trains a random half at low resolution (flops.train_groups)
+            chosen = chosen[torch.randperm(len(chosen), generator=generator, device=generator.device).to(chosen.device)]
+        tapes = tuple(r.tape.take(chosen) for r in rec) if rec else None
+        return Picked(batch.take(chosen), time.perf_counter() - t0, info, tapes)
 
 
 def make_selector(cfg: C.Config, cache: ScoreCache | None, reuse_activations: bool = False):

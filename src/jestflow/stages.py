@@ -67,6 +67,7 @@ def score(
         progress,
         shards,
         on_shard=metrics.scored if metrics else None,
+        dtype=cfg.score.dtype,
     )
     if metrics:
         metrics.end()
@@ -128,7 +129,8 @@ def offline_filter(cfg: C.Config, cache: ScoreCache | None):
     if kind != "reference-clip":
         return None
     keep_frac = cfg.select.offline_keep or (1 - cfg.select.filter_ratio)
-    score = (cache.img.float() * cache.txt.float()).sum(1)
+    img, txt = cache.embeddings()
+    score = (img * txt).sum(1)
     n_keep = max(1, int(round(keep_frac * len(score))))
     cut = float(score.topk(n_keep).values[-1])
     uids = {u for u, i in cache.row.items() if float(score[i]) >= cut}

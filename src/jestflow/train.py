@@ -295,6 +295,7 @@ def train(
     opt, sched = make_optimizer(model, t, fused=cuda)
     gen = torch.Generator(device=device).manual_seed(t.seed + 1)
     ev = EvalSet.load(eval_uri, cfg.model.image_size, t.max_bad_fraction) if eval_uri and t.eval_every else None
+    eval_at = t.eval_steps()
     n_super = selector.super_batch(t.batch_size)
     coarse = scoring_stride(cfg) if stage == "learner" else 1
     groups = train_groups(t.batch_size, coarse)
@@ -386,7 +387,7 @@ def train(
             if (state.step - 1) % t.log_every == 0:
                 bar.set_postfix(loss=f"{loss:.3f}")
             last = state.step == t.steps
-            if ev is not None and dist.main and (state.step % t.eval_every == 0 or last):
+            if ev is not None and dist.main and state.step in eval_at:
                 point = {
                     "step": state.step,
                     "flops": sum(state.flops.values()),

@@ -43,6 +43,11 @@ def test_report_and_plots(run):
     out, _ = run
     md = (out / "report.md").read_text()
     assert "| jest | jest |" in md and "(curve_iterations.png)" in md and "(curve_flops.png)" in md
+    assert "Iteration speed-up at several targets" in md and "Payoff" in md
+    payoff = json.loads((out / "results.json").read_text())["payoff"]
+    assert set(payoff) <= {"jest"}  # only the run charged the reference's fixed cost has a payoff
+    if payoff:
+        assert "![payoff](payoff.png)" in md and (out / "payoff.png").exists()
     for name in ("curve_iterations.png", "curve_flops.png"):
         with Image.open(out / name) as im:
             assert im.format == "PNG" and im.size[0] > 600
@@ -61,4 +66,5 @@ def test_kfp_artifacts_carry_metrics(run):
 def test_kfp_markdown_artifact_inlines_the_plots(run):
     out, _ = run
     md = next((out / "kfp").glob("*/report/report")).read_text()
-    assert md.count("data:image/png;base64,") == 2 and "| jest | jest |" in md
+    plots = (out / "report.md").read_text().count(".png)")  # curves, and the payoff plot when jest paid off
+    assert plots >= 2 and md.count("data:image/png;base64,") == plots and "| jest | jest |" in md

@@ -82,3 +82,38 @@ def test_patch_stride_keeps_a_quarter_of_the_patches():
     assert full.shape == coarse.shape and not torch.allclose(full, coarse)
     grid = cfg.image_size // cfg.patch_size
     assert seen == [grid * grid, (grid // 2) ** 2] == [64, 16]  # the blocks see a quarter of the tokens
+
+
+def test_low_resolution_view_is_the_model_on_an_explicitly_downsampled_image():
+    """Flexi-JEST's cheap view (patch_stride 2) equals the same weights on the image area-downsampled
+    by 2, with the position embeddings resized to the smaller grid: the whole image at patch size 2p."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    cfg = ModelConfig()
+    m = TwoTower(cfg, vocab_size=10).eval()
+    half = TwoTower(dataclasses.replace(cfg, image_size=cfg.image_size // 2), vocab_size=10).eval()
+    state = m.state_dict()
+    state["image.pos"] = m.image.position(2).detach()
+    half.load_state_dict(state)
+    images = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8)
+    down = F.avg_pool2d(images.permute(0, 3, 1, 2).float(), 2).permute(0, 2, 3, 1)  # 3 x 16 x 16 x 3, [0, 255]
+    with torch.no_grad():
+        torch.testing.assert_close(m.encode_image(images, patch_stride=2), half.encode_image(down))
+        # every pixel counts: change one pixel of a patch the old every-other-patch view skipped
+        changed = images.clone()
+        changed[:, 4, 4] = 255 - changed[:, 4, 4]
+        assert not torch.allclose(m.encode_image(images, patch_stride=2), m.encode_image(changed, patch_stride=2))
+
+
+def test_position_embeddings_resize_bilinearly():
+    import torch.nn.functional as F
+
+    m = TwoTower(ModelConfig(), vocab_size=10)
+    g = 8
+    grid = m.image.pos.reshape(1, g, g, -1).permute(0, 3, 1, 2)
+    want = F.interpolate(grid, size=(4, 4), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(m.image.position(2), want.permute(0, 2, 3, 1).reshape(1, 16, -1))
+    assert m.image.position(1) is m.image.pos

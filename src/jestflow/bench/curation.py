@@ -90,8 +90,8 @@ def _stat(values: list) -> dict:
 
 def aggregate(runs: dict[str, dict], seeds: int) -> dict:
     """Per method: mean and spread over seeds of final metrics, speed-ups against uniform, oracle share."""
-    from ..flops import run_total
-    from ..report import compare
+    from ..flops import payoff, run_total
+    from ..report import TARGET_FRACTIONS, compare, compare_targets
 
     per_method: dict[str, dict] = {}
     for m in REPORTED:
@@ -111,13 +111,14 @@ def aggregate(runs: dict[str, dict], seeds: int) -> dict:
                 "steps": s["steps"],
             }
             if uni is not None:
+                pair = {"uniform": {"summary": uni, "final": uni["curve"][-1]}, m: {"summary": s, "final": final}}
                 for metric in ("retrieval_r1", "zeroshot_top1"):
-                    pair = {"uniform": {"summary": uni, "final": uni["curve"][-1]}, m: {"summary": s, "final": final}}
                     entry[f"speedup_{metric}"] = compare(pair, "uniform", metric)[m]
-                # the same without the reference's fixed costs (as if the reference were amortised)
-                bare = {k: v for k, v in s.items() if k not in ("reference_flops", "reference_scoring_flops")}
-                pair = {"uniform": {"summary": uni, "final": uni["curve"][-1]}, m: {"summary": bare, "final": final}}
-                entry["learner_speedup_retrieval_r1"] = compare(pair, "uniform", "retrieval_r1")[m]
+                entry["targets"] = {f: c[m] for f, c in compare_targets(pair, "uniform", "retrieval_r1").items()}
+                c = entry["speedup_retrieval_r1"]
+                if c["learner_flops_to_target"]:
+                    uniform_flops = uni["flops_total"]  # uniform reaches its own final score at its last step
+                    entry["payoff"] = payoff(uniform_flops, c["learner_flops_to_target"], c["fixed_flops"])
             rows.append(entry)
         if not rows:
             continue
@@ -129,9 +130,24 @@ def aggregate(runs: dict[str, dict], seeds: int) -> dict:
             agg[f"iteration_speedup_{metric}"] = _stat([r[key]["iteration_speedup"] for r in rows if key in r])
             agg[f"flops_speedup_{metric}"] = _stat([r[key]["flops_speedup"] for r in rows if key in r])
             agg[f"reached_{metric}"] = sum(1 for r in rows if key in r and r[key]["iteration_speedup"])
+            agg[f"lower_bound_{metric}"] = sum(1 for r in rows if key in r and r[key]["lower_bound"])
         agg["learner_flops_speedup_retrieval_r1"] = _stat(
-            [r["learner_speedup_retrieval_r1"]["flops_speedup"] for r in rows if "learner_speedup_retrieval_r1" in r]
+            [r["speedup_retrieval_r1"]["learner_flops_speedup"] for r in rows if "speedup_retrieval_r1" in r]
         )
+        agg["targets"] = {
+            str(f): {
+                "iteration_speedup": _stat(
+                    [r["targets"][f]["iteration_speedup"] for r in rows if f in r.get("targets", {})]
+                ),
+                "learner_flops_speedup": _stat(
+                    [r["targets"][f]["learner_flops_speedup"] for r in rows if f in r.get("targets", {})]
+                ),
+                "lower_bound": sum(1 for r in rows if r.get("targets", {}).get(f, {}).get("lower_bound")),
+            }
+            for f in TARGET_FRACTIONS
+        }
+        pays = [r["payoff"] for r in rows if "payoff" in r]
+        agg["payoff"] = {k: _stat([p[k] for p in pays]) for k in pays[0]} if pays else {}
         agg["seeds"] = len(rows)
         per_method[m] = agg
     if "uniform" in per_method and "oracle" in per_method:

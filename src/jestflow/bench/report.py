@@ -6,7 +6,8 @@ import statistics
 
 from .. import config as C
 from .. import storage
-from ..report import curve_points
+from ..flops import payoff, payoff_curve
+from ..report import TARGET_FRACTIONS, curve_points
 from ..selection import METHODS
 
 # The benchmark's methods are the registry's `benchmarked` ones (uniform first), plus uniform at equal
@@ -14,7 +15,9 @@ from ..selection import METHODS
 BENCHMARKED = tuple(name for name, m in METHODS.items() if m.benchmarked)
 FLOPS_MATCHED = "uniform@flops"  # uniform with as many more steps as JEST's total compute buys
 REPORTED = BENCHMARKED[:1] + (FLOPS_MATCHED,) + BENCHMARKED[1:]
-PLOTS = ("curve_iterations.png", "curve_flops.png", "noise_mix.png", "chunk_learnability.png")  # what `plots` writes
+# what `plots` writes
+PLOTS = ("curve_iterations.png", "curve_flops.png", "noise_mix.png", "chunk_learnability.png", "payoff.png")
+SHARES = [1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 500, 1000]  # learner runs sharing one reference (payoff curve)
 LABELS = {**{name: m.label for name, m in METHODS.items()}, FLOPS_MATCHED: "uniform at JEST's total FLOPs"}
 
 
@@ -91,7 +94,107 @@ def plots(runs: dict, results: dict, seeds: int, out: str) -> list[str]:
     ax.legend()
     _save(fig, storage.join(out, "chunk_learnability.png"))
     written.append("chunk_learnability.png")
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for m, (u, mf, f) in payoff_inputs(results).items():
+        ax.plot(SHARES, payoff_curve(u, mf, f, SHARES), marker="o", ms=3, label=LABELS[m])
+    ax.axhline(1.0, color="grey", lw=1, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("learner runs sharing one reference (or learner budget, in multiples of this run's)")
+    ax.set_ylabel("total-compute speed-up vs uniform")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, storage.join(out, "payoff.png"))
+    written.append("payoff.png")
     return written
+
+
+def _bounds(k: int | None) -> str:
+    """How many seeds' speed-ups are lower bounds (the method beat the target at its first evaluation)."""
+    return f"; ≥ in {k}" if k else ""
+
+
+def target_lines(results: dict) -> list[str]:
+    """Speed-ups at several targets along uniform's curve, and the payoff (results from this version on)."""
+    pm = results["per_method"]
+    if not any("targets" in a for a in pm.values()):
+        return []
+    head = " | ".join(f"{f:.0%} of uniform's run" for f in TARGET_FRACTIONS)
+    lines = [
+        "### Iteration speed-up at several targets",
+        "",
+        "Each target is uniform's retrieval R@1 after that fraction of its run; the speed-up is uniform's "
+        "iterations to it over the method's (mean ± std over seeds; ≥: beaten at the first evaluation in "
+        "that many seeds, a lower bound).",
+        "",
+        f"| method | {head} |",
+        "|---|" + "---|" * len(TARGET_FRACTIONS),
+    ]
+    for m in REPORTED:
+        a = pm.get(m)
+        if not a or m in ("uniform", FLOPS_MATCHED) or "targets" not in a:
+            continue
+        cells = [
+            f"{_ms(a['targets'][str(f)]['iteration_speedup'], '.2f')}{_bounds(a['targets'][str(f)]['lower_bound'])}"
+            for f in TARGET_FRACTIONS
+        ]
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+    return [
+        *lines,
+        "",
+        "## Payoff: when does the reference pay for itself?",
+        "",
+        *payoff_lines(results),
+        "![payoff](payoff.png)",
+        "",
+    ]
+
+
+def payoff_inputs(results: dict) -> dict[str, tuple[float, float, float]]:
+    """Per method charged a reference: mean (uniform learner FLOPs to target, the method's, fixed cost)."""
+    out = {}
+    for m, a in results["per_method"].items():
+        p = a.get("payoff") or {}
+        u, mf, f = (p.get(k, {}).get("mean") for k in ("uniform_flops", "method_flops", "fixed_flops"))
+        if u and mf and f:
+            out[m] = (u, mf, f)
+    return out
+
+
+def payoff_lines(results: dict) -> list[str]:
+    """The payoff table and a sentence per method a platform engineer can act on."""
+    rows = payoff_inputs(results)
+    if not rows:
+        return ["No curated method reached uniform's final score: there is no payoff to compute.", ""]
+    lines = [
+        "| method | learner-only FLOPs speed-up | total speed-up, 1 run | reference's fixed cost | "
+        "break-even: runs sharing the reference | break-even: uniform learner FLOPs |",
+        "|---|---|---|---|---|---|",
+    ]
+    sentences = []
+    for m, (u, mf, f) in rows.items():
+        p = payoff(u, mf, f)
+        runs = p["break_even_runs"]
+        lines.append(
+            f"| {LABELS[m]} | {p['learner_speedup']:.2f}x | {p['total_speedup']:.2f}x | {f:.3g} | "
+            f"{runs if runs else 'never'} | {_g(p['break_even_uniform_flops'])} |"
+        )
+        if runs:
+            sentences.append(
+                f"- **{LABELS[m]}**: the reference pays for itself once {runs} learner runs share it, or once a "
+                f"uniform run would spend {p['break_even_uniform_flops']:.3g} learner FLOPs "
+                f"({p['break_even_uniform_flops'] / u:.1f}x this benchmark's); beyond that it saves up to "
+                f"{1 - 1 / p['learner_speedup']:.0%} of the learner's compute."
+            )
+        else:
+            sentences.append(
+                f"- **{LABELS[m]}**: spends no fewer learner FLOPs than uniform; the reference never pays."
+            )
+    return [*lines, "", *sentences, ""]
+
+
+def _g(v) -> str:
+    return "never" if v is None else f"{v:.3g}"
 
 
 def _ms(stat: dict, fmt: str = ".3f") -> str:
@@ -189,7 +292,8 @@ def render(results: dict, notes: str = "") -> str:
         lines.append(
             f"| {LABELS[m]} | {_ms(a['retrieval_r1'])} | {_ms(a['i2t_r5'])} | {_ms(a['t2i_r5'])} "
             f"| {_ms(a['zeroshot_top1'])} "
-            f"| {_ms(a['iteration_speedup_retrieval_r1'], '.2f')} ({a['reached_retrieval_r1']}/{a['seeds']}) "
+            f"| {_ms(a['iteration_speedup_retrieval_r1'], '.2f')} ({a['reached_retrieval_r1']}/{a['seeds']}"
+            f"{_bounds(a.get('lower_bound_retrieval_r1'))}) "
             f"| {_ms(a['flops_speedup_retrieval_r1'], '.2f')} "
             f"| {_ms(a.get('learner_flops_speedup_retrieval_r1'), '.2f')} "
             f"| {_ms(a['iteration_speedup_zeroshot_top1'], '.2f')} ({a['reached_zeroshot_top1']}/{a['seeds']}) "
@@ -217,6 +321,7 @@ def render(results: dict, notes: str = "") -> str:
         "",
         "Methods whose curve ends before JEST's compute budget keep their final value (more compute was not spent).",
         "",
+        *target_lines(results),
         "## Targets",
         "",
         "| target | met | measured |",
