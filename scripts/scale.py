@@ -41,10 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     ref_train = args.reference_seen * 3 * fwd
     scoring = args.pool * fwd
     fixed = ref_train + scoring
-    print(f"Model `{c.size}` ({c.image_size} px, patch {c.patch_size}, width {c.width}, context {c.context_length}, "
-          f"d = {d}): {fmt(fwd, 'FLOP')} forward per example. Learner: b = {b}, N = {n}, {steps:,} steps "
-          f"({fmt(args.seen)} examples seen). Pool {fmt(args.pool)} examples; reference trained on "
-          f"{fmt(args.reference_seen)} examples.\n")
+    print(
+        f"Model `{c.size}` ({c.image_size} px, patch {c.patch_size}, width {c.width}, context {c.context_length}, "
+        f"d = {d}): {fmt(fwd, 'FLOP')} forward per example. Learner: b = {b}, N = {n}, {steps:,} steps "
+        f"({fmt(args.seen)} examples seen). Pool {fmt(args.pool)} examples; reference trained on "
+        f"{fmt(args.reference_seen)} examples.\n"
+    )
 
     print("| method | per step | learner total | + fixed (reference training + pool scoring) | vs uniform |")
     print("|---|---|---|---|---|")
@@ -55,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         total = steps * per.total
         charged = fixed if m.select.method_info.uses_reference else 0.0
         label = method + (" (activation reuse)" if reuse else "")
-        print(f"| {label} | {fmt(per.total, 'FLOP')} (scoring {per.scoring / per.total:.0%}, selection "
-              f"{per.selection / per.total:.1%}) | {fmt(total, 'FLOP')} | {fmt(total + charged, 'FLOP')} | "
-              f"{(total + charged) / uniform:.2f}x |")
+        print(
+            f"| {label} | {fmt(per.total, 'FLOP')} (scoring {per.scoring / per.total:.0%}, selection "
+            f"{per.selection / per.total:.1%}) | {fmt(total, 'FLOP')} | {fmt(total + charged, 'FLOP')} | "
+            f"{(total + charged) / uniform:.2f}x |"
+        )
     print(f"\nFixed costs: reference training {fmt(ref_train, 'FLOP')}, pool scoring {fmt(scoring, 'FLOP')}.\n")
 
     cache_fp16 = args.pool * (2 * d * 2 + 4 + args.uid_bytes)
@@ -66,16 +70,19 @@ def main(argv: list[str] | None = None) -> int:
     read = steps * n
     print("| storage and traffic | size |")
     print("|---|---|")
-    print(f"| score cache, fp16 image + text embeddings (today) | {fmt(cache_fp16, 'B')} ({fmt(cache_fp16 / args.pool, 'B')}/example) |")
+    per_example = fmt(cache_fp16 / args.pool, "B")
+    print(f"| score cache, fp16 image + text embeddings (today) | {fmt(cache_fp16, 'B')} ({per_example}/example) |")
     print(f"| score cache, int8 with a per-row scale | {fmt(cache_int8, 'B')} |")
     print(f"| score cache, fp16 at d = 256 (a projected reference) | {fmt(cache_256, 'B')} |")
     print(f"| images read by the learner (N per step: {fmt(read)} examples) | {fmt(read * args.image_bytes, 'B')} |")
     print(f"| images read by uniform (b per step) | {fmt(steps * b * args.image_bytes, 'B')} |")
     print(f"| cache rows read by the learner (N per step, fp16) | {fmt(read * (2 * d * 2), 'B')} |")
     online = steps * n * fwd
-    print(f"\nReference run online on each super-batch instead of cached: {fmt(online, 'FLOP')} extra "
-          f"({online / uniform:.2f}x a whole uniform run), no cache, and no pool scoring pass "
-          f"({fmt(scoring, 'FLOP')} saved).")
+    print(
+        f"\nReference run online on each super-batch instead of cached: {fmt(online, 'FLOP')} extra "
+        f"({online / uniform:.2f}x a whole uniform run), no cache, and no pool scoring pass "
+        f"({fmt(scoring, 'FLOP')} saved)."
+    )
     return 0
 
 

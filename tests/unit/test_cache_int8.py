@@ -27,8 +27,20 @@ def test_quantize_round_trip_error_is_within_half_a_step():
 @pytest.fixture(scope="module")
 def int8_cache(smoke_scored, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "scores"
-    args = ["score", "--reference", str(smoke_scored / "ref"), "--data", str(smoke_scored / "data" / "pool"),
-            "--out", str(out), "--preset", "smoke", "--quiet", "--set", "score.dtype=int8"]
+    args = [
+        "score",
+        "--reference",
+        str(smoke_scored / "ref"),
+        "--data",
+        str(smoke_scored / "data" / "pool"),
+        "--out",
+        str(out),
+        "--preset",
+        "smoke",
+        "--quiet",
+        "--set",
+        "score.dtype=int8",
+    ]
     assert main(args) == 0
     return out
 
@@ -61,8 +73,11 @@ def test_int8_cache_barely_changes_the_chosen_sets(smoke_scored, int8_cache):
             u, v = learner_model(batch.images, batch.tokens)
         learner = Embeds(u, v, learner_model.log_t.detach(), learner_model.bias.detach())
         chosen = [
-            set(select("jest", learner, cache.lookup(batch.uids), 32, 4, torch.Generator().manual_seed(7),
-                       kernel="torch").indices.tolist())
+            set(
+                select(
+                    "jest", learner, cache.lookup(batch.uids), 32, 4, torch.Generator().manual_seed(7), kernel="torch"
+                ).indices.tolist()
+            )
             for cache in (fp16, int8)
         ]
         overlaps.append(len(chosen[0] & chosen[1]) / 32)

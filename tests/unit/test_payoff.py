@@ -9,15 +9,20 @@ from jestflow.report import compare, compare_targets, speedup_text
 
 
 def run(steps, curve, flops_per_step=10.0, fixed=0.0):
-    summary = {"steps": steps, "flops_total": steps * flops_per_step,
-               "curve": [{"step": s, "flops": s * flops_per_step, "retrieval_r1": y} for s, y in curve]}
+    summary = {
+        "steps": steps,
+        "flops_total": steps * flops_per_step,
+        "curve": [{"step": s, "flops": s * flops_per_step, "retrieval_r1": y} for s, y in curve],
+    }
     if fixed:
         summary.update(reference_flops=fixed, reference_scoring_flops=0.0)
     return {"summary": summary, "final": {"retrieval_r1": curve[-1][1]}}
 
 
 def test_log_schedule_is_dense_early_and_ends_at_the_last_step():
-    t = C.load_config("smoke", None, ["learner.eval_schedule=log", "learner.eval_points=8", "learner.steps=1000"]).learner
+    t = C.load_config(
+        "smoke", None, ["learner.eval_schedule=log", "learner.eval_points=8", "learner.steps=1000"]
+    ).learner
     assert sorted(t.eval_steps()) == [1, 3, 7, 19, 52, 139, 373, 1000]
     linear = C.load_config("smoke").learner
     assert sorted(linear.eval_steps()) == [20, 40, 60]
@@ -25,9 +30,11 @@ def test_log_schedule_is_dense_early_and_ends_at_the_last_step():
 
 
 def test_a_target_beaten_at_the_first_evaluation_is_a_lower_bound():
-    runs = {"uniform": run(100, [(10, 0.1), (50, 0.2), (100, 0.3)]),
-            "fast": run(100, [(10, 0.35), (50, 0.4), (100, 0.5)], fixed=500.0),
-            "slow": run(100, [(10, 0.1), (50, 0.25), (100, 0.35)])}
+    runs = {
+        "uniform": run(100, [(10, 0.1), (50, 0.2), (100, 0.3)]),
+        "fast": run(100, [(10, 0.35), (50, 0.4), (100, 0.5)], fixed=500.0),
+        "slow": run(100, [(10, 0.1), (50, 0.25), (100, 0.35)]),
+    }
     c = compare(runs)
     assert c["fast"]["lower_bound"] and c["fast"]["iteration_speedup"] == 10.0
     assert speedup_text(c["fast"]) == "≥ 10.00x"
@@ -39,8 +46,10 @@ def test_a_target_beaten_at_the_first_evaluation_is_a_lower_bound():
 
 
 def test_speedups_at_several_targets_along_the_baseline_curve():
-    runs = {"uniform": run(100, [(25, 0.1), (50, 0.2), (75, 0.25), (100, 0.3)]),
-            "m": run(100, [(5, 0.05), (25, 0.25), (50, 0.3), (100, 0.4)])}
+    runs = {
+        "uniform": run(100, [(25, 0.1), (50, 0.2), (75, 0.25), (100, 0.3)]),
+        "m": run(100, [(5, 0.05), (25, 0.25), (50, 0.3), (100, 0.4)]),
+    }
     t = compare_targets(runs)
     assert [round(c["m"]["target"], 3) for c in t.values()] == [0.1, 0.2, 0.25, 0.3]
     assert t[0.5]["m"]["iterations_to_target"] == pytest.approx(5 + 20 * (0.15 / 0.2))
