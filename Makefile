@@ -62,9 +62,13 @@ KFP_HOST ?= http://localhost:8080
 submit: $(STAMP)/installed ## submit the GPU pipeline to KFP_HOST (PARAMS="steps=2000 pool_uri=gs://..." EXPERIMENT=jestflow)
 	jestflow submit --host $(KFP_HOST) --experiment $(or $(EXPERIMENT),jestflow) $(foreach p,$(PARAMS),--param $(p))
 
-bench: $(STAMP)/installed ## curation benchmark: every method vs uniform, 3 seeds (bench preset, ~40 min on 2 cores) -> BENCHMARKS.md
+bench: $(STAMP)/installed ## curation benchmark: every method vs uniform, 3 seeds (bench preset, ~45 min on 2 cores) -> BENCHMARKS.md
 	jestflow bench curation --preset bench --out bench/curation
-	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md
+	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md $(if $(wildcard bench/curation-glyphs/results.json),--second glyphs=bench/curation-glyphs)
+
+bench-glyphs: $(STAMP)/installed ## the same benchmark on the second dataset (font glyphs + Unicode names) -> BENCHMARKS.md section
+	jestflow bench curation --preset bench --set demo.dataset=glyphs --out bench/curation-glyphs
+	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md --second glyphs=bench/curation-glyphs
 
 VERSION = $(shell $(PYTHON) -c "import re; print(re.search(r'__version__ = \"(.+)\"', open('src/jestflow/__init__.py').read()).group(1))")
 BASE_IMAGE ?= jestflow-base:bookworm
@@ -128,4 +132,4 @@ bench-select: $(STAMP)/installed ## dense vs chunked selection: time and peak me
 clean: ## remove runs, data and caches made by these targets
 	rm -rf runs data bench $(STAMP) .pytest_cache
 
-.PHONY: help install data run lint format test-fast test compile submit wheelhouse base-image image-cpu image-cuda images deploy kind-up kind-run kind-down bench bench-gpu bench-select clean
+.PHONY: help install data run lint format test-fast test compile submit wheelhouse base-image image-cpu image-cuda images deploy kind-up kind-run kind-down bench bench-glyphs bench-gpu bench-select clean

@@ -59,6 +59,7 @@ JUNK_CAPTIONS = (
 )
 NOISE_TYPES = ("clean", "mismatch", "wrong-attribute", "blank", "off-distribution", "junk-caption", "near-duplicate")
 DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist"
+DATASETS = ("fashion", "glyphs")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class DemoConfig:
     image_size: int = 32  # canvas side in pixels
     shard_size: int = 500  # samples per tar shard
     seed: int = 0
+    dataset: str = (
+        "fashion"  # fashion (Fashion-MNIST scenes) | glyphs (font glyphs with their Unicode names, glyphs.py)
+    )
     fashion_mnist_dir: str = DEFAULT_IDX_DIR  # full dataset when present; else the shipped subset
     # Pool noise: fraction of each type; the rest is clean.
     mismatch: float = 0.20  # caption of another, different-class sample
@@ -96,6 +100,8 @@ class DemoConfig:
         return {"clean": 1 - total, **mix}
 
     def validate(self, prefix: str = "demo.") -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"{prefix}dataset={self.dataset!r} must be {' or '.join(DATASETS)}")
         for name in ("n_curated", "n_pool", "n_eval", "image_size", "shard_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{prefix}{name}={getattr(self, name)} must be positive")
@@ -237,6 +243,10 @@ def _write_split(folder, prefix, n, shard_size, make, desc):
 def make_demo(out: str, cfg: DemoConfig) -> dict:
     """Write curated/, pool/ and eval/ under `out`; return a summary (also written as demo.json)."""
     cfg.validate()
+    if cfg.dataset == "glyphs":
+        from .glyphs import make_glyphs
+
+        return make_glyphs(out, cfg)
     mix = cfg.noise_mix()
     ((xtr, ytr), (xte, yte)), source = load_fashion_mnist(cfg.fashion_mnist_dir)
     # Curated and pool draw from disjoint parts of the training images (a quarter and the other three

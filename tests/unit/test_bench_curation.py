@@ -53,6 +53,24 @@ def test_bench_curation_toy(tmp_path):
         assert f"(docs/bench/{name})" in md and (tmp_path / "docs" / "bench" / name).exists()
     assert "Toy findings paragraph." in md and "| target | met | measured |" in md
     assert md.rstrip().endswith("## GPU section kept")
+    # a second dataset's run as its own section, plots beside it in docs/bench/NAME/
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "benchmarks_md.py"),
+            str(out),
+            str(tmp_path / "BENCHMARKS.md"),
+            "--second",
+            f"glyphs={out}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## Second dataset (glyphs): does JEST pay off?" in md and "](docs/bench/glyphs/payoff.png)" in md
+    assert (tmp_path / "docs" / "bench" / "glyphs" / "payoff.png").exists()
+    assert md.count("\n## Targets\n") == 1 and md.count("\n### Targets\n") == 1
 
     # resumable: a finished run is returned as it is, not trained again
     job = next(j for j in plan(load_config("smoke", None, OVERRIDES), 1, False) if j.name == "jest-s0")
