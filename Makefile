@@ -66,6 +66,10 @@ bench: $(STAMP)/installed ## curation benchmark: every method vs uniform, 3 seed
 	jestflow bench curation --preset bench --out bench/curation
 	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md $(if $(wildcard bench/curation-glyphs/results.json),--second glyphs=bench/curation-glyphs)
 
+bench-extended: $(STAMP)/installed ## make bench plus the batch-size ablation (b = 32, 128, 512 at equal examples seen; reuses finished runs)
+	jestflow bench curation --preset bench --out bench/curation --batch-sizes 32,128,512
+	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md $(if $(wildcard bench/curation-glyphs/results.json),--second glyphs=bench/curation-glyphs)
+
 bench-glyphs: $(STAMP)/installed ## the same benchmark on the second dataset (font glyphs + Unicode names) -> BENCHMARKS.md section
 	jestflow bench curation --preset bench --set demo.dataset=glyphs --out bench/curation-glyphs
 	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md --second glyphs=bench/curation-glyphs
@@ -132,4 +136,4 @@ bench-select: $(STAMP)/installed ## dense vs chunked selection: time and peak me
 clean: ## remove runs, data and caches made by these targets
 	rm -rf runs data bench $(STAMP) .pytest_cache
 
-.PHONY: help install data run lint format test-fast test compile submit wheelhouse base-image image-cpu image-cuda images deploy kind-up kind-run kind-down bench bench-glyphs bench-gpu bench-select clean
+.PHONY: help install data run lint format test-fast test compile submit wheelhouse base-image image-cpu image-cuda images deploy kind-up kind-run kind-down bench bench-extended bench-glyphs bench-gpu bench-select clean

@@ -165,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--workers", type=int, default=2, help="learner runs in parallel (threads split among them)")
     bc.add_argument("--no-ablations", action="store_true", help="skip the n_chunks / filter_ratio ablation runs")
     bc.add_argument(
+        "--batch-sizes",
+        default="",
+        metavar="B,B,...",
+        help="also run JEST, independent selection and the offline filter at these sub-batch sizes with "
+        "equal examples seen (seed 0), e.g. 32,128,512: does the joint term need large batches?",
+    )
+    bc.add_argument(
         "--render-only",
         action="store_true",
         help="no training: recompute the tables and plots from "
@@ -340,6 +347,7 @@ def run(args) -> int:
             not args.no_ablations,
             command,
             config_file=args.config,
+            batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",") if b.strip()),
         )
     elif args.cmd == "bench" and args.bench_cmd == "select":
         from .bench.select import bench_select

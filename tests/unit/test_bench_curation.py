@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from jestflow import config as C
 from jestflow.bench.curation import _run_job, bench_curation, plan
 from jestflow.bench.report import BENCHMARKED, PLOTS, REPORTED, targets
 from jestflow.config import load_config
@@ -84,3 +85,40 @@ def test_benchmarked_methods_come_from_the_registry():
     assert BENCHMARKED == tuple(n for n, m in METHODS.items() if m.benchmarked) and BENCHMARKED[0] == "uniform"
     jobs = plan(load_config("smoke"), seeds=2, ablations=False)
     assert sorted(j.name for j in jobs) == sorted(f"{m}-s{s}" for m in BENCHMARKED for s in range(2))
+
+
+def test_batch_size_ablation_keeps_examples_seen():
+    from jestflow.bench.curation import BATCH_METHODS, batch_rows
+    from jestflow.bench.report import batch_lines
+
+    cfg = load_config("smoke")  # b = 32, 60 steps, warmup 20
+    jobs = {j.name: j for j in plan(cfg, 1, False, batch_sizes=(32, 128))}
+    assert {f"{m}-b128-s0" for m in BATCH_METHODS} <= set(jobs) and "jest-b32-s0" not in jobs  # b=32 is the main run
+    c = C.override(cfg.with_method("jest"), list(jobs["jest-b128-s0"].overrides))
+    assert (c.learner.batch_size, c.learner.steps, c.learner.optim.warmup_steps) == (128, 15, 5)
+    assert c.learner.steps * c.learner.batch_size == cfg.learner.steps * cfg.learner.batch_size
+
+    def run(r1):
+        return {
+            "steps": 1,
+            "examples_seen": 1,
+            "curve": [{"retrieval_r1": r1}],
+            "flops_total": 1.0,
+            "clean_fraction": 0.5,
+        }
+
+    runs = {
+        "jest-s0": run(0.10),
+        "independent-s0": run(0.08),
+        "jest-b128-s0": run(0.15),
+        "independent-b128-s0": run(0.09),
+    }
+    rows = batch_rows(runs, cfg, (128,))
+    assert [(r["method"], r["batch_size"]) for r in rows] == [
+        ("jest", 32),
+        ("independent", 32),
+        ("jest", 128),
+        ("independent", 128),
+    ]
+    text = "\n".join(batch_lines({"batch_ablation": rows}))
+    assert "b = 32: +0.020" in text and "b = 128: +0.060" in text

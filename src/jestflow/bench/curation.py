@@ -38,9 +38,35 @@ class Job:
     overrides: tuple
 
 
-def plan(cfg: C.Config, seeds: int, ablations: bool = True, matched: C.Config | None = None) -> list[Job]:
+BATCH_METHODS = ("jest", "independent", "offline-easy-reference")  # the batch-size ablation's methods
+
+
+def batch_job(cfg: C.Config, method: str, b: int) -> Job:
+    """`method` at sub-batch `b` with as many examples seen as cfg's learner (and its warmup, in examples)."""
+    t = cfg.learner
+    steps = max(1, round(t.steps * t.batch_size / b))
+    warmup = max(1, round(t.optim.warmup_steps * t.batch_size / b))
+    knobs = (
+        f"learner.batch_size={b}",
+        f"learner.steps={steps}",
+        f"learner.optim.warmup_steps={warmup}",
+        f"learner.checkpoint_every={max(1, steps // 2)}",
+        f"learner.eval_every={max(1, steps // 10)}",
+    )
+    return Job(f"{method}-b{b}-s0", method, 0, knobs)
+
+
+def plan(
+    cfg: C.Config,
+    seeds: int,
+    ablations: bool = True,
+    matched: C.Config | None = None,
+    batch_sizes: tuple[int, ...] = (),
+) -> list[Job]:
     """Every benchmarked method per seed, uniform at JEST's total compute (`matched`, from
-    flops.matched_uniform) and the ablations; the costliest runs first, so both workers stay busy."""
+    flops.matched_uniform), the ablations, and (`batch_sizes`) JEST, independent selection and the
+    offline filter at other sub-batch sizes with equal examples seen; the costliest runs first, so both
+    workers stay busy."""
     jobs = [Job(f"{m}-s{s}", m, s, ()) for s in range(seeds) for m in BENCHMARKED]
     if matched is not None:
         knobs = (f"learner.steps={matched.learner.steps}", f"learner.eval_every={matched.learner.eval_every}")
@@ -48,6 +74,7 @@ def plan(cfg: C.Config, seeds: int, ablations: bool = True, matched: C.Config | 
     if ablations:
         for key, value in ABLATIONS:
             jobs.append(Job(f"jest-{key}{value}-s0", "jest", 0, (f"select.{key}={value}",)))
+    jobs += [batch_job(cfg, m, b) for b in batch_sizes for m in BATCH_METHODS if b != cfg.learner.batch_size]
 
     def flops(job: Job) -> float:
         c = C.override(cfg.with_method(job.method), list(job.overrides))
@@ -214,6 +241,29 @@ def chunk_diagnostics(cfg: C.Config, data: str, scores: str, model_dir: str, n_b
     return {"chunk_size": c, "chosen": mean(chosen_curves), "random": mean(random_curves), "batches": n_batches}
 
 
+def batch_rows(runs: dict, cfg: C.Config, batch_sizes) -> list[dict]:
+    """Final retrieval R@1 per method and sub-batch size at equal examples seen (seed 0)."""
+    from ..flops import run_total
+
+    rows = []
+    for b in sorted({cfg.learner.batch_size, *batch_sizes}):
+        for m in BATCH_METHODS:
+            r = runs.get(f"{m}-s0" if b == cfg.learner.batch_size else f"{m}-b{b}-s0")
+            if r:
+                rows.append(
+                    {
+                        "method": m,
+                        "batch_size": b,
+                        "steps": r["steps"],
+                        "examples_seen": r["examples_seen"],
+                        "retrieval_r1": r["curve"][-1]["retrieval_r1"],
+                        "total_flops": run_total(r),
+                        "clean_fraction": r["clean_fraction"],
+                    }
+                )
+    return rows
+
+
 def ablation_rows(runs: dict) -> list[dict]:
     rows = []
     base = runs.get("jest-s0")
@@ -260,8 +310,10 @@ def bench_curation(
     ablations: bool = True,
     command: str = "",
     config_file: str | None = None,
+    batch_sizes: tuple[int, ...] = (),
 ) -> dict:
-    """`config_file` applies before `overrides` (as in every command); both reach every worker."""
+    """`config_file` applies before `overrides` (as in every command); both reach every worker.
+    `batch_sizes` adds the batch-size ablation (`plan`)."""
     from .. import stages
     from ..demo import demo_complete, make_demo
 
@@ -279,7 +331,7 @@ def bench_curation(
     if not storage.exists(storage.join(scores, "index.json")):
         print("[bench] scoring the pool", flush=True)
         stages.score(cfg, ref, storage.join(data, "pool"), scores, progress=False)
-    jobs = plan(cfg, seeds, ablations, stages.flops_matched(cfg, "jest", scores))
+    jobs = plan(cfg, seeds, ablations, stages.flops_matched(cfg, "jest", scores), batch_sizes)
     threads = max(1, (os.cpu_count() or 2) // workers)
     print(f"[bench] {len(jobs)} learner runs on {workers} workers x {threads} threads", flush=True)
     done = 0
@@ -289,12 +341,14 @@ def bench_curation(
             f.result()
             done += 1
             print(f"[bench] {done}/{len(jobs)} done: {futs[f].name} ({time.time() - t0:.0f} s)", flush=True)
-    results = finish(out, jobs, cfg, preset, overrides, seeds, command, data, scores, ref)
+    results = finish(out, jobs, cfg, preset, overrides, seeds, command, data, scores, ref, batch_sizes=batch_sizes)
     results["wall_seconds"] = time.time() - t0
     return publish(results, out, jobs, seeds)
 
 
-def finish(out, jobs, cfg, preset, overrides, seeds, command, data, scores, ref, diagnostics=None) -> dict:
+def finish(
+    out, jobs, cfg, preset, overrides, seeds, command, data, scores, ref, diagnostics=None, batch_sizes=()
+) -> dict:
     runs = {j.name: storage.read_json(storage.join(out, "runs", j.name, "train.json")) for j in jobs}
     per_method = aggregate(runs, seeds)
     return {
@@ -308,6 +362,8 @@ def finish(out, jobs, cfg, preset, overrides, seeds, command, data, scores, ref,
         "per_method": per_method,
         "equal_flops_retrieval_r1": equal_flops_comparison(runs, seeds),
         "ablations": ablation_rows(runs),
+        "batch_sizes": list(batch_sizes),
+        "batch_ablation": batch_rows(runs, cfg, batch_sizes),
         "chunk_learnability": diagnostics or chunk_diagnostics(cfg, data, scores, storage.join(out, "runs", "jest-s0")),
         "reference": {k: storage.read_json(storage.join(ref, "train.json"))[k] for k in ("steps", "flops_total")},
         "scoring_flops": storage.read_json(storage.join(scores, "index.json"))["scoring_flops"],
@@ -336,7 +392,8 @@ def rerender(out: str) -> dict:
     old = storage.read_json(storage.join(out, "results.json"))
     cfg = C.from_dict(old["config"])
     scores = storage.join(out, "scores")
-    jobs = plan(cfg, old["seeds"], bool(old["ablations"]), stages.flops_matched(cfg, "jest", scores))
+    batch_sizes = tuple(old.get("batch_sizes", ()))
+    jobs = plan(cfg, old["seeds"], bool(old["ablations"]), stages.flops_matched(cfg, "jest", scores), batch_sizes)
     new = finish(
         out,
         jobs,
@@ -349,6 +406,7 @@ def rerender(out: str) -> dict:
         scores,
         storage.join(out, "reference"),
         old["chunk_learnability"],
+        batch_sizes=batch_sizes,
     )
     new.update(wall_seconds=old["wall_seconds"], date=old["date"], machine=old["machine"])
     return publish(new, out, jobs, old["seeds"])
