@@ -1,5 +1,4 @@
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -44,24 +43,18 @@ def local_pipeline(tmp_path_factory, monitoring):
     """The whole pipeline through kfp.local on the smoke preset, pushing metrics to the gateway."""
     root = tmp_path_factory.mktemp("localrun")
     env = {**os.environ, "JESTFLOW_PUSH_INTERVAL": "1"}
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jestflow",
-            "run",
-            "--preset",
-            "smoke",
-            "--data",
-            str(root / "data"),
-            "--out",
-            str(root / "out"),
-            "--pushgateway",
-            monitoring.gateway,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
+    from cli import run_jestflow
+
+    r = run_jestflow(
+        "run",
+        "--preset",
+        "smoke",
+        "--data",
+        root / "data",
+        "--out",
+        root / "out",
+        "--pushgateway",
+        monitoring.gateway,
         env=env,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

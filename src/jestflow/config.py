@@ -82,55 +82,18 @@ class ModelConfig:
                 raise ValueError(f"{prefix}{name}={getattr(self, name)} is not divisible by its heads ({heads})")
 
 
+# Architectures by name: what `model.size` resets the fields below to.
+SIZE_FIELDS = ("image_size", "patch_size", "width", "depth", "heads", "text_width", "text_depth", "text_heads",
+               "context_length", "embed_dim")  # fmt: skip
 MODEL_SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(
-        image_size=32,
-        patch_size=4,
-        width=96,
-        depth=3,
-        heads=4,
-        text_width=96,
-        text_depth=2,
-        text_heads=4,
-        context_length=16,
-        embed_dim=64,
-    ),
-    "small": dict(
-        image_size=32,
-        patch_size=4,
-        width=192,
-        depth=6,
-        heads=6,
-        text_width=192,
-        text_depth=4,
-        text_heads=6,
-        context_length=16,
-        embed_dim=128,
-    ),
-    "s16": dict(
-        image_size=224,
-        patch_size=16,
-        width=384,
-        depth=12,
-        heads=6,
-        text_width=384,
-        text_depth=12,
-        text_heads=6,
-        context_length=32,
-        embed_dim=384,
-    ),
-    "b16": dict(
-        image_size=224,
-        patch_size=16,
-        width=768,
-        depth=12,
-        heads=12,
-        text_width=768,
-        text_depth=12,
-        text_heads=12,
-        context_length=32,
-        embed_dim=768,
-    ),
+    name: dict(zip(SIZE_FIELDS, values))
+    for name, values in {
+        #       image patch width depth heads text_w text_d text_h context embed
+        "tiny": (32, 4, 96, 3, 4, 96, 2, 4, 16, 64),
+        "small": (32, 4, 192, 6, 6, 192, 4, 6, 16, 128),
+        "s16": (224, 16, 384, 12, 6, 384, 12, 6, 32, 384),
+        "b16": (224, 16, 768, 12, 12, 768, 12, 12, 32, 768),
+    }.items()
 }
 
 

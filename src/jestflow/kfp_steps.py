@@ -14,30 +14,24 @@ import os
 from . import config as C
 from . import flops, stages, storage
 
+# pipeline parameter -> config key; 0 / "" leave the preset's value
+KNOBS = {
+    "model_size": "model.size",
+    "reference_steps": "reference.steps",
+    "steps": "learner.steps",
+    "batch_size": "learner.batch_size",
+    "filter_ratio": "select.filter_ratio",
+    "n_chunks": "select.n_chunks",
+}
 
-def _knob_overrides(
-    model_size: str,
-    reference_steps: int,
-    steps: int,
-    batch_size: int,
-    filter_ratio: float,
-    n_chunks: int,
-    seed: int,
-    extra: list,
-) -> list[str]:
-    """Pipeline parameters -> --set overrides; 0 / "" leave the preset's value."""
-    knobs = {
-        "model.size": model_size,
-        "reference.steps": reference_steps,
-        "learner.steps": steps,
-        "learner.batch_size": batch_size,
-        "select.filter_ratio": filter_ratio,
-        "select.n_chunks": n_chunks,
-    }
-    out = [f"{key}={value}" for key, value in knobs.items() if value]
+
+def knob_overrides(params: dict) -> list[str]:
+    """Pipeline parameters (by name, as the pipeline and `jestflow submit` have them) -> --set overrides."""
+    out = [f"{key}={params[name]}" for name, key in KNOBS.items() if params.get(name)]
+    seed = params.get("seed", 0)
     if seed >= 0:
         out += [f"reference.seed={seed}", f"learner.seed={seed}", f"demo.seed={seed}"]
-    return out + [str(x) for x in (extra or [])]
+    return out + [str(x) for x in (params.get("overrides") or [])]
 
 
 def prepare(
@@ -57,11 +51,8 @@ def prepare(
     config_out,
 ) -> tuple[str, str, str]:
     """Resolve and validate the configuration; write the demo data when no data URIs are given."""
-    cfg = C.load_config(
-        preset,
-        None,
-        _knob_overrides(model_size, reference_steps, steps, batch_size, filter_ratio, n_chunks, seed, overrides),
-    )
+    knobs = locals()  # this function's parameters are the pipeline's, by name: knob_overrides picks its own
+    cfg = C.load_config(preset, None, knob_overrides(knobs))
     os.makedirs(os.path.dirname(config_out.path) or ".", exist_ok=True)
     storage.write_bytes(config_out.path, C.dump(cfg).encode())
     given = [u for u in (curated_uri, pool_uri, eval_uri) if u]

@@ -264,17 +264,35 @@ def write_report(runs: dict[str, dict], out_dir: str, baseline: str = "uniform")
 PAYOFF_SHARES = [1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000]  # learner runs sharing one reference
 
 
-def payoff_markdown(payoffs: dict[str, dict], out_dir: str) -> list[str]:
-    """The payoff of each run charged the reference's fixed cost: a sentence and a plot (payoff.png)."""
-    if not payoffs:
-        return ["Payoff: no run that reads the reference reached the baseline's final score."]
+def plot_payoff(inputs: dict[str, tuple[float, float, float]], path: str) -> None:
+    """Total-compute speed-up against the number of learner runs sharing one reference, per label:
+    inputs are (uniform's learner FLOPs to target, the method's, the fixed cost) (flops.payoff_curve)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = ["Payoff (does the reference's fixed cost pay for itself?):", ""]
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, (u, m, f) in inputs.items():
+        ax.plot(PAYOFF_SHARES, payoff_curve(u, m, f, PAYOFF_SHARES), marker="o", ms=3, label=label)
+    ax.axhline(1.0, color="grey", lw=1, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("learner runs sharing one reference (or learner budget, in multiples of this run's)")
+    ax.set_ylabel("total-compute speed-up vs uniform")
+    ax.grid(alpha=0.3)
+    if inputs:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with storage.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def payoff_markdown(payoffs: dict[str, dict], out_dir: str) -> list[str]:
+    """The payoff of each run charged the reference's fixed cost: a sentence and a plot (payoff.png)."""
+    if not payoffs:
+        return ["Payoff: no run that reads the reference reached the baseline's final score."]
+    lines = ["Payoff (does the reference's fixed cost pay for itself?):", ""]
     for name, p in payoffs.items():
         u, f = p["learner_speedup"], p["fixed_flops"]
         runs = p["break_even_runs"]
@@ -289,16 +307,6 @@ def payoff_markdown(payoffs: dict[str, dict], out_dir: str) -> list[str]:
             lines.append(
                 f"- **{name}**: no fewer learner FLOPs than uniform to the same score: the reference never pays."
             )
-        curve = payoff_curve(p["uniform_flops"], p["method_flops"], f, PAYOFF_SHARES)
-        ax.plot(PAYOFF_SHARES, curve, marker="o", ms=3, label=name)
-    ax.axhline(1.0, color="grey", lw=1, ls="--")
-    ax.set_xscale("log")
-    ax.set_xlabel("learner runs sharing one reference (or budget in multiples of this run's)")
-    ax.set_ylabel("total-compute speed-up vs uniform")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with storage.atomic_path(storage.join(out_dir, "payoff.png")) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    inputs = {name: (p["uniform_flops"], p["method_flops"], p["fixed_flops"]) for name, p in payoffs.items()}
+    plot_payoff(inputs, storage.join(out_dir, "payoff.png"))
     return [*lines, "", "![payoff](payoff.png)"]

@@ -44,22 +44,9 @@ def parse_params(items: list[str], types: dict[str, str]) -> dict:
 
 def check_config(args: dict) -> None:
     """Resolve the configuration the run would use, so a bad value fails here and not on the cluster."""
-    from .kfp_steps import _knob_overrides
+    from .kfp_steps import knob_overrides
 
-    C.load_config(
-        args.get("preset", "demo"),
-        None,
-        _knob_overrides(
-            args.get("model_size", ""),
-            args.get("reference_steps", 0),
-            args.get("steps", 0),
-            args.get("batch_size", 0),
-            args.get("filter_ratio", 0.0),
-            args.get("n_chunks", 0),
-            args.get("seed", 0),
-            args.get("overrides", []),
-        ),
-    )
+    C.load_config(args.get("preset", "demo"), None, knob_overrides(args))
     if args.get("method") and args["method"] not in METHODS:
         raise ValueError(f"method={args['method']!r} is not one of {', '.join(METHODS)}")
 

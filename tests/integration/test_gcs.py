@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from cli import smoke_args
 from jestflow import storage
 from jestflow.cli import main
 from jestflow.gcs import CHUNK_SIZE
@@ -65,26 +66,10 @@ def test_stages_read_and_write_a_bucket(gcs):
     assert (
         main(["score", "--reference", f"{B}/ref", "--data", f"{d}/pool", "--out", f"{B}/scores", *SMOKE, *small]) == 0
     )
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "jest",
-                "--data",
-                f"{d}/pool",
-                "--scores",
-                f"{B}/scores",
-                "--eval",
-                f"{d}/eval",
-                "--out",
-                f"{B}/jest",
-                *SMOKE,
-                *small,
-            ]
-        )
-        == 0
+    train = smoke_args(
+        "train", method="jest", data=f"{d}/pool", scores=f"{B}/scores", eval=f"{d}/eval", out=f"{B}/jest"
     )
+    assert main([*train, *small]) == 0
     assert (
         main(
             ["evaluate", "--model", f"{B}/jest", "--data", f"{d}/eval", "--out", f"{B}/jest/eval.json", *SMOKE, *small]

@@ -4,8 +4,6 @@ second; every documented metric must arrive for each stage with plausible values
 import math
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -107,32 +105,11 @@ def test_values_are_plausible(series):
 
 def test_pipeline_completes_with_the_gateway_down_and_says_so_once_per_stage(tmp_path, local_pipeline):
     data = local_pipeline[0].parent / "data"  # reuse the smoke data
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jestflow",
-            "run",
-            "--preset",
-            "smoke",
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "out"),
-            "--pushgateway",
-            "http://127.0.0.1:9",
-            "--set",
-            "reference.steps=20",
-            "--set",
-            "learner.steps=8",
-            "--set",
-            "learner.eval_every=4",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "JESTFLOW_PUSH_INTERVAL": "0"},
-    )
+    from cli import run_jestflow, smoke_args
+
+    sets = ("reference.steps=20", "learner.steps=8", "learner.eval_every=4")
+    args = smoke_args("run", *sets, data=data, out=tmp_path / "out", pushgateway="http://127.0.0.1:9")
+    r = run_jestflow(*args, env={**os.environ, "JESTFLOW_PUSH_INTERVAL": "0"})
     log = r.stdout + r.stderr
     assert r.returncode == 0, log[-4000:]
     assert (tmp_path / "out" / "results.json").exists()

@@ -99,18 +99,13 @@ def _learner_inputs(scored: Path, tmp: Path, steps: int):
 
 def test_two_node_job_trains_through_the_kubernetes_client(smoke_scored, tmp_path, cluster):
     a = _learner_inputs(smoke_scored, tmp_path, 3)
-    s = kfp_steps.train_learner_pytorchjob(
-        method="jest",
-        nodes=2,
-        gpus_per_node=0,
-        image=IMAGE,
-        namespace="team-a",
-        run_id="run-1",
-        api=cluster.api(),
-        poll_seconds=0.2,
-        shared_roots=(str(tmp_path), str(smoke_scored)),
-        **a,
-    )
+    roots = (str(tmp_path), str(smoke_scored))
+    job = dict(method="jest", nodes=2, gpus_per_node=0, image=IMAGE, namespace="team-a", run_id="run-1")
+
+    def launch():
+        return kfp_steps.train_learner_pytorchjob(**job, api=cluster.api(), poll_seconds=0.2, shared_roots=roots, **a)
+
+    s = launch()
     assert s["world_size"] == 2 and s["steps"] == 3 and s["method"] == "jest"
     load_model(str(tmp_path / "model" / "model.pt"), "cpu")
     assert a["model"].metadata["pytorchjob"] == "jestflow-run-1-jest" and a["model"].metadata["nodes"] == 2
@@ -121,18 +116,7 @@ def test_two_node_job_trains_through_the_kubernetes_client(smoke_scored, tmp_pat
     assert any(r[0] == "GET" and r[1].endswith("/pytorchjobs/jestflow-run-1-jest") for r in cluster.requests)
     # A retried step adopts the job it started instead of failing on the existing name.
     shutil.rmtree(tmp_path / "metrics", ignore_errors=True)
-    again = kfp_steps.train_learner_pytorchjob(
-        method="jest",
-        nodes=2,
-        gpus_per_node=0,
-        image=IMAGE,
-        namespace="team-a",
-        run_id="run-1",
-        api=cluster.api(),
-        poll_seconds=0.2,
-        shared_roots=(str(tmp_path), str(smoke_scored)),
-        **a,
-    )
+    again = launch()
     assert again["steps"] == 3 and len([r for r in cluster.requests if r[0] == "POST"]) == 2
     assert len(cluster.jobs) == 1
 

@@ -8,6 +8,7 @@ import signal
 
 import pytest
 
+from cli import smoke_args
 from jestflow.cli import main
 from jestflow.data import ReadStats, iter_shard
 from shards import members, write_tar
@@ -104,21 +105,7 @@ def test_bad_shards_fail_with_a_clear_message(smoke_scored, tmp_path, capsys, ma
     pool = pool_copy(smoke_scored, tmp_path)
     x = make(pool)
     # scoring reads every shard: it refuses, naming the problem
-    assert (
-        main(
-            [
-                "score",
-                "--reference",
-                str(smoke_scored / "ref"),
-                "--data",
-                str(pool),
-                "--out",
-                str(tmp_path / "scores"),
-                *SMOKE,
-            ]
-        )
-        == 2
-    )
+    assert main(smoke_args("score", reference=smoke_scored / "ref", data=pool, out=tmp_path / "scores")) == 2
     assert expect.format(x=x) in capsys.readouterr().err
     assert not (tmp_path / "scores" / "index.json").exists()  # no index: the cache does not look complete
     assert not list(tmp_path.rglob("*.partial"))
@@ -159,69 +146,20 @@ def test_per_sample_problems_are_skipped_counted_and_reported(smoke_scored, tmp_
     pool = pool_copy(smoke_scored, tmp_path)
     broken_samples(pool, frac=0.02)
     ref = smoke_scored / "ref"
-    assert (
-        main(
-            [
-                "score",
-                "--reference",
-                str(ref),
-                "--data",
-                str(pool),
-                "--out",
-                str(tmp_path / "s"),
-                *SMOKE,
-                "--set",
-                "reference.max_bad_fraction=0.05",
-            ]
-        )
-        == 0
-    )
+    args = smoke_args("score", "reference.max_bad_fraction=0.05", reference=ref, data=pool, out=tmp_path / "s")
+    assert main(args) == 0
     skipped = json.loads((tmp_path / "s" / "index.json").read_text())["skipped"]
     assert set(skipped) == {"undecodable-image", "empty-caption", "caption-too-long", "missing-caption"}
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "jest",
-                "--data",
-                str(pool),
-                "--scores",
-                str(tmp_path / "s"),
-                "--out",
-                str(tmp_path / "t"),
-                *SMOKE,
-                "--set",
-                "learner.steps=3",
-                "--set",
-                "learner.eval_every=0",
-                "--set",
-                "learner.max_bad_fraction=0.05",
-            ]
-        )
-        == 0
-    )
+    sets = ("learner.steps=3", "learner.eval_every=0", "learner.max_bad_fraction=0.05")
+    args = smoke_args("train", *sets, method="jest", data=pool, scores=tmp_path / "s", out=tmp_path / "t")
+    assert main(args) == 0
     assert sum(json.loads((tmp_path / "t" / "train.json").read_text())["skipped"].values()) > 0
 
 
 def test_too_many_bad_samples_fail_the_stage(smoke_scored, tmp_path, capsys):
     pool = pool_copy(smoke_scored, tmp_path)
     broken_samples(pool, frac=0.3)
-    assert (
-        main(
-            [
-                "score",
-                "--reference",
-                str(smoke_scored / "ref"),
-                "--data",
-                str(pool),
-                "--out",
-                str(tmp_path / "s"),
-                *SMOKE,
-            ]
-        )
-        == 2
-    )
+    assert main(smoke_args("score", reference=smoke_scored / "ref", data=pool, out=tmp_path / "s")) == 2
     err = capsys.readouterr().err
     assert "too many bad samples" in err and "max_bad_fraction=0.01" in err
     assert not (tmp_path / "s" / "index.json").exists()

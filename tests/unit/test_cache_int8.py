@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli import smoke_args
 from jestflow import config as C
 from jestflow.cli import main
 from jestflow.data import ReadStats, stream
@@ -27,20 +28,8 @@ def test_quantize_round_trip_error_is_within_half_a_step():
 @pytest.fixture(scope="module")
 def int8_cache(smoke_scored, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "scores"
-    args = [
-        "score",
-        "--reference",
-        str(smoke_scored / "ref"),
-        "--data",
-        str(smoke_scored / "data" / "pool"),
-        "--out",
-        str(out),
-        "--preset",
-        "smoke",
-        "--quiet",
-        "--set",
-        "score.dtype=int8",
-    ]
+    pool = smoke_scored / "data" / "pool"
+    args = smoke_args("score", "score.dtype=int8", reference=smoke_scored / "ref", data=pool, out=out)
     assert main(args) == 0
     return out
 

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from cli import smoke_args
 from jestflow.distributed import Dist
 from jestflow.model import TwoTower, load_model
 from jestflow.train import read_uid_log
@@ -17,28 +18,9 @@ PARAM_TOL = 1e-4
 
 
 def _train(scored, out, method, steps, ranks):
-    args = [
-        "train",
-        "--method",
-        method,
-        "--data",
-        str(scored / "data" / "pool"),
-        "--scores",
-        str(scored / "scores"),
-        "--out",
-        str(out),
-        "--preset",
-        "smoke",
-        "--quiet",
-        "--set",
-        f"learner.steps={steps}",
-        "--set",
-        "learner.eval_every=0",
-        "--set",
-        "learner.threads=1",
-        "--set",
-        "learner.batch_size=16",
-    ]
+    sets = (f"learner.steps={steps}", "learner.eval_every=0", "learner.threads=1", "learner.batch_size=16")
+    data, scores = scored / "data" / "pool", scored / "scores"
+    args = smoke_args("train", *sets, method=method, data=data, scores=scores, out=out)
     launcher = (
         [sys.executable, "-m", "jestflow"]
         if ranks == 1

@@ -4,6 +4,7 @@ fresh forward on the chosen rows, and a training run with reuse equals one witho
 import pytest
 import torch
 
+from cli import smoke_args
 from jestflow import config as C
 from jestflow import reuse
 from jestflow.distributed import Dist
@@ -129,28 +130,9 @@ def test_training_with_reuse_equals_training_without(smoke_scored, tmp_path, met
     from jestflow.cli import main
 
     def run(out, mode):
-        args = [
-            "train",
-            "--method",
-            method,
-            "--data",
-            str(smoke_scored / "data" / "pool"),
-            "--scores",
-            str(smoke_scored / "scores"),
-            "--out",
-            str(out),
-            "--preset",
-            "smoke",
-            "--quiet",
-            "--set",
-            "learner.steps=4",
-            "--set",
-            "learner.eval_every=0",
-            "--set",
-            "learner.batch_size=16",
-            "--set",
-            f"learner.reuse_activations={mode}",
-        ]
+        sets = ("learner.steps=4", "learner.eval_every=0", "learner.batch_size=16", f"learner.reuse_activations={mode}")
+        data, scores = smoke_scored / "data" / "pool", smoke_scored / "scores"
+        args = smoke_args("train", *sets, method=method, data=data, scores=scores, out=out)
         assert main(args) == 0
         return out
 

@@ -9,12 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cli import smoke_args
 from jestflow import config as C
 from jestflow import flops, losses, stages
 from jestflow.cli import main
 from jestflow.selection import METHODS, Embeds, SoftmaxScorer, independent_scores, score_terms, select
-
-QUIET = ["--preset", "smoke", "--quiet"]
 
 
 def embeds(n, d, seed, log_t=1.0):
@@ -130,22 +129,16 @@ def test_registry_drives_what_each_method_uses():
 
 def test_hard_learner_run_is_not_charged_the_reference(smoke_scored, tmp_path):
     out = tmp_path / "hard"
-    args = [
+    scored = smoke_scored
+    args = smoke_args(
         "train",
-        "--method",
-        "hard-learner",
-        "--data",
-        str(smoke_scored / "data" / "pool"),
-        "--scores",
-        str(smoke_scored / "scores"),
-        "--out",
-        str(out),
-        *QUIET,
-        "--set",
         "learner.steps=3",
-        "--set",
         "learner.eval_every=0",
-    ]
+        method="hard-learner",
+        data=scored / "data" / "pool",
+        scores=scored / "scores",
+        out=out,
+    )
     assert main(args) == 0
     s = json.loads((out / "train.json").read_text())
     cfg = C.load_config("smoke").with_method("hard-learner")

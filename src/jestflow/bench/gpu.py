@@ -235,8 +235,10 @@ def bench_select_gpu(n: int, d: int, device: str, repeats: int, impls=("torch", 
         "dense": lambda: DenseScorer(dense_score_matrix(terms)),
     }
     for impl in impls:
+        row = {"section": "select", "impl": impl, "n": n, "b": b, "d": d}
+        rows.append(row)
         if impl == "dense" and 2 * n * n * 4 > 0.6 * _free_bytes(device):
-            rows.append({"section": "select", "impl": impl, "n": n, "b": b, "d": d, "skipped": "N x N does not fit"})
+            row["skipped"] = "N x N does not fit"
             continue
         try:  # noqa: SIM105 - a failing implementation is a result, not the end of the run
 
@@ -258,31 +260,11 @@ def bench_select_gpu(n: int, d: int, device: str, repeats: int, impls=("torch", 
                 _sync(device)
                 times.append(time.perf_counter() - t0)
             peak = (torch.cuda.max_memory_allocated() - base) if cuda else float("nan")
-            times.sort()
-            rows.append(
-                {
-                    "section": "select",
-                    "impl": impl,
-                    "n": n,
-                    "b": b,
-                    "d": d,
-                    "seconds": times[len(times) // 2],
-                    "peak_bytes": peak,
-                }
-            )
+            row.update(seconds=sorted(times)[len(times) // 2], peak_bytes=peak)
         except torch.OutOfMemoryError:
-            rows.append({"section": "select", "impl": impl, "n": n, "b": b, "d": d, "skipped": "out of memory"})
+            row["skipped"] = "out of memory"
         except Exception as e:  # noqa: BLE001
-            rows.append(
-                {
-                    "section": "select",
-                    "impl": impl,
-                    "n": n,
-                    "b": b,
-                    "d": d,
-                    "skipped": f"failed: {type(e).__name__}: {str(e)[:200]}",
-                }
-            )
+            row["skipped"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
         torch.cuda.empty_cache() if torch.device(device).type == "cuda" else None
     # Agreement of the fused kernel (bf16) with the fp32 scorer on one chunk's update.
     try:
@@ -627,6 +609,12 @@ def _gib(x) -> str:
     return "–" if not x or x != x else f"{x / 2**30:.1f}"
 
 
+def _throughput(r: dict) -> list[str]:
+    """Model, batch, the peer's and jestflow's images/s and their ratio: the cells a train or score row shares."""
+    peer, ours = r["peer_images_per_s"], r["jestflow_images_per_s"]
+    return [r["size"], str(r["batch"]), f"{peer:.0f}", f"{ours:.0f}", f"{r['speedup']:.2f}x"]
+
+
 def markdown(results: dict) -> str:
     f = results["facts"]
     out = [
@@ -659,11 +647,7 @@ def markdown(results: dict) -> str:
             "peer MFU (datasheet)",
         ],
         lambda r: [
-            r["size"],
-            str(r["batch"]),
-            f"{r['peer_images_per_s']:.0f}",
-            f"{r['jestflow_images_per_s']:.0f}",
-            f"{r['speedup']:.2f}x",
+            *_throughput(r),
             _f(r.get("mfu_datasheet"), ".1%"),
             _f(r.get("mfu_measured"), ".1%"),
             _f(r.get("peer_mfu_datasheet"), ".1%"),
@@ -673,13 +657,7 @@ def markdown(results: dict) -> str:
         "score",
         "**Scoring** (learner forward over the super-batch, inference, bf16)",
         ["model", "batch", "eager img/s", "jestflow (compiled) img/s", "speed-up"],
-        lambda r: [
-            r["size"],
-            str(r["batch"]),
-            f"{r['peer_images_per_s']:.0f}",
-            f"{r['jestflow_images_per_s']:.0f}",
-            f"{r['speedup']:.2f}x",
-        ],
+        _throughput,
     )
     section(
         "select",

@@ -6,8 +6,8 @@ import statistics
 
 from .. import config as C
 from .. import storage
-from ..flops import payoff, payoff_curve
-from ..report import TARGET_FRACTIONS, curve_points
+from ..flops import payoff
+from ..report import TARGET_FRACTIONS, curve_points, plot_payoff
 from ..selection import METHODS
 
 # The benchmark's methods are the registry's `benchmarked` ones (uniform first), plus uniform at equal
@@ -17,7 +17,6 @@ FLOPS_MATCHED = "uniform@flops"  # uniform with as many more steps as JEST's tot
 REPORTED = BENCHMARKED[:1] + (FLOPS_MATCHED,) + BENCHMARKED[1:]
 # what `plots` writes
 PLOTS = ("curve_iterations.png", "curve_flops.png", "noise_mix.png", "chunk_learnability.png", "payoff.png")
-SHARES = [1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 500, 1000]  # learner runs sharing one reference (payoff curve)
 LABELS = {**{name: m.label for name, m in METHODS.items()}, FLOPS_MATCHED: "uniform at JEST's total FLOPs"}
 
 
@@ -95,16 +94,7 @@ def plots(runs: dict, results: dict, seeds: int, out: str) -> list[str]:
     _save(fig, storage.join(out, "chunk_learnability.png"))
     written.append("chunk_learnability.png")
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for m, (u, mf, f) in payoff_inputs(results).items():
-        ax.plot(SHARES, payoff_curve(u, mf, f, SHARES), marker="o", ms=3, label=LABELS[m])
-    ax.axhline(1.0, color="grey", lw=1, ls="--")
-    ax.set_xscale("log")
-    ax.set_xlabel("learner runs sharing one reference (or learner budget, in multiples of this run's)")
-    ax.set_ylabel("total-compute speed-up vs uniform")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(fig, storage.join(out, "payoff.png"))
+    plot_payoff({LABELS[m]: v for m, v in payoff_inputs(results).items()}, storage.join(out, "payoff.png"))
     written.append("payoff.png")
     return written
 
