@@ -172,8 +172,7 @@ def plot_curves(runs: dict[str, dict], path: str, x: str) -> None:
             if ys:
                 ax.plot(it if x == "iterations" else fl, ys, marker="o", ms=3, label=name)
         ax.set_xlabel("learner iterations" if x == "iterations" else "total FLOPs (incl. reference + scoring)")
-        if x == "flops":
-            ax.set_xscale("log")
+        ax.set_xscale("log")  # evaluations are log-spaced (eval_schedule=log): early steps matter
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()

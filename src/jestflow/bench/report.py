@@ -6,7 +6,7 @@ import statistics
 
 from .. import config as C
 from .. import storage
-from ..flops import payoff
+from ..flops import payoff, step_cost
 from ..report import TARGET_FRACTIONS, curve_points, plot_payoff
 from ..selection import METHODS
 
@@ -56,8 +56,7 @@ def plots(runs: dict, results: dict, seeds: int, out: str) -> list[str]:
                 if ys:
                     ax.plot(its if x == "iterations" else fl, ys, marker="o", ms=2.5, label=LABELS[m])
             ax.set_xlabel("learner iterations" if x == "iterations" else "total FLOPs (reference + scoring + learner)")
-            if x == "flops":
-                ax.set_xscale("log")
+            ax.set_xscale("log")  # evaluations are log-spaced (eval_schedule=log): early steps matter
             ax.set_ylabel(f"{label} (mean of {seeds} seeds)")
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=8)
@@ -215,7 +214,12 @@ def payoff_lines(results: dict) -> list[str]:
             sentences.append(
                 f"- **{LABELS[m]}**: spends no fewer learner FLOPs than uniform; the reference never pays."
             )
-    return [*lines, "", *sentences, ""]
+    note = (
+        "From the mean over seeds of the learner FLOPs each needs to reach uniform's final R@1 (so the "
+        "learner-only speed-up here is a ratio of means; the Results table's is a mean of per-seed ratios). "
+        "Fixed cost: the reference's training and its scoring pass over the pool."
+    )
+    return [*lines, "", note, "", *sentences, ""]
 
 
 def _g(v) -> str:
@@ -229,25 +233,39 @@ def _ms(stat: dict, fmt: str = ".3f") -> str:
 
 
 def targets(results: dict) -> list[tuple[str, bool | None, str]]:
+    """The benchmark's targets (issue 14), each met or not, with what was measured."""
     pm = results["per_method"]
-    out = []
     j = pm.get("jest")
     if not j:
-        return out
-    it = j["iteration_speedup_retrieval_r1"]["mean"]
+        return []
+    out = []
+    it, spread = j["iteration_speedup_retrieval_r1"]["mean"], j["iteration_speedup_retrieval_r1"]["std"]
+    bounds = j.get("lower_bound_retrieval_r1", 0)
     out.append(
         (
-            "JEST reaches uniform's final retrieval R@1 in ≥ 5× fewer iterations",
-            it is not None and it >= 5 and j["reached_retrieval_r1"] == j["seeds"],
-            f"mean speed-up {it:.2f}× ({j['reached_retrieval_r1']}/{j['seeds']} seeds reached it)"
+            "JEST reaches uniform's final retrieval R@1 in ≥ 5× fewer iterations, measured without a cap",
+            it is not None and it >= 5 and j["reached_retrieval_r1"] == j["seeds"] and not bounds,
+            f"{it:.2f}× ± {spread:.2f} ({j['reached_retrieval_r1']}/{j['seeds']} seeds reached it; "
+            f"{bounds} lower bounds)"
             if it
             else f"reached in {j['reached_retrieval_r1']}/{j['seeds']} seeds",
+        )
+    )
+    learner = j.get("learner_flops_speedup_retrieval_r1", {}).get("mean")
+    inputs = payoff_inputs(results).get("jest")  # as in the payoff table: from the mean FLOPs over seeds
+    runs = payoff(*inputs)["break_even_runs"] if inputs else None
+    out.append(
+        (
+            "JEST's learner-only compute to uniform's final R@1 ≤ 1/3 of uniform's (break-even stated)",
+            learner is not None and learner >= 3,
+            (f"learner-only speed-up {learner:.2f}×" if learner else "not reached")
+            + (f"; the reference pays for itself once {runs} learner runs share it" if runs else ""),
         )
     )
     fl = j["flops_speedup_retrieval_r1"]["mean"]
     out.append(
         (
-            "…and in less total compute than uniform (reference + scoring counted)",
+            "JEST reaches it in less total compute than uniform in one run (reference + scoring counted)",
             fl is not None and fl > 1,
             f"compute speed-up {fl:.2f}×" if fl else "not reached",
         )
@@ -277,9 +295,24 @@ def targets(results: dict) -> list[tuple[str, bool | None, str]]:
                 + ("" if abs(gap) > margin else " (within the seed spread: a tie)"),
             )
         )
+    f, u = pm.get("flexi-jest"), pm.get("uniform")
+    if f and u:
+        cfg = C.from_dict(results["config"])
+        ratio = step_cost(cfg.with_method("flexi-jest")).total / step_cost(cfg.with_method("uniform")).total
+        wall = f["wall_seconds"]["mean"] / u["wall_seconds"]["mean"]  # the same number of steps
+        gap = j["retrieval_r1"]["mean"] - f["retrieval_r1"]["mean"]
+        out.append(
+            (
+                "Flexi-JEST's iteration ≤ 1.3× a uniform step, R@1 within one seed-std of JEST",
+                ratio <= 1.3 and abs(gap) <= (j["retrieval_r1"]["std"] or 0.0),
+                f"{ratio:.2f}× a uniform step in FLOPs ({wall:.2f}× in wall time on this CPU); R@1 "
+                f"{f['retrieval_r1']['mean']:.3f} vs JEST {j['retrieval_r1']['mean']:.3f} "
+                f"± {j['retrieval_r1']['std']:.3f}",
+            )
+        )
     wall = results["wall_seconds"]
     out.append(
-        ("`make bench` within 45 minutes on 2 CPU cores", wall <= 45 * 60, f"{wall / 60:.1f} min on this machine")
+        ("`make bench` within 60 minutes on 2 CPU cores", wall <= 60 * 60, f"{wall / 60:.1f} min on this machine")
     )
     return out
 
