@@ -332,6 +332,10 @@ def bench_curation(
         print("[bench] scoring the pool", flush=True)
         stages.score(cfg, ref, storage.join(data, "pool"), scores, progress=False)
     jobs = plan(cfg, seeds, ablations, stages.flops_matched(cfg, "jest", scores), batch_sizes)
+    # Wall time adds up over the invocations that trained these runs (a resumed bench reuses finished ones).
+    earlier = storage.join(out, "results.json")
+    reused = any(storage.exists(storage.join(out, "runs", j.name, "train.json")) for j in jobs)
+    previous_seconds = storage.read_json(earlier)["wall_seconds"] if reused and storage.exists(earlier) else 0.0
     threads = max(1, (os.cpu_count() or 2) // workers)
     print(f"[bench] {len(jobs)} learner runs on {workers} workers x {threads} threads", flush=True)
     done = 0
@@ -342,7 +346,7 @@ def bench_curation(
             done += 1
             print(f"[bench] {done}/{len(jobs)} done: {futs[f].name} ({time.time() - t0:.0f} s)", flush=True)
     results = finish(out, jobs, cfg, preset, overrides, seeds, command, data, scores, ref, batch_sizes=batch_sizes)
-    results["wall_seconds"] = time.time() - t0
+    results["wall_seconds"] = previous_seconds + time.time() - t0
     return publish(results, out, jobs, seeds)
 
 
