@@ -275,7 +275,7 @@ def train_learner_pytorchjob(
     ]
     if pushgateway:
         args += ["--pushgateway", pushgateway, "--run-id", run_id]
-    name = f"jestflow-{(run_id or 'run')[:36]}-{method}".lower().replace("_", "-")[:63].rstrip("-")
+    name = pytorchjob.job_name(run_id or "run", method)
     spec = pytorchjob.JobSpec(
         name=name,
         namespace=namespace or pytorchjob.current_namespace(),

@@ -13,6 +13,7 @@ so a retry waits for the training it already started.
 from __future__ import annotations
 
 import copy
+import re
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -42,8 +43,35 @@ class JobSpec:
             raise ValueError(f"nodes = {self.nodes} must be at least 1")
         if self.gpus_per_node < 0:
             raise ValueError(f"gpus_per_node = {self.gpus_per_node} must be 0 (CPU) or more")
-        if not self.name or len(self.name) > 63:
-            raise ValueError(f"job name {self.name!r} must be 1 to 63 characters")
+        # The Training Operator names each replica's pod and Service `<job>-<replica type>-<index>`
+        # (kubeflow/training-operator pkg/core/utils.go, GenGeneralName), and Kubernetes validates a
+        # Service name as a DNS-1035 label: at most 63 characters, [a-z]([-a-z0-9]*[a-z0-9])?
+        # (kubernetes/kubernetes pkg/apis/core/validation/validation.go, ValidateServiceName).
+        longest = replica_name(self.name, "worker" if self.nodes > 1 else "master", self.nodes - 1)
+        if not self.name or not DNS1035.fullmatch(longest):
+            raise ValueError(
+                f"job name {self.name!r} gives replica Service name {longest!r}: it must be a DNS-1035 label "
+                "of at most 63 characters (see job_name)"
+            )
+
+
+DNS1035 = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def replica_name(job: str, replica_type: str, index: int) -> str:
+    """The pod and Service name the Training Operator gives replica `index` of `replica_type`."""
+    return f"{job}-{replica_type.lower()}-{index}".replace("/", "-")
+
+
+def job_name(run_id: str, method: str) -> str:
+    """A job name unique per run and method whose replica Service names stay DNS-1035 labels: the
+    method (at most 22 characters) and 10 hex digits of a hash of run id and method, 42 at most,
+    leaving 21 for "-worker-<index>"."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{run_id}/{method}".encode()).hexdigest()[:10]
+    slug = re.sub(r"[^a-z0-9-]+", "-", method.lower()).strip("-")[:22].rstrip("-")
+    return f"jestflow-{slug}-{digest}"
 
 
 def template() -> dict:

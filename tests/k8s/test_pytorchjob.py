@@ -14,6 +14,7 @@ from tests.k8s.pytorchjob_schema import errors
 from jestflow import config as C
 from jestflow import kfp_steps, pytorchjob, storage
 from jestflow.model import load_model
+from jestflow.selection import METHODS
 
 IMAGE = "ghcr.io/jestflow/jestflow-cuda:0.1.0"
 
@@ -108,12 +109,13 @@ def test_two_node_job_trains_through_the_kubernetes_client(smoke_scored, tmp_pat
     s = launch()
     assert s["world_size"] == 2 and s["steps"] == 3 and s["method"] == "jest"
     load_model(str(tmp_path / "model" / "model.pt"), "cpu")
-    assert a["model"].metadata["pytorchjob"] == "jestflow-run-1-jest" and a["model"].metadata["nodes"] == 2
+    name = pytorchjob.job_name("run-1", "jest")
+    assert a["model"].metadata["pytorchjob"] == name and a["model"].metadata["nodes"] == 2
     assert a["metrics"].metrics["steps"] == 3.0
     posts = [r for r in cluster.requests if r[0] == "POST"]
     assert len(posts) == 1 and posts[0][1] == "/apis/kubeflow.org/v1/namespaces/team-a/pytorchjobs"
     assert posts[0][2]["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
-    assert any(r[0] == "GET" and r[1].endswith("/pytorchjobs/jestflow-run-1-jest") for r in cluster.requests)
+    assert any(r[0] == "GET" and r[1].endswith(f"/pytorchjobs/{name}") for r in cluster.requests)
     # A retried step adopts the job it started instead of failing on the existing name.
     shutil.rmtree(tmp_path / "metrics", ignore_errors=True)
     again = launch()
@@ -126,7 +128,7 @@ def test_failed_job_surfaces_the_operators_reason(smoke_scored, tmp_path, cluste
     a["config"].path = str(tmp_path / "missing.yaml")  # the pods fail: their config file does not exist
     with pytest.raises(
         pytorchjob.JobFailed,
-        match=r"PyTorchJob team-a/jestflow-run-2-jest failed: PyTorchJobFailed: "
+        match=rf"PyTorchJob team-a/{pytorchjob.job_name('run-2', 'jest')} failed: PyTorchJobFailed: "
         r".*replica\(s\) failed.*kubectl -n team-a logs",
     ):
         kfp_steps.train_learner_pytorchjob(
@@ -164,3 +166,22 @@ def test_artifacts_the_pods_cannot_reach_are_refused(smoke_scored, tmp_path, clu
 def test_template_is_policy_complete():
     t = yaml.safe_load((Path(pytorchjob.__file__).parent / "templates" / "pytorchjob.yaml").read_text())
     assert t["kind"] == "PyTorchJob" and t["spec"]["runPolicy"]["backoffLimit"] >= 1
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_job_names_fit_kubernetes_limits_for_every_method(method):
+    """Issue 15 defect 7: `jestflow-<run uuid>-<method>` plus `-worker-0` passed 63 characters for most
+    methods. The rule encoded: the Training Operator names replica pods and Services
+    `<job>-<type>-<index>` (kubeflow/training-operator pkg/core/utils.go, GenGeneralName) and a Service
+    name must be a DNS-1035 label of at most 63 characters (kubernetes/kubernetes
+    pkg/apis/core/validation/validation.go, ValidateServiceName = NameIsDNS1035Label)."""
+    run_id = "3f2b8c1e-5d4a-4b7e-9c21-7a6e5f4d3c2b"  # a KFP run uuid: 36 characters
+    name = pytorchjob.job_name(run_id, method)
+    for replica, index in (("master", 0), ("worker", 0), ("worker", 9998)):
+        service = pytorchjob.replica_name(name, replica, index)
+        assert len(service) <= 63 and pytorchjob.DNS1035.fullmatch(service), service
+    pytorchjob.JobSpec(name=name, namespace="kubeflow", image=IMAGE, args=[], nodes=9999)  # validates
+    assert name != pytorchjob.job_name("another-run", method)  # unique per run and method
+    if method in ("flexi-jest", "independent", "easy-reference", "hard-learner", "offline-easy-reference"):
+        old = f"jestflow-{run_id}-{method}"[:63]  # the previous naming: too long for these (the issue's list)
+        assert len(pytorchjob.replica_name(old, "worker", 0)) > 63
