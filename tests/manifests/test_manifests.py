@@ -192,3 +192,26 @@ def test_kind_recipe_is_consistent():
     assert CPU_IMAGE in plan and GPU_IMAGE in plan  # both tags the CPU pipeline's components use are loaded
     assert "kubectl apply -k manifests/overlays/kind" in plan or "deploy OVERLAY=kind" in plan
     assert "jestflow submit --cpu" in plan
+
+
+def test_kind_run_can_port_forward():
+    """Issue 15 defect 6: cluster.yaml mapped host 127.0.0.1:8080 into the node, then `make kind-run`
+    port-forwarded to the same local 8080, which the node's published port already held. Rule encoded:
+    kind publishes each extraPortMappings hostPort on the host (kubernetes-sigs/kind
+    pkg/apis/config/v1alpha4/types.go, PortMapping: "Port on the host"), and `kubectl port-forward
+    svc/X LOCAL:REMOTE` listens on LOCAL on 127.0.0.1; two listeners cannot share a port. Also: a mapped
+    node port must be one some Service of ours exposes."""
+    import re
+
+    cluster = yaml.safe_load((ROOT / "manifests" / "kind" / "cluster.yaml").read_text())
+    mappings = [m for node in cluster["nodes"] for m in node.get("extraPortMappings", [])]
+    host_ports = {m.get("hostPort") for m in mappings}
+    plan = subprocess.run(["make", "-n", "kind-run"], cwd=ROOT, capture_output=True, text=True).stdout
+    forwarded = {int(p) for p in re.findall(r"port-forward \S+ (\d+):\d+", plan)}
+    assert forwarded, plan
+    assert not host_ports & forwarded
+    assert re.search(rf"--host http://127.0.0.1:{forwarded.pop()}\b", plan)  # submit goes where it forwards
+    node_ports = {
+        p.get("nodePort") for o in render("overlays/kind") if o["kind"] == "Service" for p in o["spec"].get("ports", [])
+    }
+    assert all(m["containerPort"] in node_ports for m in mappings)
