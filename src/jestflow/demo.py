@@ -233,7 +233,7 @@ class Composer:
         return r.integers(0, 256, (n, n, 3), dtype=np.uint8)
 
 
-def _write_split(folder, prefix, n, shard_size, make, desc):
+def write_split(folder, prefix, n, shard_size, make, desc):
     with ShardWriter(folder, prefix, shard_size) as w:
         for i in tqdm(range(n), desc=desc, unit="img", leave=False, mininterval=1.0):
             image, caption, meta = make(i)
@@ -305,9 +305,9 @@ def make_demo(out: str, cfg: DemoConfig) -> dict:
         a = ev.attributes()
         return ev.draw(a), ev.caption(a), {"label": a["label"], "noise": "clean"}
 
-    _write_split(storage.join(out, "curated"), "curated", cfg.n_curated, cfg.shard_size, curated, "curated")
-    _write_split(storage.join(out, "pool"), "pool", cfg.n_pool, cfg.shard_size, pool_sample, "pool")
-    _write_split(storage.join(out, "eval"), "eval", cfg.n_eval, cfg.shard_size, evaluation, "eval")
+    write_split(storage.join(out, "curated"), "curated", cfg.n_curated, cfg.shard_size, curated, "curated")
+    write_split(storage.join(out, "pool"), "pool", cfg.n_pool, cfg.shard_size, pool_sample, "pool")
+    write_split(storage.join(out, "eval"), "eval", cfg.n_eval, cfg.shard_size, evaluation, "eval")
     storage.write_json(
         storage.join(out, "eval", "classes.json"), {"classes": CLASSES, "templates": list(ZERO_SHOT_TEMPLATES)}
     )

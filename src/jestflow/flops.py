@@ -57,7 +57,7 @@ def score_models(m: Method) -> int:
     """How many models' embeddings enter the method's score matrix (0 without online selection)."""
     if not m.online:
         return 0
-    return int(m.score in ("learnability", "hard-learner")) + int(m.score in ("learnability", "easy-reference"))
+    return int(m.uses_learner) + int(m.scores_with_reference)
 
 
 def train_groups(b: int, coarse_stride: int) -> list[tuple[slice, int]]:

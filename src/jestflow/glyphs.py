@@ -25,7 +25,7 @@ from functools import cache
 import numpy as np
 
 from . import storage
-from .demo import JUNK_CAPTIONS, DemoConfig, _write_split
+from .demo import JUNK_CAPTIONS, DemoConfig, write_split
 
 # (file, caption words) of the faces used; the last two are held out for evaluation
 FACES = (
@@ -226,9 +226,9 @@ def make_glyphs(out: str, cfg: DemoConfig) -> dict:
         image, text = pair(ev, ch, eval_faces[int(ev.rng.integers(len(eval_faces)))])
         return image, text, {"label": label_of(unicodedata.name(ch)), "noise": "clean"}
 
-    _write_split(storage.join(out, "curated"), "curated", cfg.n_curated, cfg.shard_size, curated, "curated")
-    _write_split(storage.join(out, "pool"), "pool", cfg.n_pool, cfg.shard_size, pool_sample, "pool")
-    _write_split(storage.join(out, "eval"), "eval", cfg.n_eval, cfg.shard_size, evaluation, "eval")
+    write_split(storage.join(out, "curated"), "curated", cfg.n_curated, cfg.shard_size, curated, "curated")
+    write_split(storage.join(out, "pool"), "pool", cfg.n_pool, cfg.shard_size, pool_sample, "pool")
+    write_split(storage.join(out, "eval"), "eval", cfg.n_eval, cfg.shard_size, evaluation, "eval")
     storage.write_json(
         storage.join(out, "eval", "classes.json"), {"classes": list(CLASSES), "templates": list(ZERO_SHOT_TEMPLATES)}
     )

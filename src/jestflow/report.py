@@ -69,7 +69,6 @@ def compare(
         b_reach_fl = base["summary"]["flops_total"]
     else:  # the baseline's learner FLOPs by then, off its curve
         b_reach_fl = value_at([0, *b_it], [0.0, *b_fl], baseline_steps)
-    fixed = fixed_total(base["summary"])
     out = {}
     for name, r in runs.items():
         it, fl, ys = curve_points(r["summary"], metric, total=False)
@@ -78,7 +77,7 @@ def compare(
         else:
             reach_it, reach_fl = first_reaching(it, ys, target), first_reaching(fl, ys, target)
             bound = bool(ys) and ys[0] >= target
-        fixed_r = fixed_total(r["summary"]) if name != baseline else fixed
+        fixed_r = fixed_total(r["summary"])
         out[name] = {
             "target": target,
             "iterations_to_target": reach_it,
@@ -88,7 +87,9 @@ def compare(
             "lower_bound": bound,
             "iteration_speedup": (baseline_steps / reach_it) if reach_it else None,
             "learner_flops_speedup": (b_reach_fl / reach_fl) if reach_fl and b_reach_fl else None,
-            "flops_speedup": (b_reach_fl + fixed) / (reach_fl + fixed_r) if reach_fl and b_reach_fl else None,
+            "flops_speedup": (b_reach_fl + fixed_total(base["summary"])) / (reach_fl + fixed_r)
+            if reach_fl and b_reach_fl
+            else None,
         }
     return out
 

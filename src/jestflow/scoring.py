@@ -46,8 +46,8 @@ def _read_npz(uri: str) -> dict:
 
 
 def quantize(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per row: x ≈ q * scale, with scale = max |x_i| / 127 (rows are unit vectors, so
-    the rounding error of a cosine is at most d / (2 * 127²) of the largest entries' share)."""
+    """Symmetric int8 per row: x ≈ q * scale, with scale = max |x_i| / 127, so each entry is off by at
+    most scale / 2 (the selection error this causes is measured in tests/unit/test_cache_int8.py)."""
     x = x.float()
     scale = x.abs().amax(dim=1).clamp_min(1e-12) / 127.0
     return torch.round(x / scale[:, None]).to(torch.int8).numpy(), scale.numpy().astype(np.float32)

@@ -53,9 +53,14 @@ class Method:
         return self.score in ("learnability", "hard-learner")
 
     @property
+    def scores_with_reference(self) -> bool:
+        """Whether the reference's cached embeddings enter the score matrix."""
+        return self.score in ("learnability", "easy-reference")
+
+    @property
     def uses_reference(self) -> bool:
         """Whether it reads the reference's score cache (and so is charged the reference's costs)."""
-        return self.score in ("learnability", "easy-reference") or self.offline_filter == "reference-clip"
+        return self.scores_with_reference or self.offline_filter == "reference-clip"
 
 
 METHODS = {

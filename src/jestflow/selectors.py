@@ -53,8 +53,7 @@ class ScoreSelect:
         self.method = cfg.select.method_info
         self.name = self.method.name
         self.stride = scoring_stride(cfg)  # Flexi-JEST scores a coarse view of each image (fewer patches)
-        self.needs_reference = self.method.score in ("learnability", "easy-reference")
-        if self.needs_reference and cache is None:
+        if self.method.scores_with_reference and cache is None:
             raise ValueError(f"method {self.name!r} needs a reference score cache (--scores)")
         self.reuse = reuse_activations and self.method.uses_learner  # record the scoring forward for the train step
 
@@ -83,7 +82,7 @@ class ScoreSelect:
             model.train()
             u, v = dist.gather(u.float()), dist.gather(v.float())
             learner = Embeds(u, v, model.log_t.detach().float(), model.bias.detach().float())
-        ref = self.cache.lookup(batch.uids, device) if self.needs_reference else None
+        ref = self.cache.lookup(batch.uids, device) if self.method.scores_with_reference else None
         t0 = time.perf_counter()
         sel = select(
             self.name,

@@ -103,14 +103,20 @@ def _bounds(k: int | None) -> str:
     return f"; ≥ in {k}" if k else ""
 
 
+def uniform_target(results: dict) -> tuple[float, float]:
+    """Uniform's final mean retrieval R@1 (the speed-ups' target) and chance R@1 on the eval split; a
+    target under 5x chance answers nothing."""
+    target = results["per_method"].get("uniform", {}).get("retrieval_r1", {}).get("mean") or 0.0
+    return target, 1 / results["config"]["demo"]["n_eval"]
+
+
 def target_lines(results: dict) -> list[str]:
     """Speed-ups at several targets along uniform's curve, and the payoff (results from this version on)."""
     pm = results["per_method"]
     if not any("targets" in a for a in pm.values()):
         return []
     head = " | ".join(f"{f:.0%} of uniform's run" for f in TARGET_FRACTIONS)
-    chance = 1 / results["config"]["demo"]["n_eval"]
-    target = pm.get("uniform", {}).get("retrieval_r1", {}).get("mean") or 0.0
+    target, chance = uniform_target(results)
     caveat = (
         []
         if target >= 5 * chance
@@ -252,8 +258,7 @@ def targets(results: dict) -> list[tuple[str, bool | None, str]]:
         return []
     out = []
     # A target near chance answers nothing: speed-ups to it are not read as met or missed.
-    chance = 1 / results["config"]["demo"]["n_eval"]
-    target = pm.get("uniform", {}).get("retrieval_r1", {}).get("mean") or 0.0
+    target, chance = uniform_target(results)
     if target < 5 * chance:
         why = f"n/a: uniform's final R@1 {target:.4f} is under 5× chance ({chance:.4f}); the target answers nothing"
         return [
