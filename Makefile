@@ -106,7 +106,7 @@ OVERLAY ?= kind
 deploy: ## kubectl apply -k manifests/overlays/OVERLAY (kind | gke-gpu)
 	kubectl apply -k manifests/overlays/$(OVERLAY)
 
-KFP_VERSION ?= 2.14.3
+KFP_VERSION ?= 2.17.0  # the backend release matching the kfp SDK's minor (constraints.txt; a test checks)
 kind-up: image-cpu ## create the kind cluster, install KFP $(KFP_VERSION), load images, apply the kind overlay
 	kind create cluster --config manifests/kind/cluster.yaml
 	kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=$(KFP_VERSION)"
@@ -118,11 +118,11 @@ kind-up: image-cpu ## create the kind cluster, install KFP $(KFP_VERSION), load 
 	$(MAKE) deploy OVERLAY=kind
 	kubectl -n kubeflow wait --for=condition=available --timeout=900s deployment/ml-pipeline
 
-kind-run: ## port-forward the KFP API and submit the CPU pipeline on the smoke preset
+kind-run: ## port-forward the KFP API, submit the CPU pipeline on the smoke preset and follow it to its end
 	kubectl -n kubeflow wait --for=condition=complete --timeout=600s job/jestflow-demo-data
 	kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80 >/dev/null 2>&1 & echo $$! > $(STAMP)/port-forward.pid
-	sleep 3; jestflow submit --cpu --host http://127.0.0.1:8080 --param preset=smoke \
-	  --param pushgateway_url=http://jestflow-pushgateway.kubeflow.svc:9091; kill $$(cat $(STAMP)/port-forward.pid)
+	sleep 3; jestflow submit --cpu --watch --host http://127.0.0.1:8080 --param preset=smoke \
+	  --param pushgateway_url=http://jestflow-pushgateway.kubeflow.svc:9091; rc=$$?; kill $$(cat $(STAMP)/port-forward.pid); exit $$rc
 
 kind-down: ## delete the kind cluster
 	kind delete cluster --name jestflow

@@ -1,8 +1,16 @@
 """The JEST pipeline: prepare -> reference -> score -> {curated learner, uniform x2} -> evaluate -> report.
 
-Two compiled variants come from `build(gpu=...)`: the GPU one for real clusters (training and
-scoring request `nvidia.com/gpu`, tolerate GPU taints, select GPU nodes, retry) and a CPU one for
-kind. Only the standard library and kfp are imported here, so the pipeline compiles without torch.
+Variants come from `build(gpu=..., multinode=...)`: the GPU ones for real clusters (training and
+scoring request `accelerator_type` GPUs, tolerate its taint, select `gpu_node_selector` nodes, retry;
+data and artifacts flow through the pipeline root and gs://, no volume claim) and a CPU one for kind
+and local runs (no GPUs; the data claim `data_claim` mounted at /data holds the demo data). Only the
+standard library and kfp are imported here, so the pipeline compiles without torch.
+
+Caching: every step's inputs are pipeline parameters or outputs of cached steps, never a per-run
+value, because KFP's cache key is every input parameter value and every input artifact's name
+(kubeflow/pipelines backend/src/v2/cacheutils/cache.go, GenerateCacheKey). The run id reaches the
+steps as an environment variable from their pod's `pipeline/runid` label instead (the API server
+puts it on every pod: backend/src/apiserver/template/v2_template.go, SetPodMetadataLabels).
 """
 
 from typing import NamedTuple
@@ -13,152 +21,173 @@ from kfp.dsl import Artifact, Markdown
 from jestflow_components.evaluate.component import evaluate
 from jestflow_components.image import GPU_IMAGE
 from jestflow_components.merge_scores.component import merge_scores
+from jestflow_components.multinode.component import train_learner_multinode
 from jestflow_components.prepare.component import prepare
-from jestflow_components.pytorchjob.component import train_learner_pytorchjob
 from jestflow_components.report.component import report
 from jestflow_components.score.component import score
 from jestflow_components.train_learner.component import train_learner
 from jestflow_components.train_reference.component import train_reference
 
-DATA_PVC = "jestflow-data"  # created by manifests/base; holds demo data and local-path datasets
+DATA_CLAIM = "jestflow-data"  # manifests/base/storage.yaml; mounted by the CPU variant only
 DATA_MOUNT = "/data"
-GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")  # set by NVIDIA GPU feature discovery
+RUN_ID_LABEL = "pipeline/runid"  # set on every pipeline pod by the KFP API server
+ENV_FROM_POD = {  # env var -> downward-API field path (env vars may read single labels)
+    "JESTFLOW_RUN_ID": f"metadata.labels['{RUN_ID_LABEL}']",
+    "JESTFLOW_NAMESPACE": "metadata.namespace",
+    "JESTFLOW_POD_NAME": "metadata.name",
+    "JESTFLOW_POD_UID": "metadata.uid",
+}
 
 
-def _common(task, cpu: str, memory: str, cache: bool):
+def _common(task, cpu: str, memory: str, cache: bool, claim=None):
+    """Requests, caching, the pod's identity as env vars, and (CPU variant) the data claim."""
     task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(cache)
-    kubernetes.mount_pvc(task, pvc_name=DATA_PVC, mount_path=DATA_MOUNT)
+    for env, path in ENV_FROM_POD.items():
+        kubernetes.use_field_path_as_env(task, env_name=env, field_path=path)
+    if claim is not None:
+        kubernetes.mount_pvc(task, pvc_name=claim, mount_path=DATA_MOUNT)
     return task
 
 
-def _accelerated(task, gpu: bool, cpu: str, memory: str, cache: bool):
-    _common(task, cpu, memory, cache)
-    if gpu:
-        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+def _accelerated(task, gpu, cpu: str, memory: str, cache: bool, claim=None):
+    """`gpu`: None (CPU variant) or (accelerator_type, gpu_node_selector) pipeline parameters."""
+    _common(task, cpu, memory, cache, claim)
+    if gpu is not None:
+        accelerator, node_selector = gpu
+        task.set_accelerator_type(accelerator).set_accelerator_limit(1)
         kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
-        kubernetes.add_node_selector(task, label_key=GPU_NODE_LABEL[0], label_value=GPU_NODE_LABEL[1])
+        # `{}` by default: the GPU request alone schedules onto GPU nodes on GKE, EKS and GPU-operator
+        # clusters alike; a label is a choice among them (GKE: cloud.google.com/gke-accelerator).
+        kubernetes.add_node_selector_json(task, node_selector_json=node_selector)
         # GPU nodes are often preemptible: retry; training resumes from its last checkpoint.
         task.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0)
     return task
 
 
-def build(gpu: bool = True, multinode: bool = False):
-    """`multinode`: the curated learner trains as a Kubeflow Training Operator PyTorchJob over
-    `learner_nodes` x `gpus_per_node` ranks (needs a gs:// pipeline root; see docs/distributed.md)."""
-    suffix = "-multinode" if multinode else ("" if gpu else "-cpu")
+# The pipeline's parameters: name -> (type, default, the variants that have it). One table, so the
+# three variants cannot drift apart; `build` gives each variant's function the signature KFP reads.
+GPU, CPU, MULTI = "gpu", "cpu", "multinode"
+ALL = (GPU, CPU, MULTI)
+PARAMETERS = {
+    "curated_uri": (str, "", ALL),
+    "pool_uri": (str, "", ALL),
+    "eval_uri": (str, "", ALL),
+    "demo_dir": (str, "", ALL),  # "": the demo goes into prepare's artifact (pipeline root)
+    "preset": (str, "demo", ALL),
+    "model_size": (str, "", ALL),
+    "reference_steps": (int, 0, ALL),
+    "steps": (int, 0, ALL),
+    "batch_size": (int, 0, ALL),
+    "filter_ratio": (float, 0.0, ALL),
+    "n_chunks": (int, 0, ALL),
+    "method": (str, "jest", ALL),
+    "seed": (int, 0, ALL),
+    "overrides": (list, [], ALL),
+    "pushgateway_url": (str, "", ALL),
+    "score_parts": (list, [0, 1, 2, 3], ALL),
+    "accelerator_type": (str, "nvidia.com/gpu", (GPU, MULTI)),
+    "gpu_node_selector": (dict, {}, (GPU, MULTI)),
+    "learner_nodes": (int, 2, (MULTI,)),
+    "gpus_per_node": (int, 8, (MULTI,)),
+    "job_kind": (str, "trainjob", (MULTI,)),  # or "pytorchjob" (Training Operator v1)
+    "learner_claim": (str, "", (MULTI,)),  # a ReadWriteMany claim for the job's pods; "": none (gs:// data)
+}
+CPU_DEFAULTS = {"demo_dir": f"{DATA_MOUNT}/demo"}  # the CPU variant's demo lives on the data claim
+CPU_ONLY = {"data_claim": (str, DATA_CLAIM)}  # the claim mounted at /data
 
-    @dsl.pipeline(
-        name=f"jestflow-jest{suffix}",
-        description="JEST data curation: reference -> score -> joint-selection learner vs uniform -> "
-        "evaluate -> report",
-    )
-    def jest_pipeline(
-        curated_uri: str = "",
-        pool_uri: str = "",
-        eval_uri: str = "",
-        demo_dir: str = f"{DATA_MOUNT}/demo",
-        preset: str = "demo",
-        model_size: str = "",
-        reference_steps: int = 0,
-        steps: int = 0,
-        batch_size: int = 0,
-        filter_ratio: float = 0.0,
-        n_chunks: int = 0,
-        method: str = "jest",
-        seed: int = 0,
-        overrides: list = [],
-        pushgateway_url: str = "",
-        score_parts: list = [0, 1, 2, 3],
-        learner_nodes: int = 2,
-        gpus_per_node: int = 8,
-    ) -> NamedTuple("Outputs", summary=Artifact, report=Markdown):
-        # Cheap and reads external state (data URIs, the demo folder): never cached.
+
+def signature(variant: str) -> list[tuple[str, type, object]]:
+    """(name, type, default) of `variant`'s parameters, in order."""
+    defaults = CPU_DEFAULTS if variant == CPU else {}
+    out = [(n, t, defaults.get(n, d)) for n, (t, d, v) in PARAMETERS.items() if variant in v]
+    if variant == CPU:
+        out += [(n, t, d) for n, (t, d) in CPU_ONLY.items()]
+    return out
+
+
+def build(gpu: bool = True, multinode: bool = False):
+    """A pipeline variant: `gpu` for real clusters; `multinode`: the curated learner trains as a
+    Kubeflow Trainer TrainJob (or Training Operator PyTorchJob) over `learner_nodes` x `gpus_per_node`
+    ranks (needs a gs:// pipeline root or a ReadWriteMany claim; see docs/distributed.md)."""
+    import inspect
+
+    variant = MULTI if multinode else (GPU if gpu else CPU)
+    suffix = {GPU: "", CPU: "-cpu", MULTI: "-multinode"}[variant]
+    params = signature(variant)
+
+    def jest_pipeline(*args) -> NamedTuple("Outputs", summary=Artifact, report=Markdown):
+        p = dict(zip([n for n, _, _ in params], args))  # this variant's parameters, as KFP passes them
+        claim = p["data_claim"] if variant == CPU else None
+        accel = (p["accelerator_type"], p["gpu_node_selector"]) if variant != CPU else None
+        # A pure function of its parameters (the demo is seeded): cached, so later steps can hit too.
         prep = _common(
-            prepare(
-                curated_uri=curated_uri,
-                pool_uri=pool_uri,
-                eval_uri=eval_uri,
-                demo_dir=demo_dir,
-                preset=preset,
-                model_size=model_size,
-                reference_steps=reference_steps,
-                steps=steps,
-                batch_size=batch_size,
-                filter_ratio=filter_ratio,
-                n_chunks=n_chunks,
-                seed=seed,
-                overrides=overrides,
-            ),
-            "1",
-            "4Gi",
-            cache=False,
+            prepare(**{k: p[k] for k in PREPARE_INPUTS}), "1", "4Gi", cache=True, claim=claim
         ).set_display_name("prepare")
         cfg = prep.outputs["config"]
         # Metrics of every stage go to the Pushgateway grouped by this run's id (empty URL: no pushes).
-        mon = {"pushgateway": pushgateway_url, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
+        mon = {"pushgateway": p["pushgateway_url"]}
         # Expensive and deterministic given config and data: cached, so re-runs reuse the reference.
         ref = _accelerated(
-            train_reference(config=cfg, curated_uri=prep.outputs["curated"], **mon), gpu, "4", "16Gi", cache=True
+            train_reference(config=cfg, curated_uri=prep.outputs["curated"], **mon), accel, "4", "16Gi", True, claim
         ).set_display_name("train reference")
         # Scoring fans out over pool shards, one branch per item of score_parts (branch p scores shards
         # p, p + n, p + 2n, ...), then the partial caches merge.
-        with dsl.ParallelFor(items=score_parts, name="score-shards") as part:
+        with dsl.ParallelFor(items=p["score_parts"], name="score-shards") as part:
             # The pool URI travels on the config artifact's metadata (see kfp_steps.prepare).
             part_task = _accelerated(
-                score(config=cfg, reference=ref.outputs["reference"], part=part, parts=score_parts, **mon),
-                gpu,
+                score(config=cfg, reference=ref.outputs["reference"], part=part, parts=p["score_parts"], **mon),
+                accel,
                 "4",
                 "16Gi",
                 cache=True,
+                claim=claim,
             ).set_display_name("score pool shards")
         scr = _common(
             merge_scores(parts=dsl.Collected(part_task.outputs["scores"]), pool_uri=prep.outputs["pool"]),
             "1",
             "4Gi",
             cache=True,
+            claim=claim,
         ).set_display_name("merge scores")
+        data = {
+            "config": cfg,
+            "pool_uri": prep.outputs["pool"],
+            "eval_uri": prep.outputs["eval"],
+            "scores": scr.outputs["scores"],
+            "reference": ref.outputs["reference"],
+        }
 
         # Learners are the measurement: not cached, so each submitted run trains afresh. Three of them:
         # the chosen method, uniform at equal iterations, and uniform at equal total FLOPs.
         def learner(meth, match_flops_of, label: str):
-            if multinode and label == "selected":
+            if variant == MULTI and label == "selected":
                 # Only the launcher runs in the pipeline's pod: small requests, no GPU; the job's pods train.
                 t = _common(
-                    train_learner_pytorchjob(
-                        config=cfg,
+                    train_learner_multinode(
                         method=meth,
-                        pool_uri=prep.outputs["pool"],
-                        eval_uri=prep.outputs["eval"],
-                        scores=scr.outputs["scores"],
-                        reference=ref.outputs["reference"],
-                        nodes=learner_nodes,
-                        gpus_per_node=gpus_per_node,
+                        nodes=p["learner_nodes"],
+                        gpus_per_node=p["gpus_per_node"],
                         image=GPU_IMAGE,
+                        job_kind=p["job_kind"],
                         namespace="",
+                        accelerator_type=p["accelerator_type"],
+                        node_selector=p["gpu_node_selector"],
+                        data_claim=p["learner_claim"],
+                        **data,
                         **mon,
                     ),
                     "1",
                     "2Gi",
                     cache=False,
-                )
-                t.set_display_name(f"learner: {label} (PyTorchJob)")
-                kubernetes.use_field_path_as_env(t, env_name="JESTFLOW_NAMESPACE", field_path="metadata.namespace")
+                ).set_display_name(f"learner: {label} (multi-node)")
             else:
                 t = _accelerated(
-                    train_learner(
-                        config=cfg,
-                        method=meth,
-                        match_flops_of=match_flops_of,
-                        pool_uri=prep.outputs["pool"],
-                        eval_uri=prep.outputs["eval"],
-                        scores=scr.outputs["scores"],
-                        reference=ref.outputs["reference"],
-                        **mon,
-                    ),
-                    gpu,
+                    train_learner(method=meth, match_flops_of=match_flops_of, **data, **mon),
+                    accel,
                     "4",
                     "16Gi",
                     cache=False,
+                    claim=claim,
                 ).set_display_name(f"learner: {label}")
             # Pure function of the model: cached.
             e = _common(
@@ -166,9 +195,11 @@ def build(gpu: bool = True, multinode: bool = False):
                 "2",
                 "8Gi",
                 cache=True,
+                claim=claim,
             ).set_display_name(f"evaluate: {label}")
             return t.outputs["model"], e.outputs["results"]
 
+        method = p["method"]
         sel_m, sel_e = learner(method, "", "selected")
         uni_m, uni_e = learner("uniform", "", "uniform")
         fl_m, fl_e = learner("uniform", method, "uniform at equal FLOPs")  # matched to the selected method's compute
@@ -185,11 +216,38 @@ def build(gpu: bool = True, multinode: bool = False):
             "1",
             "2Gi",
             cache=False,
+            claim=claim,
         ).set_display_name("report")
         return NamedTuple("Outputs", summary=Artifact, report=Markdown)(rep.outputs["summary"], rep.outputs["report"])
 
-    return jest_pipeline
+    # KFP reads the parameters from the signature and passes them positionally, in this order.
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    jest_pipeline.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, kind, default=d, annotation=t) for n, t, d in params],
+        return_annotation=inspect.signature(jest_pipeline).return_annotation,
+    )
+    return dsl.pipeline(
+        name=f"jestflow-jest{suffix}",
+        description="JEST data curation: reference -> score -> joint-selection learner vs uniform -> "
+        "evaluate -> report",
+    )(jest_pipeline)
 
+
+PREPARE_INPUTS = (
+    "curated_uri",
+    "pool_uri",
+    "eval_uri",
+    "demo_dir",
+    "preset",
+    "model_size",
+    "reference_steps",
+    "steps",
+    "batch_size",
+    "filter_ratio",
+    "n_chunks",
+    "seed",
+    "overrides",
+)
 
 jest_pipeline = build(gpu=True)
 jest_pipeline_cpu = build(gpu=False)

@@ -6,10 +6,10 @@ from jestflow_components.image import GPU_IMAGE
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def score(config: Input[Artifact], reference: Input[Model], part: int, parts: list,
-          scores: Output[Dataset], pushgateway: str, run_id: str):
+          scores: Output[Dataset], pushgateway: str):
     """Stage 2, one branch of the fan-out: the reference over pool shards part, part + len(parts), ...;
     embeddings and losses cached by uid, one score file per pool shard."""
     from jestflow import kfp_steps
 
-    kfp_steps.score(config, reference, part, parts, scores, pushgateway, run_id)
+    kfp_steps.score(config, reference, part, parts, scores, pushgateway)
 

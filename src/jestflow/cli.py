@@ -139,7 +139,30 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--experiment", default="jestflow", help="experiment name (created if missing)")
     sm.add_argument("--run-name", help="run name (default: generated)")
     sm.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
-    sm.add_argument("--cpu", action="store_true", help="submit the CPU variant (no GPU requests), e.g. on kind")
+    variant = sm.add_mutually_exclusive_group()
+    variant.add_argument("--cpu", action="store_true", help="submit the CPU variant (no GPU requests), e.g. on kind")
+    variant.add_argument(
+        "--multinode",
+        action="store_true",
+        help="submit the multi-node variant: the curated learner trains as a Kubeflow Trainer TrainJob "
+        "(--param job_kind=pytorchjob for the Training Operator) over learner_nodes x gpus_per_node ranks",
+    )
+    sm.add_argument(
+        "--service-account",
+        default="jestflow-runner",
+        help="service account every pod of the run runs as (default: %(default)s, created by manifests/base; "
+        "'' for the backend's default)",
+    )
+    sm.add_argument("--pipeline-root", help="where the run's artifacts go, e.g. gs://bucket/jestflow (default: KFP's)")
+    sm.add_argument(
+        "--token",
+        help="bearer token for a KFP endpoint behind IAP or Dex (default: $KFP_TOKEN); prefer the variable, "
+        "a command-line token is visible to other users of this machine",
+    )
+    sm.add_argument("--no-cache", action="store_true", help="run every step afresh (the data behind a URI changed)")
+    sm.add_argument(
+        "--watch", action="store_true", help="follow the run to its end; exit non-zero if it fails or is cancelled"
+    )
     sm.add_argument(
         "--param",
         action="append",
@@ -322,9 +345,24 @@ def run(args) -> int:
             )
         print(f"pipeline finished in {res['pipeline_seconds']:.0f} s; report: {args.out}/report.md")
     elif args.cmd == "submit":
-        from .submit import submit
+        from .submit import run_url, submit, watch
 
-        print(submit(args.host, args.param, args.experiment, args.run_name, not args.cpu, args.namespace))
+        variant = "cpu" if args.cpu else ("multinode" if args.multinode else "gpu")
+        run_id = submit(
+            args.host,
+            args.param,
+            args.experiment,
+            args.run_name,
+            variant,
+            args.namespace,
+            service_account=args.service_account,
+            pipeline_root=args.pipeline_root,
+            token=args.token,
+            caching=not args.no_cache,
+        )
+        print(run_url(args.host, run_id), flush=True)
+        if args.watch:
+            return watch(args.host, run_id, args.namespace, args.token)
     elif args.cmd == "config":
         from .config import dump
 

@@ -49,8 +49,14 @@ def prepare(
     seed: int,
     overrides: list,
     config_out,
+    demo_out=None,
 ) -> tuple[str, str, str]:
-    """Resolve and validate the configuration; write the demo data when no data URIs are given."""
+    """Resolve and validate the configuration; write the demo data when no data URIs are given: into
+    `demo_dir` (a folder on the data claim) or, when that is empty, into the `demo_out` artifact, which
+    later steps read at its URI (so the pipeline root must be gs:// or local).
+
+    A pure function of its parameters (the demo data is seeded), so the step is cached: a re-run with
+    the same parameters reuses its artifacts, and the steps downstream get cache hits too."""
     knobs = locals()  # this function's parameters are the pipeline's, by name: knob_overrides picks its own
     cfg = C.load_config(preset, None, knob_overrides(knobs))
     os.makedirs(os.path.dirname(config_out.path) or ".", exist_ok=True)
@@ -58,14 +64,27 @@ def prepare(
     given = [u for u in (curated_uri, pool_uri, eval_uri) if u]
     if given and len(given) != 3:
         raise ValueError("give all three of curated_uri, pool_uri and eval_uri, or none (demo data)")
+    if demo_out is not None:
+        os.makedirs(demo_out.path, exist_ok=True)  # an output folder exists even when unused
     if not given:
-        if not demo_dir:
-            raise ValueError("no data URIs and no demo_dir: nowhere to put the demo data")
         from .demo import demo_complete, make_demo
 
+        if demo_dir:
+            root = demo_dir
+        elif demo_out is None:
+            raise ValueError("no data URIs and no demo_dir: nowhere to put the demo data")
+        elif not demo_out.uri.startswith(("gs://", "/")):
+            raise ValueError(
+                f"no data URIs given and the pipeline root {demo_out.uri.rsplit('/', 3)[0]!r} is neither gs:// "
+                "nor local, so later steps cannot read demo data written there: give curated_uri, pool_uri "
+                "and eval_uri (gs://), use a gs:// pipeline root, or set demo_dir to a folder on the data claim"
+            )
+        else:
+            root = demo_out.uri
+            demo_dir = demo_out.path  # the launcher uploads this folder to the URI when the step ends
         if not demo_complete(demo_dir):
             make_demo(demo_dir, cfg.demo)
-        curated_uri, pool_uri, eval_uri = (storage.join(demo_dir, s) for s in ("curated", "pool", "eval"))
+        curated_uri, pool_uri, eval_uri = (storage.join(root, s) for s in ("curated", "pool", "eval"))
     # Also on the config artifact: steps inside a ParallelFor read the pool from there (kfp.local 2.17
     # replaces a loop task's inputs that are other tasks' output parameters with the loop item).
     config_out.metadata.update({"curated": curated_uri, "pool": pool_uri, "eval": eval_uri})
@@ -86,28 +105,39 @@ def _log(metrics, values: dict, prefix: str = "") -> None:
             metrics.log_metric(prefix + k, float(v))
 
 
-def _stage_metrics(stage: str, method: str, run_id: str, pushgateway: str, part: str = ""):
+def run_id() -> str:
+    """This run's id: on a cluster the pod's `pipeline/runid` label (the pipeline maps it to
+    $JESTFLOW_RUN_ID with the downward API), locally what `jestflow run` set; "" when unknown.
+
+    An environment variable rather than an input parameter: KFP's cache key covers every input
+    parameter, so a per-run input would make every cached step miss (see the pipeline's `_common`)."""
+    from .metrics import ENV_RUN_ID
+
+    return os.environ.get(ENV_RUN_ID, "")
+
+
+def _stage_metrics(stage: str, method: str, pushgateway: str, part: str = ""):
     """Prometheus metrics pushed to `pushgateway` (pipeline parameter), or None when it is empty."""
     if not pushgateway:
         return None
     from .metrics import StageMetrics
 
-    return StageMetrics(stage, method, run_id or None, pushgateway, part=part)
+    return StageMetrics(stage, method, run_id() or None, pushgateway, part=part)
 
 
-def train_reference(config, curated_uri: str, reference, metrics, pushgateway: str = "", run_id: str = "") -> None:
+def train_reference(config, curated_uri: str, reference, metrics, pushgateway: str = "") -> None:
     cfg = _load(config.path)
     s = stages.train_reference(
         cfg,
         curated_uri,
         reference.path,
         progress=True,
-        metrics=_stage_metrics("reference", "reference", run_id, pushgateway),
+        metrics=_stage_metrics("reference", "reference", pushgateway),
     )
     _log(metrics, {"steps": s["steps"], "flops_total": s["flops_total"], "wall_seconds": s["wall_seconds"]})
 
 
-def score(config, reference, part: int, parts: list, scores, pushgateway: str = "", run_id: str = "") -> None:
+def score(config, reference, part: int, parts: list, scores, pushgateway: str = "") -> None:
     """One branch of the fan-out (`parts` is the loop's item list): the reference over pool shards
     part, part + len(parts), ... of the pool `prepare` recorded on the config artifact."""
     from .data import list_shards
@@ -126,7 +156,7 @@ def score(config, reference, part: int, parts: list, scores, pushgateway: str = 
         pool_uri,
         scores.path,
         shards=shards,
-        metrics=_stage_metrics("score", "reference", run_id, pushgateway, part=str(part)),
+        metrics=_stage_metrics("score", "reference", pushgateway, part=str(part)),
     )
     scores.metadata.update({"n": idx["n"], "shards": len(idx["shards"]), "part": part, "parts": parts})
 
@@ -152,7 +182,6 @@ def train_learner(
     model,
     metrics,
     pushgateway: str = "",
-    run_id: str = "",
 ) -> None:
     """`match_flops_of`: empty, or the method whose total compute this (uniform) run matches."""
     from .selection import get_method
@@ -169,7 +198,7 @@ def train_learner(
         scores.path if uses_reference else None,
         eval_uri,
         tokenizer_from=reference.path,
-        metrics=_stage_metrics("learner", label, run_id, pushgateway),
+        metrics=_stage_metrics("learner", label, pushgateway),
     )
     _learner_outputs(s, label, model, metrics)
 
@@ -188,10 +217,10 @@ def _learner_outputs(s: dict, label: str, model, metrics, **extra) -> None:
     )
 
 
-def evaluate(config, model, eval_uri: str, metrics, results, pushgateway: str = "", run_id: str = "") -> None:
+def evaluate(config, model, eval_uri: str, metrics, results, pushgateway: str = "") -> None:
     label = (model.metadata or {}).get("label") or (model.metadata or {}).get("method", "")
     m = stages.evaluate_model(
-        _load(config.path), model.path, eval_uri, results.path, _stage_metrics("evaluate", label, run_id, pushgateway)
+        _load(config.path), model.path, eval_uri, results.path, _stage_metrics("evaluate", label, pushgateway)
     )
     _log(metrics, {k: v for k, v in m.items() if k not in ("n",)})
 
@@ -212,21 +241,21 @@ def report(named: dict, report_md, summary) -> None:
     return results
 
 
-SHARED_ROOTS = ("gs://", "/data/")  # what every pod of a PyTorchJob reaches: GCS and the data volume
+SHARED_ROOTS = ("gs://", "/data/")  # what every pod of a multi-node job reaches: GCS and the data claim
 
 
 def _shared_uri(artifact, what: str, roots=SHARED_ROOTS) -> str:
-    """Where the PyTorchJob's pods reach an artifact: its remote URI (gs://) or a path on the data volume."""
+    """Where the job's pods reach an artifact: its remote URI (gs://) or a path on the data claim."""
     uri = artifact.uri
     if uri.startswith(tuple(roots)):
         return uri
     raise ValueError(
-        f"{what} artifact lives at {uri!r}, which the PyTorchJob's pods cannot reach; "
-        "use a gs:// pipeline root (or paths under /data) for multi-node training"
+        f"{what} artifact lives at {uri!r}, which the training job's pods cannot reach; "
+        "use a gs:// pipeline root (or paths under /data on a ReadWriteMany claim) for multi-node training"
     )
 
 
-def train_learner_pytorchjob(
+def train_learner_multinode(
     config,
     method: str,
     pool_uri: str,
@@ -238,51 +267,42 @@ def train_learner_pytorchjob(
     nodes: int,
     gpus_per_node: int,
     image: str,
+    job_kind: str = "trainjob",
     namespace: str = "",
+    accelerator_type: str = "nvidia.com/gpu",
+    node_selector: dict | None = None,
+    data_claim: str = "",
     pushgateway: str = "",
-    run_id: str = "",
     api=None,
     poll_seconds: float = 15.0,
     shared_roots=SHARED_ROOTS,
 ) -> dict:
-    """Stage 3 on several nodes: a Kubeflow Training Operator PyTorchJob runs `torchrun -m jestflow train`.
+    """Stage 3 on several nodes: a Kubeflow Trainer TrainJob (`job_kind="trainjob"`) or Training
+    Operator PyTorchJob (`"pytorchjob"`) runs `torchrun -m jestflow train` on every node.
 
     `api` is a `kubernetes.client.CustomObjectsApi` (default: in-cluster configuration)."""
-    from . import pytorchjob
+    from . import jobs
 
+    kind = jobs.get_kind(job_kind)
     cfg_uri, out = _shared_uri(config, "config", shared_roots), _shared_uri(model, "model", shared_roots)
-    args = [
-        "-m",
-        "jestflow",
-        "train",
-        "--method",
-        method,
-        "--data",
-        pool_uri,
-        "--eval",
-        eval_uri,
-        "--scores",
-        _shared_uri(scores, "scores", shared_roots),
-        "--tokenizer-from",
-        _shared_uri(reference, "reference", shared_roots),
-        "--out",
-        out,
-        "--preset",
-        "",
-        "--config",
-        cfg_uri,
-        "--quiet",
-    ]
+    args = ["-m", "jestflow", "train", "--method", method, "--data", pool_uri, "--eval", eval_uri]
+    args += ["--scores", _shared_uri(scores, "scores", shared_roots)]
+    args += ["--tokenizer-from", _shared_uri(reference, "reference", shared_roots)]
+    args += ["--out", out, "--preset", "", "--config", cfg_uri, "--quiet"]
     if pushgateway:
-        args += ["--pushgateway", pushgateway, "--run-id", run_id]
-    name = pytorchjob.job_name(run_id or "run", method)
-    spec = pytorchjob.JobSpec(
+        args += ["--pushgateway", pushgateway, "--run-id", run_id()]
+    name = jobs.job_name(run_id() or "run", method)
+    spec = jobs.JobSpec(
         name=name,
-        namespace=namespace or pytorchjob.current_namespace(),
+        namespace=namespace or jobs.current_namespace(),
         image=image,
         args=args,
         nodes=nodes,
         gpus_per_node=gpus_per_node,
+        accelerator=accelerator_type,
+        node_selector=dict(node_selector or {}),
+        data_claim=data_claim,
+        owner=jobs.current_pod(),
     )
     if api is None:
         from kubernetes import client
@@ -290,7 +310,8 @@ def train_learner_pytorchjob(
 
         kube_config.load_incluster_config()
         api = client.CustomObjectsApi()
-    pytorchjob.run(api, pytorchjob.render(spec), poll_seconds=poll_seconds)
+    jobs.run(api, jobs.render(spec, job_kind), poll_seconds=poll_seconds)
     s = storage.read_json(storage.join(out, "train.json"))
-    _learner_outputs(s, method, model, metrics, nodes=nodes, world_size=s.get("world_size", 1), pytorchjob=name)
+    extra = {"nodes": nodes, "world_size": s.get("world_size", 1), "job": f"{kind.kind}/{name}"}
+    _learner_outputs(s, method, model, metrics, **extra)
     return s

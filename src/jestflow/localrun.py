@@ -46,16 +46,18 @@ def run_local(
     )
     method = method or cfg.select.method
     t0 = time.time()
-    task = jest_pipeline_cpu(
-        curated_uri=curated,
-        pool_uri=pool,
-        eval_uri=eval_uri,
-        demo_dir=demo_dir,
-        preset=preset,
-        method=method,
-        overrides=list(overrides),
-        pushgateway_url=pushgateway,
-    )
+    from .metrics import ENV_RUN_ID, default_run_id
+
+    # On a cluster each step reads the run id from its pod's label; here the subprocesses inherit it.
+    saved = os.environ.get(ENV_RUN_ID)
+    os.environ[ENV_RUN_ID] = run_id or default_run_id()
+    try:
+        task = _run(jest_pipeline_cpu, curated, pool, eval_uri, demo_dir, preset, method, overrides, pushgateway)
+    finally:
+        if saved is None:
+            os.environ.pop(ENV_RUN_ID, None)
+        else:
+            os.environ[ENV_RUN_ID] = saved
     summary_dir = task.outputs["summary"].path
     for name in os.listdir(summary_dir):
         shutil.copy2(os.path.join(summary_dir, name), out_p / name)
@@ -65,3 +67,16 @@ def run_local(
     results["pipeline_seconds"] = time.time() - t0
     storage.write_json(str(out_p / "results.json"), results)
     return results
+
+
+def _run(pipeline, curated, pool, eval_uri, demo_dir, preset, method, overrides, pushgateway):
+    return pipeline(
+        curated_uri=curated,
+        pool_uri=pool,
+        eval_uri=eval_uri,
+        demo_dir=demo_dir,
+        preset=preset,
+        method=method,
+        overrides=list(overrides),
+        pushgateway_url=pushgateway,
+    )

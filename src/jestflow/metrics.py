@@ -3,8 +3,14 @@
 `StageMetrics` is a training `Callback` plus hooks for scoring and evaluation. It keeps its own
 `CollectorRegistry`, so tests read values straight from it (`value()`), and pushes that registry to
 a Pushgateway grouped by ``run_id``, ``stage`` and ``method``: every `push_interval` seconds while
-work goes on and once at the end. If the gateway cannot be reached, one warning is logged, failures
-are counted in ``jestflow_push_failures_total`` and the work goes on. docs/metrics.md lists every
+work goes on (a heartbeat thread pushes even when a step hangs, so "stalled" and "dead" differ: the
+gateway's ``push_time_seconds`` stays fresh while the process lives). When the stage ends, its final
+values are pushed once to the group of job ``jestflow_results`` (a batch job's outcome, what a
+Pushgateway is for) and its live group (job ``jestflow``) is *deleted*, so a finished stage leaves
+nothing behind that could look running; the alerts read only the live job. A stage
+that is killed leaves its group with a stale ``push_time_seconds``: the JestflowStageLost alert says
+so for a day, then stops. If the gateway cannot be reached, one warning is logged, failures are
+counted in ``jestflow_push_failures_total`` and the work goes on. docs/metrics.md lists every
 metric; a test fails if one is documented but never set, or set but not documented.
 """
 
@@ -12,16 +18,18 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.exposition import push_to_gateway
+from prometheus_client.exposition import delete_from_gateway, push_to_gateway
 
 log = logging.getLogger("jestflow.metrics")
 LABELS = ("run_id", "stage", "method")
 ENV_GATEWAY = "JESTFLOW_PUSHGATEWAY"
 ENV_RUN_ID = "JESTFLOW_RUN_ID"
+JOB, RESULTS_JOB = "jestflow", "jestflow_results"  # live groups while a stage runs; its outcome after
 
 
 def default_run_id() -> str:
@@ -39,7 +47,7 @@ class StageMetrics:
         gateway: str | None = None,
         push_interval: float | None = None,
         registry: CollectorRegistry | None = None,
-        job: str = "jestflow",
+        job: str = JOB,
         part: str = "",
     ):
         self.stage, self.method = stage, method or stage
@@ -53,6 +61,9 @@ class StageMetrics:
         self.registry = registry or CollectorRegistry()
         self._last_push = 0.0
         self._warned = False
+        self._push_lock = threading.Lock()
+        self._beat: threading.Event | None = None
+        self._skipped = 0
         self._t0 = time.time()
         r, L = self.registry, LABELS
         g = lambda name, doc, extra=(): Gauge(name, doc, L + extra, registry=r)  # noqa: E731
@@ -71,7 +82,7 @@ class StageMetrics:
             "sel_s": g("jestflow_train_selection_seconds", "time the last step spent in joint selection"),
             "lr": g("jestflow_train_learning_rate", "learning rate of the last step"),
             "flops": c("jestflow_train_flops", "FLOPs spent by the stage (scoring, selection, training)"),
-            "skipped": g("jestflow_skipped_samples", "bad samples skipped so far"),
+            "skipped": c("jestflow_skipped_samples", "bad samples skipped"),
             "chosen_l": g("jestflow_selection_chosen_learnability", "mean per-example score of the chosen sub-batch"),
             "super_l": g("jestflow_selection_superbatch_learnability", "mean per-example score of the super-batch"),
             "noisy": g(
@@ -84,7 +95,8 @@ class StageMetrics:
             "push_fail": c("jestflow_push_failures", "pushes to the Pushgateway that failed"),
         }
         self.labels = {"run_id": self.run_id, "stage": self.stage, "method": self.method}
-        self._l("push_fail")  # exported as 0 from the start, so an alert can see it rise
+        for counter in ("push_fail", "skipped"):  # exported as 0 from the start, so an alert can see it rise
+            self._l(counter)
 
     def _l(self, key):
         return self.m[key].labels(**self.labels)
@@ -95,15 +107,41 @@ class StageMetrics:
         self._l("stage_running").set(1)
         self._progress()
         self.push(force=True)
+        if self.gateway and self._beat is None:
+            self._beat = threading.Event()
+            threading.Thread(target=self._heartbeat, args=(self._beat,), daemon=True, name="metrics-heartbeat").start()
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        """Push every `push_interval` seconds while the stage runs, progress or not."""
+        while not stop.wait(max(self.push_interval, 0.05)):
+            self._l("stage_duration").set(time.time() - self._t0)
+            self.push(force=True)
 
     def _progress(self) -> None:
         self._l("stage_progress").set(time.time())
         self._l("stage_duration").set(time.time() - self._t0)
 
     def end(self) -> None:
+        """The stage is over: stop the heartbeat, push the final values as the stage's result, and
+        delete its live group from the gateway."""
+        if self._beat is not None:
+            self._beat.set()
+            self._beat = None
         self._progress()
         self._l("stage_running").set(0)
-        self.push(force=True)
+        if self.push(force=True, job=RESULTS_JOB):
+            self.delete()
+
+    def delete(self) -> bool:
+        if not self.gateway:
+            return False
+        with self._push_lock:
+            try:
+                delete_from_gateway(self.gateway, job=self.job, grouping_key=self._grouping_key(), timeout=3)
+                return True
+            except Exception as e:
+                self._failed(e)
+                return False
 
     def gpu(self) -> None:
         import torch
@@ -131,7 +169,7 @@ class StageMetrics:
         self._l("sel_s").set(s["selection_seconds"])
         self._l("lr").set(s["lr"])
         self._l("flops").inc(s["flops"])
-        self._l("skipped").set(s["skipped"])
+        self._skip(s["skipped"])
         if s.get("chosen_diag") is not None and s["chosen_diag"] == s["chosen_diag"]:  # not NaN
             self._l("chosen_l").set(s["chosen_diag"])
             self._l("super_l").set(s["pool_diag"])
@@ -150,7 +188,7 @@ class StageMetrics:
     # ---- other stages ---------------------------------------------------------------------------
     def scored(self, n: int, skipped: int = 0) -> None:
         self._l("scored").inc(n)
-        self._l("skipped").set(skipped)
+        self._skip(skipped)
         self.gpu()
         self._progress()
         self.push()
@@ -162,40 +200,49 @@ class StageMetrics:
         self._progress()
         self.push()
 
+    def _skip(self, so_far: int) -> None:
+        """`so_far`: the stage's running count of skipped samples; the counter grows by the difference."""
+        if so_far > self._skipped:
+            self._l("skipped").inc(so_far - self._skipped)
+            self._skipped = so_far
+
     # ---- reading and pushing --------------------------------------------------------------------
     def value(self, name: str, **extra) -> float | None:
         return self.registry.get_sample_value(name, {**self.labels, **extra})
 
-    def push(self, force: bool = False) -> bool:
+    def push(self, force: bool = False, job: str | None = None) -> bool:
         if not self.gateway:
             return False
         now = time.monotonic()
         if not force and now - self._last_push < self.push_interval:
             return False
         self._last_push = now
-        try:
-            push_to_gateway(
-                self.gateway,
-                job=self.job,
-                registry=self.registry,
-                timeout=3,
-                grouping_key={
-                    "run_id": self.run_id,
-                    "stage": self.stage,
-                    "method": self.method,
-                    **({"part": self.part} if self.part else {}),
-                },
-            )
-            return True
-        except Exception as e:  # unreachable, refused, HTTP error: say it once, keep working
-            self._l("push_fail").inc()
-            if not self._warned:
-                self._warned = True
-                log.warning(
-                    "metrics push to Pushgateway %s failed (%s); the %s stage goes on, its results are "
-                    "kept in its outputs; further push failures are counted silently",
+        with self._push_lock:
+            try:
+                push_to_gateway(
                     self.gateway,
-                    str(e).splitlines()[0][:200],
-                    self.stage,
+                    job=job or self.job,
+                    registry=self.registry,
+                    timeout=3,
+                    grouping_key=self._grouping_key(),
                 )
-            return False
+                return True
+            except Exception as e:  # unreachable, refused, HTTP error: say it once, keep working
+                self._failed(e)
+                return False
+
+    def _grouping_key(self) -> dict:
+        key = {"run_id": self.run_id, "stage": self.stage, "method": self.method}
+        return {**key, "part": self.part} if self.part else key
+
+    def _failed(self, e: Exception) -> None:
+        self._l("push_fail").inc()
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "metrics push to Pushgateway %s failed (%s); the %s stage goes on, its results are "
+                "kept in its outputs; further push failures are counted silently",
+                self.gateway,
+                str(e).splitlines()[0][:200],
+                self.stage,
+            )

@@ -51,42 +51,108 @@ def check_config(args: dict) -> None:
         raise ValueError(f"method={args['method']!r} is not one of {', '.join(METHODS)}")
 
 
+VARIANTS = ("gpu", "cpu", "multinode")
+# kubeflow/pipelines backend/api/v2beta1/run.proto, RuntimeState: the states a run ends in.
+DONE = {"SUCCEEDED": 0, "SKIPPED": 0, "FAILED": 1, "CANCELED": 1}
+TOKEN_ENV = "KFP_TOKEN"
+
+
 def submit(
     host: str,
     params: list[str],
     experiment: str = "jestflow",
     run_name: str | None = None,
-    gpu: bool = True,
+    variant: str = "gpu",
     namespace: str | None = None,
+    service_account: str = "jestflow-runner",
+    pipeline_root: str | None = None,
+    token: str | None = None,
+    caching: bool = True,
 ) -> str:
-    """Compile, validate, submit; return the run's URL."""
+    """Compile the `variant` pipeline, validate the parameters, create a run; return its id.
+
+    `service_account`: what every pod of the run runs as (manifests/base/rbac.yaml creates it; "" for
+    the backend's default, pipeline-runner). `pipeline_root`: where artifacts go (e.g. gs://bucket/root;
+    default: the backend's). `token`: a bearer token for KFP behind IAP or Dex (default $KFP_TOKEN).
+    `caching=False` runs every step afresh (after the data behind a URI changed)."""
     from kfp import compiler
 
-    from jestflow_pipelines.jest_pipeline import jest_pipeline, jest_pipeline_cpu
+    from jestflow_pipelines import jest_pipeline as pipelines
 
+    if variant not in VARIANTS:
+        raise ValueError(f"variant {variant!r} is not one of {', '.join(VARIANTS)}")
+    pipeline = {"gpu": pipelines.jest_pipeline, "cpu": pipelines.jest_pipeline_cpu}.get(
+        variant, pipelines.jest_pipeline_multinode
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "pipeline.yaml")
-        compiler.Compiler().compile(jest_pipeline if gpu else jest_pipeline_cpu, path)
+        compiler.Compiler().compile(pipeline, path)
         args = parse_params(params, pipeline_parameters(path))
         check_config(args)
-        run_id = _create_run(host, path, args, experiment, run_name, namespace)
+        if pipeline_root is not None and not pipeline_root.strip():
+            raise ValueError("--pipeline-root is empty: give a URI such as gs://bucket/jestflow, or leave it out")
+        client = _client(host, namespace, token)
+        return _call(
+            host,
+            lambda: (
+                client.create_run_from_pipeline_package(
+                    path,
+                    arguments=args,
+                    experiment_name=experiment,
+                    run_name=run_name,
+                    namespace=namespace,
+                    pipeline_root=pipeline_root,
+                    enable_caching=None if caching else False,
+                    service_account=service_account or None,
+                ).run_id
+            ),
+        )
+
+
+def run_url(host: str, run_id: str) -> str:
     return f"{host.rstrip('/')}/#/runs/details/{run_id}"
 
 
-def _create_run(host, path, args, experiment, run_name, namespace) -> str:
+def watch(host: str, run_id: str, namespace=None, token=None, poll_seconds=None, timeout=None, log=print) -> int:
+    """Follow run `run_id` until it ends; log each state change; return 0 if it succeeded, 1 if it
+    failed or was cancelled (with the backend's error message)."""
+    import time
+
+    client = _client(host, namespace, token)
+    poll_seconds = float(os.environ.get("JESTFLOW_WATCH_POLL", 10)) if poll_seconds is None else poll_seconds
+    t0, last = time.monotonic(), None
+    while True:
+        run = _call(host, lambda: client.get_run(run_id), "follow the run on")
+        state = str(run.state or "PENDING").upper()
+        if state != last:
+            log(f"run {run_id}: {state}")
+            last = state
+        if state in DONE:
+            if DONE[state]:
+                error = getattr(run, "error", None)
+                detail = getattr(error, "message", None) or (str(error) if error else "no error message")
+                log(f"run {run_id} {state.lower()}: {detail}. Details: {run_url(host, run_id)}")
+            return DONE[state]
+        if timeout is not None and time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"run {run_id} still {state} after {timeout:.0f} s: {run_url(host, run_id)}")
+        time.sleep(poll_seconds)
+
+
+def _client(host, namespace, token):
     import warnings
 
     import kfp
 
     warnings.filterwarnings("ignore", message="This client only works with", category=FutureWarning)
+    token = token or os.environ.get(TOKEN_ENV) or None
+    return _call(host, lambda: kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token))
+
+
+def _call(host, fn, what: str = "submit to"):
     try:
-        client = kfp.Client(host=host, namespace=namespace)
-        run = client.create_run_from_pipeline_package(
-            path, arguments=args, experiment_name=experiment, run_name=run_name, namespace=namespace
-        )
-        return run.run_id
+        return fn()
     except Exception as e:  # connection errors, HTTP errors, auth errors: one line, no traceback
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
-            f"could not submit to Kubeflow Pipelines at {host}: {type(e).__name__}: {reason[:300]}"
-        ) from None
+        if "401" in reason or "403" in reason or "Unauthorized" in reason:
+            reason += f" (behind IAP or Dex? pass --token or set ${TOKEN_ENV})"
+        raise ValueError(f"could not {what} Kubeflow Pipelines at {host}: {type(e).__name__}: {reason[:300]}") from None

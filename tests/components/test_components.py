@@ -32,7 +32,7 @@ def test_expected_components_exist():
         "score",
         "merge_scores",
         "train_learner",
-        "pytorchjob",
+        "multinode",
         "evaluate",
         "report",
     }

@@ -90,7 +90,6 @@ def test_components_run_inside_the_image_with_kfp_docker_runner(image, smoke_sco
             model=model.output,
             eval_uri=prep.outputs["eval"],
             pushgateway="",
-            run_id="image-check",
         )
         return ev.outputs["results"]
 

@@ -1,10 +1,13 @@
 """End to end: the local pipeline pushes to a real Pushgateway; a real Prometheus scrapes it every
-second; every documented metric must arrive for each stage with plausible values."""
+second; every documented metric must arrive for each stage with plausible values, in the stage's
+result group (job jestflow_results) once it ended, and no live group (job jestflow) may be left."""
 
+import json
 import math
 import os
 import re
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -34,13 +37,13 @@ def series(local_pipeline, monitoring):
     """{(name, stage, method): [samples]} once Prometheus has scraped every group's final push."""
     deadline = time.time() + 30
     while True:
-        running = monitoring.query("jestflow_stage_running")
+        running = monitoring.query('jestflow_stage_running{job="jestflow_results"}')
         done = {(r["metric"]["stage"], r["metric"]["method"]) for r in running if r["value"][1] == "0"}
         if set(GROUPS) <= done or time.time() > deadline:
             break
         time.sleep(1)
     out = {}
-    for r in monitoring.query('{__name__=~"jestflow_.+", job="jestflow"}'):
+    for r in monitoring.query('{__name__=~"jestflow_.+", job="jestflow_results"}'):
         m = r["metric"]
         out.setdefault((m["__name__"], m["stage"], m["method"]), []).append((m, float(r["value"][1])))
     return out
@@ -120,3 +123,45 @@ def test_pipeline_completes_with_the_gateway_down_and_says_so_once_per_stage(tmp
         for st in ("reference", "score", "learner", "evaluate")
     }
     assert per_stage == {"reference": 1, "score": 4, "learner": 3, "evaluate": 3}, "\n".join(warnings) or log[-4000:]
+
+
+def groups(gateway: str) -> list[dict]:
+    """The Pushgateway's groups, from its own API (GET /api/v1/metrics)."""
+    with urllib.request.urlopen(f"{gateway}/api/v1/metrics", timeout=5) as r:
+        return [g["labels"] for g in json.load(r)["data"]]
+
+
+def test_no_live_group_outlives_its_stage(series, monitoring):
+    """Issue 15 defect 9: groups were never deleted, so a finished (or killed) stage kept
+    `jestflow_stage_running` in the gateway forever. Every stage of the finished pipeline has its result
+    group and no live one."""
+    left = groups(monitoring.gateway)
+    assert [g for g in left if g["job"] == "jestflow"] == []
+    results = {(g["stage"], g["method"]) for g in left if g["job"] == "jestflow_results"}
+    assert set(GROUPS) <= results
+
+
+def _push_time(gateway: str, **labels) -> float | None:
+    with urllib.request.urlopen(f"{gateway}/api/v1/metrics", timeout=5) as r:
+        for g in json.load(r)["data"]:
+            if all(g["labels"].get(k) == v for k, v in labels.items()):
+                return float(g["push_time_seconds"]["metrics"][0]["value"])
+    return None
+
+
+def test_heartbeat_keeps_a_hung_stage_visible_and_end_cleans_up(monitoring):
+    """A stage whose step hangs still pushes (so JestflowTrainingStalled, not JestflowStageLost, fires);
+    its end leaves the result group and deletes the live one. Against the real Pushgateway."""
+    from jestflow.metrics import StageMetrics
+
+    m = StageMetrics("learner", "jest", run_id="heartbeat-1", gateway=monitoring.gateway, push_interval=0.2)
+    m.start()
+    first = _push_time(monitoring.gateway, job="jestflow", run_id="heartbeat-1")
+    time.sleep(1.0)  # no step, no progress: only the heartbeat pushes
+    later = _push_time(monitoring.gateway, job="jestflow", run_id="heartbeat-1")
+    assert first is not None and later is not None and later > first
+    m.end()
+    assert _push_time(monitoring.gateway, job="jestflow", run_id="heartbeat-1") is None
+    assert _push_time(monitoring.gateway, job="jestflow_results", run_id="heartbeat-1") is not None
+    time.sleep(0.5)  # the heartbeat stopped with the stage: nothing re-creates the live group
+    assert _push_time(monitoring.gateway, job="jestflow", run_id="heartbeat-1") is None

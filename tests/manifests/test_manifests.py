@@ -45,6 +45,12 @@ def containers(obj):
     spec = obj.get("spec", {})
     if obj.get("kind") == "PyTorchJob":  # the Master's pod; Workers are copies of it (checked in tests/k8s)
         spec = spec["pytorchReplicaSpecs"]["Master"]
+    if obj.get("kind") == "TrainJob":  # the runtime patch's pod, with the trainer's image and resources
+        node = spec["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+        pod = node["template"]["spec"]["template"]["spec"]
+        t = spec["trainer"]
+        c = {**pod["containers"][0], "image": t["image"], "resources": t["resourcesPerNode"]}
+        return pod, [c]
     pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get(
         "spec"
     )
@@ -59,9 +65,10 @@ def test_every_object_passes_strict_schema_validation(overlay, node_validator):
         if o["kind"] in CRD_KINDS:
             continue
         kubernetes_validate.validate(o, K8S_VERSION, strict=True)  # raises on any error or unknown field
-    results = node_validator(crds)
+    results = node_validator(crds) if crds else []
     assert [r for r in results if not r["ok"]] == []
-    assert len(results) == len(crds) and {r["kind"] for r in results} == {"ServiceMonitor", "PrometheusRule"}
+    want = {"ServiceMonitor", "PrometheusRule"} if overlay == "overlays/gke-gpu" else set()
+    assert len(results) == len(crds) and {r["kind"] for r in results} == want
     unvalidated = (
         {o["kind"] for o in objs}
         - CRD_KINDS
@@ -85,7 +92,7 @@ def test_strict_validation_is_not_vacuous(node_validator):
     job["spec"]["template"]["spec"]["containers"][0]["resourcez"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(job, K8S_VERSION, strict=True)
-    rule = next(o for o in render("overlays/kind") if o["kind"] == "PrometheusRule")
+    rule = next(o for o in render("overlays/gke-gpu") if o["kind"] == "PrometheusRule")
     rule["spec"]["groups"][0]["rules"][0]["for"] = 5  # must be a duration string
     assert node_validator([rule])[0]["ok"] is False
 
@@ -142,34 +149,105 @@ def test_overlays_differ_where_they_should():
     job = lambda objs: next(o for o in objs if o["kind"] == "Job")["spec"]["template"]["spec"]  # noqa: E731
     assert job(kind)["containers"][0]["image"] == "ghcr.io/jestflow/jestflow:0.1.0"
     assert job(gke)["containers"][0]["image"] == "ghcr.io/jestflow/jestflow-cuda:0.1.0"
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in job(gke)["tolerations"]
     sa = next(o for o in gke if o["kind"] == "ServiceAccount")
     assert "iam.gke.io/gcp-service-account" in sa["metadata"]["annotations"]
-    # standalone KFP runs pipeline pods in `kubeflow`; the data claim must live beside them
-    assert all(o["metadata"].get("namespace") == "kubeflow" for o in kind) and "Namespace" not in {
-        o["kind"] for o in kind
-    }
-    assert all(o["metadata"].get("namespace") == "jestflow" for o in gke if o["kind"] != "Namespace")
+    claim = lambda objs: next(o for o in objs if o["kind"] == "PersistentVolumeClaim")["spec"]  # noqa: E731
+    assert claim(kind)["accessModes"] == ["ReadWriteOnce"]  # kind's local-path provisioner: RWO only
+    # GKE's Filestore CSI classes give ReadWriteMany (GKE docs, "Access Filestore instances with the
+    # Filestore CSI driver": standard-rwx, premium-rwx, enterprise-rwx)
+    assert claim(gke)["accessModes"] == ["ReadWriteMany"] and claim(gke)["storageClassName"].endswith("-rwx")
 
 
-def test_the_pytorchjob_the_pipeline_creates_passes_its_crd_schema_and_the_policy():
-    """PyTorchJob is not in the kustomize tree (the multi-node component creates it at run time):
-    validated here with the Training Operator CRD's schema and the same policy as every object."""
-    from tests.k8s.pytorchjob_schema import errors
+def test_one_namespace_and_service_account_model():
+    """Issue 15 defect 3: the gke-gpu overlay deployed into `jestflow`, where standalone KFP runs no
+    pipeline pod, and nothing made the pods run as jestflow-runner. The model now: standalone KFP runs
+    pipeline pods in `kubeflow` (kubeflow/pipelines manifests/kustomize/env/platform-agnostic installs
+    into `kubeflow`), every jestflow object goes there, and runs use the service account `jestflow
+    submit` passes (default jestflow-runner; the API server sets it on the whole workflow:
+    backend/src/apiserver/template/template.go, setDefaultServiceAccount). KFP's driver and launcher in
+    those pods need KFP's Role `pipeline-runner` (manifests/kustomize/base/pipeline/pipeline-runner-role.yaml,
+    a namespaced Role), so jestflow-runner is bound to it as well as to jestflow's own Role."""
+    import inspect
 
-    from jestflow import pytorchjob
+    from jestflow import submit
+    from jestflow_pipelines.jest_pipeline import DATA_CLAIM, signature
 
-    job = pytorchjob.render(
-        pytorchjob.JobSpec(
-            "jestflow-run-jest",
-            "jestflow",
+    default_sa = inspect.signature(submit.submit).parameters["service_account"].default
+    for overlay in ("overlays/kind", "overlays/gke-gpu"):
+        objs = render(overlay)
+        assert {o["metadata"].get("namespace") for o in objs} == {"kubeflow"}, overlay
+        assert "Namespace" not in {o["kind"] for o in objs}  # kubeflow is KFP's; not ours to create or delete
+        sa = [o["metadata"]["name"] for o in objs if o["kind"] == "ServiceAccount"]
+        assert sa == [default_sa]
+        bound = {
+            (b["roleRef"]["kind"], b["roleRef"]["name"])
+            for b in objs
+            if b["kind"] == "RoleBinding"
+            and any(x["kind"] == "ServiceAccount" and x["name"] == default_sa for x in b["subjects"])
+        }
+        assert bound == {("Role", "pipeline-runner"), ("Role", default_sa)}, overlay
+        role = next(o for o in objs if o["kind"] == "Role")
+        rights = {
+            (g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+        }
+        for api in (("trainer.kubeflow.org", "trainjobs"), ("kubeflow.org", "pytorchjobs")):
+            assert {"create", "get", "delete"} <= rights[api], api
+        config = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "jestflow-config")
+        assert ".kubeflow.svc:" in config["data"]["JESTFLOW_PUSHGATEWAY"]
+        claims = [o["metadata"]["name"] for o in objs if o["kind"] == "PersistentVolumeClaim"]
+        assert claims == [DATA_CLAIM] == [d for n, _, d in signature("cpu") if n == "data_claim"]
+
+
+def test_kind_overlay_needs_no_crds():
+    """Issue 15 defect 5: `make kind-up` applied a ServiceMonitor and a PrometheusRule, whose CRDs a
+    bare kind cluster does not have, so `kubectl apply -k` failed halfway. A kind cluster serves only
+    Kubernetes' built-in API groups until something installs CRDs; the KFP install adds Argo's and
+    KFP's own, not the Prometheus Operator's. Monitoring is now the opt-in component."""
+    builtin = {"v1", "apps/v1", "batch/v1", "rbac.authorization.k8s.io/v1", "policy/v1", "networking.k8s.io/v1"}
+    assert {o["apiVersion"] for o in render("overlays/kind")} <= builtin
+    assert {o["apiVersion"] for o in render("base")} <= builtin
+
+
+def test_monitoring_component_carries_the_release_label():
+    """kube-prometheus-stack's Prometheus selects ServiceMonitors and PrometheusRules by
+    `release: <Helm release>` (prometheus-community/helm-charts charts/kube-prometheus-stack/templates/
+    prometheus/prometheus.yaml, serviceMonitorSelectorNilUsesHelmValues and ruleSelectorNilUsesHelmValues,
+    true in values.yaml), in every namespace (serviceMonitorNamespaceSelector and ruleNamespaceSelector
+    default to {}). Without the label it ignores them."""
+    objs = [o for o in render("overlays/gke-gpu") if o["kind"] in CRD_KINDS]
+    assert {o["kind"] for o in objs} == {"ServiceMonitor", "PrometheusRule"}
+    for o in objs:
+        assert o["metadata"]["labels"]["release"] == "kube-prometheus-stack", o["kind"]
+    component = yaml.safe_load((ROOT / "manifests" / "components" / "monitoring" / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component"
+
+
+def test_pushgateway_image_is_current():
+    """Issue 15 defect 9: v1.5.1 (2022). v1.11.3 is the newest release tag of prometheus/pushgateway."""
+    dep = next(o for o in render("base") if o["kind"] == "Deployment")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "prom/pushgateway:v1.11.3"
+
+
+@pytest.mark.parametrize("kind", ["trainjob", "pytorchjob"])
+def test_the_training_job_the_pipeline_creates_passes_its_crd_schema_and_the_policy(kind):
+    """The training jobs are not in the kustomize tree (the multi-node component creates them at run
+    time): validated here with their CRDs' schemas and the same policy as every object."""
+    from tests.k8s import pytorchjob_schema, trainjob_schema
+
+    from jestflow import jobs
+
+    job = jobs.render(
+        jobs.JobSpec(
+            jobs.job_name("run", "jest"),
+            "kubeflow",
             "ghcr.io/jestflow/jestflow-cuda:0.1.0",
             ["-m", "jestflow", "train"],
             nodes=4,
             gpus_per_node=8,
-        )
+        ),
+        kind,
     )
-    assert errors(job) == []
+    assert {"trainjob": trainjob_schema, "pytorchjob": pytorchjob_schema}[kind].errors(job) == []
     assert {"app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"} <= set(
         job["metadata"]["labels"]
     )
@@ -192,6 +270,19 @@ def test_kind_recipe_is_consistent():
     assert CPU_IMAGE in plan and GPU_IMAGE in plan  # both tags the CPU pipeline's components use are loaded
     assert "kubectl apply -k manifests/overlays/kind" in plan or "deploy OVERLAY=kind" in plan
     assert "jestflow submit --cpu" in plan
+
+
+def test_kind_installs_the_kfp_backend_of_the_sdks_minor():
+    """The SDK compiles what its backend release understands (kubeflow/pipelines publishes SDK and
+    backend together: VERSION 2.17.0 at the SDK 2.17 line; manifests/kustomize/base/pipeline pins the
+    2.17.0 images). The kind recipe installed 2.14.3 while constraints.txt pins kfp 2.17.3."""
+    import re
+    from importlib.metadata import version
+
+    plan = subprocess.run(["make", "-n", "kind-up"], cwd=ROOT, capture_output=True, text=True).stdout
+    backend = set(re.findall(r"\?ref=(\d+\.\d+)\.\d+", plan))
+    sdk = ".".join(version("kfp").split(".")[:2])
+    assert backend == {sdk}, (backend, sdk)
 
 
 def test_kind_run_can_port_forward():

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-RULE = ROOT / "manifests" / "base" / "monitoring" / "prometheusrule.yaml"
+RULE = ROOT / "manifests" / "components" / "monitoring" / "prometheusrule.yaml"
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def rules_dir(tmp_path):
 def test_promtool_check_rules(promtool, rules_dir):
     r = subprocess.run([promtool, "check", "rules", str(rules_dir / "rules.yaml")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 3 rules found" in r.stdout + r.stderr
+    assert "SUCCESS: 4 rules found" in r.stdout + r.stderr
 
 
 def test_promtool_unit_tests_fire_each_alert(promtool, rules_dir):

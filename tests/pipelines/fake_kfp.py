@@ -1,8 +1,10 @@
 """A minimal stand-in for the Kubeflow Pipelines v2beta1 REST API, on 127.0.0.1.
 
-It answers the calls `kfp.Client.create_run_from_pipeline_package` makes (health check, experiment
-lookup and creation, run creation) with the shapes the real API server returns, and records every
-request so tests can check what jestflow sent. A real KFP backend cannot run here.
+It answers the calls `kfp.Client.create_run_from_pipeline_package` and `get_run` make (health check,
+experiment lookup and creation, run creation, run status) with the shapes the real API server returns,
+and records every request, with its headers, so tests can check what jestflow sent. A run reports the
+states in `states` one GET at a time (the last repeats), with `error` when it ends failed. A real KFP
+backend cannot run here.
 """
 
 import json
@@ -13,8 +15,10 @@ from tests.jsonhttp import JSONHandler
 
 
 class FakeKFP:
-    def __init__(self):
+    def __init__(self, states=("PENDING", "RUNNING", "SUCCEEDED"), error=None):
         self.requests = []
+        self.headers = []
+        self.states, self.error, self.polls = list(states), error, 0
         self.experiments = {}
         outer = self
 
@@ -23,6 +27,14 @@ class FakeKFP:
 
             def do_GET(self):
                 outer.requests.append(("GET", self.path, None))
+                outer.headers.append(dict(self.headers))
+                if self.path.startswith("/apis/v2beta1/runs/run-0001"):
+                    state = outer.states[min(outer.polls, len(outer.states) - 1)]
+                    outer.polls += 1
+                    run = {"run_id": "run-0001", "display_name": "r", "state": state}
+                    if state in ("FAILED", "CANCELED") and outer.error:
+                        run["error"] = {"code": 2, "message": outer.error}
+                    return self._reply(200, run)
                 if self.path.startswith("/apis/v2beta1/healthz"):
                     return self._reply(200, {"multi_user": False})
                 if self.path.startswith("/apis/v2beta1/experiments"):
@@ -34,6 +46,7 @@ class FakeKFP:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 outer.requests.append(("POST", self.path, body))
+                outer.headers.append(dict(self.headers))
                 if self.path == "/apis/v2beta1/experiments":
                     exp = {"experiment_id": f"exp-{len(outer.experiments) + 1}", "display_name": body["display_name"]}
                     outer.experiments[exp["experiment_id"]] = exp

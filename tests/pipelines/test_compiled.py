@@ -10,17 +10,10 @@ import pytest
 import yaml
 
 from jestflow import __version__
-from jestflow_pipelines.compile import TARGETS, compile_all
+from jestflow_pipelines.compile import TARGETS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPILED = ROOT / "pipelines" / "compiled"
-
-
-@pytest.fixture(scope="module")
-def fresh(tmp_path_factory):
-    out = tmp_path_factory.mktemp("compiled")
-    compile_all(str(out))
-    return out
 
 
 def docs(path):
@@ -63,10 +56,9 @@ def test_gpu_variant_requests_gpus_on_training_and_scoring(fresh):
     spec, k8s = docs(fresh / "jest_pipeline.yaml")
     for t in TRAINING:
         res = executor(spec, t)["container"]["resources"]
-        assert res["accelerator"]["resourceType"] == "nvidia.com/gpu" and res["accelerator"]["resourceCount"] == "1", t
+        assert res["accelerator"]["resourceCount"] == "1", t
         ex = spec["components"][tasks(spec)[t]["componentRef"]["name"]]["executorLabel"]
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s[ex]["tolerations"]
-        assert k8s[ex]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
         assert tasks(spec)[t]["retryPolicy"]["maxRetryCount"] == 3
     for t in ("prepare", "merge-scores", "evaluate", "report"):
         assert "accelerator" not in executor(spec, t)["container"].get("resources", {}), t
@@ -76,21 +68,19 @@ def test_cpu_variant_requests_no_gpu(fresh):
     spec, k8s = docs(fresh / "jest_pipeline_cpu.yaml")
     for t in containers(spec):
         assert "accelerator" not in executor(spec, t)["container"].get("resources", {}), t
-    assert all("tolerations" not in e for e in k8s.values())
+    assert all("tolerations" not in e and "nodeSelector" not in e for e in k8s.values())
 
 
 @pytest.mark.parametrize("name", list(TARGETS))
-def test_every_task_sets_requests_mounts_data_and_chooses_caching(fresh, name):
+def test_every_task_sets_requests_and_chooses_caching(fresh, name):
     spec, k8s = docs(fresh / name)
     for t, task in containers(spec).items():
         res = executor(spec, t)["container"]["resources"]
         assert res["cpuRequest"] > 0 and res["memoryRequest"] > 0, t
-        ex = spec["components"][task["componentRef"]["name"]]["executorLabel"]
-        assert k8s[ex]["pvcMount"][0]["mountPath"] == "/data", t
         assert "cachingOptions" in task, t
     caching = {t: task["cachingOptions"].get("enableCache", False) for t, task in containers(spec).items()}
-    assert caching["train-reference"] and caching["score"] and caching["merge-scores"] and caching["evaluate"]
-    assert not caching["prepare"] and not caching["train-learner"] and not caching["report"]
+    assert caching["prepare"] and caching["train-reference"] and caching["score"] and caching["merge-scores"]
+    assert caching["evaluate"] and not caching["train-learner"] and not caching["report"]
 
 
 @pytest.mark.parametrize("name", list(TARGETS))
@@ -185,14 +175,18 @@ def test_no_secrets_in_the_compiled_pipeline(fresh, name):
     assert all("secretAsEnv" not in e and "secretAsVolume" not in e for e in k8s.values())
 
 
-def test_multinode_variant_trains_the_curated_learner_as_a_pytorchjob(fresh):
+def test_multinode_variant_trains_the_curated_learner_as_a_cluster_job(fresh):
     spec, k8s = docs(fresh / "jest_pipeline_multinode.yaml")
-    comp = tasks(spec)["train-learner-pytorchjob"]["componentRef"]["name"]
-    ins = tasks(spec)["train-learner-pytorchjob"]["inputs"]["parameters"]
+    comp = tasks(spec)["train-learner-multinode"]["componentRef"]["name"]
+    ins = tasks(spec)["train-learner-multinode"]["inputs"]["parameters"]
     assert ins["nodes"] == {"componentInputParameter": "learner_nodes"}
+    assert ins["job_kind"] == {"componentInputParameter": "job_kind"}
+    assert spec["root"]["inputDefinitions"]["parameters"]["job_kind"]["defaultValue"] == "trainjob"
+    assert ins["node_selector"] == {"componentInputParameter": "gpu_node_selector"}
     assert ins["image"]["runtimeValue"]["constant"].endswith(f"-cuda:{__version__}")
-    assert "accelerator" not in executor(spec, "train-learner-pytorchjob")["container"].get("resources", {})
+    assert "accelerator" not in executor(spec, "train-learner-multinode")["container"].get("resources", {})
     env = k8s[spec["components"][comp]["executorLabel"]]["fieldPathAsEnv"]
-    assert {"name": "JESTFLOW_NAMESPACE", "fieldPath": "metadata.namespace"} in env
+    for name, path in (("JESTFLOW_NAMESPACE", "metadata.namespace"), ("JESTFLOW_POD_UID", "metadata.uid")):
+        assert {"name": name, "fieldPath": path} in env  # the job's namespace and its owner reference
     # The two uniform baselines still train in-pipeline; every learner feeds an evaluation.
     assert {"train-learner", "train-learner-2"} <= set(tasks(spec)) and "train-learner-3" not in tasks(spec)

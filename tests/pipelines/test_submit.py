@@ -6,7 +6,7 @@ import sys
 import pytest
 from fake_kfp import FakeKFP
 
-from jestflow.submit import submit
+from jestflow.submit import submit, watch
 
 
 def test_submit_creates_experiment_and_run_with_typed_parameters():
@@ -24,7 +24,7 @@ def test_submit_creates_experiment_and_run_with_typed_parameters():
             experiment="nightly",
         )
         posted = {path.split("?")[0]: body for method, path, body in kfp.requests if method == "POST"}
-    assert url == f"{kfp.url}/#/runs/details/run-0001"
+    assert url == "run-0001"
     assert posted["/apis/v2beta1/experiments"]["display_name"] == "nightly"
     run = posted["/apis/v2beta1/runs"]
     assert run["experiment_id"] == "exp-1"
@@ -38,12 +38,14 @@ def test_submit_creates_experiment_and_run_with_typed_parameters():
     }
     # The spec travels with its kubernetes platform spec (tolerations, node selector, PVC mount).
     assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "jestflow-jest"
-    assert "nvidia.com/gpu" in str(run["pipeline_spec"]["platform_spec"])
+    assert "nvidia.com/gpu" in str(run["pipeline_spec"]["pipeline_spec"]["root"])  # accelerator_type's default
+    # Every pod runs as the account manifests/base creates (the API server sets it on the workflow).
+    assert run["service_account"] == "jestflow-runner"
 
 
 def test_cpu_variant_for_kind():
     with FakeKFP() as kfp:
-        submit(kfp.url, [], gpu=False)
+        submit(kfp.url, [], variant="cpu")
         run = [b for m, p, b in kfp.requests if p.startswith("/apis/v2beta1/runs")][0]
     assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "jestflow-jest-cpu"
 
@@ -69,3 +71,74 @@ def test_submit_errors_are_one_line(params, message):
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("jestflow: error:") and message in lines[0], r.stderr
+
+
+def _run_body(kfp):
+    return next(b for m, p, b in kfp.requests if m == "POST" and p.startswith("/apis/v2beta1/runs"))
+
+
+def test_submit_options_reach_the_run():
+    """--service-account, --pipeline-root, --no-cache, --token and --multinode, as the KFP v2beta1 run
+    API takes them (kubeflow/pipelines backend/api/v2beta1/run.proto: Run.service_account,
+    RuntimeConfig.pipeline_root; the client writes enable_caching into each task's cachingOptions)."""
+    with FakeKFP() as kfp:
+        submit(
+            kfp.url,
+            ["job_kind=pytorchjob"],
+            variant="multinode",
+            service_account="team-sa",
+            pipeline_root="gs://bucket/jestflow",
+            token="s3cret",
+            caching=False,
+        )
+        run, headers = _run_body(kfp), kfp.headers
+    assert run["service_account"] == "team-sa"
+    assert run["runtime_config"]["pipeline_root"] == "gs://bucket/jestflow"
+    assert run["runtime_config"]["parameters"] == {"job_kind": "pytorchjob"}
+    spec = run["pipeline_spec"]["pipeline_spec"]
+    assert spec["pipelineInfo"]["name"] == "jestflow-jest-multinode"
+    cached = [t.get("cachingOptions", {}).get("enableCache") for t in spec["root"]["dag"]["tasks"].values()]
+    assert cached and not any(cached)
+    assert all(h.get("authorization") == "Bearer s3cret" for h in headers), headers[:1]
+
+
+def test_empty_pipeline_root_is_refused():
+    with pytest.raises(ValueError, match="--pipeline-root is empty"):
+        submit("http://127.0.0.1:9", [], pipeline_root=" ")
+
+
+@pytest.mark.parametrize(
+    "states,error,code,said",
+    [
+        (("PENDING", "RUNNING", "SUCCEEDED"), None, 0, "run run-0001: SUCCEEDED"),
+        (
+            ("RUNNING", "FAILED"),
+            "task train-learner failed: OOMKilled",
+            1,
+            "failed: task train-learner failed: OOMKilled",
+        ),
+        (("RUNNING", "CANCELING", "CANCELED"), None, 1, "canceled: no error message"),
+    ],
+)
+def test_watch_follows_the_run_to_its_end(states, error, code, said):
+    """The end states are kubeflow/pipelines backend/api/v2beta1/run.proto's RuntimeState SUCCEEDED,
+    SKIPPED, FAILED and CANCELED (kfp.Client.wait_for_run_completion misses CANCELED and would wait
+    for its timeout)."""
+    lines = []
+    with FakeKFP(states=states, error=error) as kfp:
+        assert watch(kfp.url, "run-0001", poll_seconds=0.01, log=lines.append) == code
+    assert [ln.split(": ")[1] for ln in lines if ln.startswith("run run-0001: ")] == list(dict.fromkeys(states))
+    assert said in "\n".join(lines)
+
+
+def test_cli_watch_exits_non_zero_when_the_run_fails():
+    with FakeKFP(states=("RUNNING", "FAILED"), error="boom") as kfp:
+        r = subprocess.run(
+            [sys.executable, "-m", "jestflow", "submit", "--host", kfp.url, "--cpu", "--watch"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**__import__("os").environ, "JESTFLOW_WATCH_POLL": "0.05"},
+        )
+    assert r.returncode == 1, r.stderr
+    assert f"{kfp.url}/#/runs/details/run-0001" in r.stdout and "run run-0001 failed: boom" in r.stdout

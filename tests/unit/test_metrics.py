@@ -76,7 +76,7 @@ def test_training_values():
 
 def test_scoring_values():
     s = full_run()[1]
-    assert s.value("jestflow_scored_examples_total") == 350 and s.value("jestflow_skipped_samples") == 3
+    assert s.value("jestflow_scored_examples_total") == 350 and s.value("jestflow_skipped_samples_total") == 3
 
 
 def test_uniform_sets_no_learnability_and_unknown_noise_is_not_reported():
