@@ -106,7 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="output folder")
     _common(t)
 
-    e = sub.add_parser("evaluate", help="stage 4: zero-shot top-1 and retrieval recall on a held-out split")
+    e = sub.add_parser(
+        "evaluate",
+        help="stage 4: zero-shot top-1 and retrieval recall on a held-out split",
+        description="Evaluate a model folder on a held-out split: image->text and text->image recall@1/@5 "
+        "and, when the split has classes.json, zero-shot top-1 (each sample's metadata label must be a class "
+        "index of it). Prints the metrics; --out also writes them as JSON.",
+    )
     e.add_argument("--model", required=True, help="model folder (model.pt + tokenizer.json)")
     e.add_argument("--data", required=True, help="evaluation split (with classes.json for zero-shot)")
     e.add_argument("--out", help="write metrics JSON here (default: print only)")

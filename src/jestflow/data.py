@@ -8,10 +8,17 @@ The reader streams: it holds one shard's current sample plus a bounded shuffle b
 Per-sample problems (undecodable image, missing or empty caption, ...) are skipped and counted in a
 `ReadStats`; past `max_bad_fraction` the read fails loudly. Structural problems (corrupt tar, unsafe
 member names, duplicate uids within a shard) raise `ValueError` naming the file and uid.
+
+Shards are read by `tar_members`, not `tarfile`'s stream reader: that one takes a damaged header
+after the first member for the end of the archive and silently drops the rest of the shard. Here a
+shard is read to its real end: every header's checksum is checked, every member must be complete,
+the archive must end with its end-of-archive marker and nothing but zero padding may follow, or the
+read fails naming the shard and the byte offset.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import random
@@ -209,35 +216,148 @@ def iter_shard(
         return [s for s in out if s is not None]
 
     with storage.open_read(shard) as raw:
-        try:
-            tar = tarfile.open(fileobj=raw, mode="r|*")
-        except tarfile.TarError as e:
-            raise ValueError(f"{shard}: not a readable tar file ({e})") from None
         uid, parts = None, {}
-        try:
-            for member in tar:
-                if not member.isfile():
-                    _split_key(member.name, shard)  # still refuse unsafe names
-                    continue
-                key, ext = _split_key(member.name, shard)
-                data = tar.extractfile(member).read()
-                if key != uid and uid is not None:
-                    s = flush(uid, parts)
-                    if s is not None:
-                        yield s
-                    if pool is not None:
-                        yield from drain(force=False)
-                    parts = {}
-                uid = key
-                parts[ext] = data
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise ValueError(f"{shard}: corrupt or truncated tar ({e})") from None
+        for name, data in tar_members(raw, shard):
+            key, ext = _split_key(name, shard)
+            if key != uid and uid is not None:
+                s = flush(uid, parts)
+                if s is not None:
+                    yield s
+                if pool is not None:
+                    yield from drain(force=False)
+                parts = {}
+            uid = key
+            parts[ext] = data
         if uid is not None:
             s = flush(uid, parts)
             if s is not None:
                 yield s
         if pool is not None:
             yield from drain(force=True)
+
+
+BLOCK = tarfile.BLOCKSIZE
+REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
+
+
+class _Reader:
+    """Exact reads from a stream, counting the offset (for error messages)."""
+
+    def __init__(self, raw, shard: str):
+        self.raw, self.shard, self.offset = raw, shard, 0
+
+    def read(self, n: int) -> bytes:
+        chunks, want = [], n
+        while want:
+            chunk = self.raw.read(min(want, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            want -= len(chunk)
+        data = b"".join(chunks)
+        self.offset += len(data)
+        return data
+
+
+def tar_members(raw, shard: str) -> Iterator[tuple[str, bytes]]:
+    """(name, data) of every regular file of the tar stream `raw`, in order; other member types are
+    skipped (their names still checked). Handles ustar, GNU long names and pax headers, and gzip.
+
+    Raises `ValueError` naming `shard` and the byte offset for: a header whose checksum or fields are
+    wrong, a member shorter than its header says, a stream that ends without the end-of-archive
+    marker, and anything but zero bytes after that marker."""
+    head = raw.read(2)
+    if head[:2] == b"\x1f\x8b":
+        raw = gzip.GzipFile(fileobj=_Prefixed(head, raw))
+        head = b""
+    r = _Reader(_Prefixed(head, raw), shard)
+    long_name, pax = None, {}
+    while True:
+        at = r.offset
+        block = r.read(BLOCK)
+        if not block and at == 0:
+            raise ValueError(f"{shard}: not a readable tar file (empty)")
+        if len(block) < BLOCK:
+            where = f"inside the header at byte {at}" if block else "without the end-of-archive marker"
+            raise ValueError(
+                f"{shard}: truncated tar: the stream ends at byte {r.offset} {where}; the rest of the shard is missing"
+            )
+        if block.count(0) == BLOCK:  # end-of-archive marker: only zero padding may follow
+            _check_padding(r, shard)
+            return
+        try:
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as e:
+            what = "not a readable tar file" if at == 0 else "corrupt tar header"
+            raise ValueError(f"{shard}: {what} at byte {at} ({e})") from None
+        size = int(pax.get("size", info.size))
+        data = r.read(size)
+        if len(data) < size:
+            raise ValueError(
+                f"{shard}: truncated tar: member {info.name!r} at byte {at} declares {size} bytes, "
+                f"only {len(data)} are there"
+            )
+        r.read(-size % BLOCK)  # padding to the next header (its absence shows as a short header next)
+        if info.type == tarfile.GNUTYPE_LONGNAME:
+            long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            continue
+        if info.type == tarfile.XHDTYPE:
+            pax = _pax_records(data, shard, at)
+            continue
+        if info.type in (tarfile.XGLTYPE, tarfile.GNUTYPE_LONGLINK):
+            continue
+        name = pax.get("path") or long_name or info.name
+        long_name, pax = None, {}
+        if info.type in REGULAR:
+            yield name, data
+        else:
+            _split_key(name, shard)  # not a file: skipped, but an unsafe name is still refused
+
+
+def _check_padding(r: _Reader, shard: str) -> None:
+    while True:
+        at = r.offset
+        chunk = r.read(1 << 16)
+        if not chunk:
+            return
+        if chunk.count(0) != len(chunk):
+            first = at + next(i for i, b in enumerate(chunk) if b)
+            raise ValueError(
+                f"{shard}: corrupt tar: data at byte {first} after the end-of-archive marker at byte "
+                f"{r.offset - len(chunk)} or earlier (a damaged header or an appended archive); samples there would be lost"
+            )
+
+
+def _pax_records(data: bytes, shard: str, at: int) -> dict:
+    """A pax extended header's `length key=value\n` records."""
+    out, i = {}, 0
+    try:
+        while i < len(data) and data[i : i + 1] != b"\0":
+            space = data.index(b" ", i)
+            length = int(data[i:space])
+            key, _, value = data[space + 1 : i + length - 1].partition(b"=")
+            out[key.decode()] = value.decode("utf-8", "surrogateescape")
+            if length <= 0:
+                raise ValueError
+            i += length
+    except ValueError:
+        raise ValueError(f"{shard}: corrupt tar: bad pax header at byte {at}") from None
+    return out
+
+
+class _Prefixed:
+    """A stream with `head` put back in front of it."""
+
+    def __init__(self, head: bytes, raw):
+        self.head, self.raw = head, raw
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            out, self.head = self.head[:n] if n >= 0 else self.head, self.head[n:] if n >= 0 else b""
+            if n < 0:
+                return out + self.raw.read()
+            return out + (self.raw.read(n - len(out)) if len(out) < n else b"")
+        return self.raw.read(n)
 
 
 def iter_split(uri: str, stats: ReadStats | None = None, image_size: int | None = None) -> Iterator[Sample]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,8 @@ from .data import ReadStats, iter_split
 from .devices import autocast
 from .model import TwoTower
 from .tokenizer import Tokenizer
+
+log = logging.getLogger("jestflow.evaluate")
 
 
 @dataclass
@@ -40,7 +43,11 @@ class EvalSet:
             classes, templates = list(d["classes"]), list(d["templates"])
             if any("{}" not in t for t in templates):
                 raise ValueError(f"{cj}: every template needs a '{{}}' placeholder")
-        labels = torch.tensor([int(s.meta.get("label", -1)) for s in samples])
+        else:
+            log.warning(
+                "evaluation split %s has no classes.json: zero-shot classification is skipped, retrieval only", uri
+            )
+        labels = torch.tensor([_label(s, classes, cj) for s in samples])
         return cls(
             [s.uid for s in samples],
             torch.from_numpy(np.stack([s.image for s in samples])),
@@ -49,6 +56,24 @@ class EvalSet:
             classes,
             templates,
         )
+
+
+def _label(sample, classes: list | None, classes_uri: str) -> int:
+    """A sample's class index from its metadata `label`: an integer in [0, len(classes)), or absent (-1).
+    Anything else would give a wrong zero-shot accuracy without a word, so it fails naming the uid."""
+    if "label" not in sample.meta:
+        return -1
+    label = sample.meta["label"]
+    if not isinstance(label, int) or isinstance(label, bool):
+        raise ValueError(f"evaluation sample {sample.uid}: label {label!r} is not an integer class index")
+    if classes is None:
+        return label  # no zero-shot without classes.json; the label is not used
+    if not 0 <= label < len(classes):
+        raise ValueError(
+            f"evaluation sample {sample.uid}: label {label} is not a class index of {classes_uri} "
+            f"({len(classes)} classes: 0..{len(classes) - 1})"
+        )
+    return label
 
 
 def _embed(model: TwoTower, images, tokens, batch_size, device):

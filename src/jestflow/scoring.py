@@ -14,6 +14,7 @@ cache that does not match its pool stops with an error naming the first differen
 from __future__ import annotations
 
 import io
+import logging
 import time
 
 import numpy as np
@@ -29,6 +30,8 @@ from .progress import show_progress
 from .selection import Embeds
 from .tokenizer import Tokenizer
 
+log = logging.getLogger("jestflow.scoring")
+
 FORMAT = "jestflow-scores/1"
 
 
@@ -37,12 +40,14 @@ def _shard_file(cache_uri: str, shard: str) -> str:
 
 
 def _read_npz(uri: str) -> dict:
+    import zipfile
+
     with storage.open_read(uri) as f:
         try:
             with np.load(io.BytesIO(f.read()), allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-        except (ValueError, OSError, EOFError) as e:
-            raise ValueError(f"{uri}: unreadable score shard ({e})") from None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{uri}: unreadable score shard ({type(e).__name__}: {e}); score the pool again") from None
 
 
 def quantize(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -71,8 +76,11 @@ def score_shard(
     device: str,
     stats: ReadStats,
     dtype: str = "float16",
+    made_from: dict | None = None,
 ) -> dict:
-    """Embed one pool shard with the reference and write its score file atomically."""
+    """Embed one pool shard with the reference and write its score file atomically. `made_from`: what
+    the scores were made from (the shard's and the reference's fingerprints), stored in the file so a
+    resumed run reuses it only for the same shard and reference."""
     model.eval()
     uids, img, txt, loss = [], [], [], []
     buf = []
@@ -100,11 +108,26 @@ def score_shard(
         **_embedding_arrays("img", torch.cat(img) if img else torch.zeros(0, d), dtype),
         **_embedding_arrays("txt", torch.cat(txt) if txt else torch.zeros(0, d), dtype),
         "loss": torch.cat(loss).numpy() if loss else np.zeros((0,), np.float32),
+        **{k: np.array(v) for k, v in (made_from or {}).items()},
     }
     with storage.atomic_path(out_uri) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-    return {"n": len(uids)}
+    return {"n": len(uids), "uids": arrays["uids"]}
+
+
+def _reusable(out: str, made_from: dict, dtype: str) -> dict | None:
+    """The score file at `out` if a resumed run may keep it: complete (written atomically), of this
+    precision, and made from this very shard by this very reference; else None (rescore)."""
+    if not storage.exists(out):
+        return None
+    try:
+        done = _read_npz(out)
+    except ValueError as e:
+        log.warning("%s; scoring the shard again", e)
+        return None
+    same = all(str(done.get(k, "")) == v for k, v in made_from.items())
+    return done if same and ("img_scale" in done) == (dtype == "int8") else None
 
 
 def score_pool(
@@ -120,26 +143,39 @@ def score_pool(
     shards: list[str] | None = None,
     on_shard=None,
     dtype: str = "float16",
+    reference_id: str = "",
 ) -> dict:
     """Score every pool shard not yet scored (resumable), then write the index last. `dtype`: how the
-    embeddings are stored (float16, or int8 with a per-row scale)."""
+    embeddings are stored (float16, or int8 with a per-row scale). `reference_id`: identifies the
+    reference's weights; a score file is reused only if it was made from the same shard content and
+    the same reference."""
     t0 = time.time()
     shards = list_shards(pool_uri) if shards is None else shards
     stats = ReadStats(max_bad_fraction=max_bad_fraction)
     entries = []
+    seen: dict[str, str] = {}  # uid -> shard: duplicates across shards fail here, not at training
     for shard in tqdm(shards, desc="score", unit="shard", disable=not show_progress(progress)):
         out = _shard_file(cache_uri, shard)
-        done = _read_npz(out) if storage.exists(out) else None  # a score file exists only once complete
-        if done is not None and ("img_scale" in done) == (dtype == "int8"):  # resume: reuse it
-            n = len(done["uids"])
-        else:  # not scored yet, or stored at another precision: (re)score it
-            n = score_shard(model, tokenizer, shard, out, batch_size, device, stats, dtype)["n"]
+        made_from = {"shard_fingerprint": storage.fingerprint(shard), "reference_id": reference_id}
+        done = _reusable(out, made_from, dtype)
+        if done is None:  # not scored yet, or from another shard, reference or precision: (re)score it
+            done = {
+                "uids": score_shard(model, tokenizer, shard, out, batch_size, device, stats, dtype, made_from)["uids"]
+            }
+        for uid in done["uids"].tolist():
+            if uid in seen:
+                raise ValueError(
+                    f"duplicate uid {uid!r} in pool shards {storage.basename(seen[uid])} and {storage.basename(shard)}: "
+                    "uids must be unique across the pool (the score cache is looked up by uid)"
+                )
+            seen[uid] = shard
+        n = len(done["uids"])
         entries.append(
             {
                 "shard": storage.basename(shard),
                 "bytes": storage.size(shard),
                 "n": n,
-                "fingerprint": storage.fingerprint(shard),
+                "fingerprint": made_from["shard_fingerprint"],
                 "file": storage.basename(out),
             }
         )

@@ -16,7 +16,20 @@ from .train import Callback, train
 
 
 def _write_config(cfg: C.Config, out_dir: str, name: str = "config.yaml") -> None:
-    storage.write_bytes(storage.join(out_dir, name), C.dump(cfg).encode())
+    """Record the configuration in `out_dir`, unless the folder holds a run (a checkpoint) made with
+    another one: then refuse before touching anything, so the folder keeps describing what it holds."""
+    uri, text = storage.join(out_dir, name), C.dump(cfg)
+    if storage.exists(storage.join(out_dir, "checkpoint.pt")) and storage.exists(uri) and _read_text(uri) != text:
+        raise ValueError(
+            f"{out_dir} holds a run made with another configuration ({uri} differs); "
+            "use a new --out or delete that folder"
+        )
+    storage.write_bytes(uri, text.encode())
+
+
+def _read_text(uri: str) -> str:
+    with storage.open_read(uri) as f:
+        return f.read().decode("utf-8", "replace")
 
 
 def train_reference(
@@ -68,6 +81,7 @@ def score(
         shards,
         on_shard=metrics.scored if metrics else None,
         dtype=cfg.score.dtype,
+        reference_id=storage.fingerprint(storage.join(reference, "model.pt")),
     )
     if metrics:
         metrics.end()

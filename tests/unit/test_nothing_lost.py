@@ -1,0 +1,151 @@
+"""Issue 16: inputs that used to lose or mix up data with exit code 0. Each case now fails naming the
+shard, uid or file, or redoes the work, and each test failed on the main before the fix (noted)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from cli import smoke_args
+from jestflow.cli import main
+from shards import members, write_tar
+
+
+def _npz(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture
+def scored_copy(smoke_scored, tmp_path):
+    """A private pool and score cache (the shared ones must stay as they are)."""
+    shutil.copytree(smoke_scored / "data" / "pool", tmp_path / "pool")
+    shutil.copytree(smoke_scored / "scores", tmp_path / "scores")
+    return tmp_path
+
+
+def _score(ref, pool, out, *sets):
+    return main(smoke_args("score", *sets, reference=ref, data=pool, out=out))
+
+
+def test_rescoring_a_changed_shard_does_not_reuse_its_stale_scores(smoke_scored, scored_copy, capsys):
+    """Was: re-running `score` into the same folder reused every .npz there and wrote the new shard
+    fingerprints into index.json, so the advice "score the pool again" gave `train` stale scores."""
+    pool, scores = scored_copy / "pool", scored_copy / "scores"
+    shard = sorted(pool.glob("*.tar"))[0]
+    write_tar(shard, members(shard)[:-6])  # two samples fewer (3 members each): the pool changed after scoring
+    assert _score(smoke_scored / "ref", pool, scores) == 0
+    index = json.loads((scores / "index.json").read_text())
+    entry = next(e for e in index["shards"] if e["shard"] == shard.name)
+    stored = _npz(scores / entry["file"])
+    assert entry["n"] == len(stored["uids"]) == len({name.split(".")[0] for name, _ in members(shard)}) == 198
+    assert index["n"] == sum(len(_npz(scores / e["file"])["uids"]) for e in index["shards"])
+    args = smoke_args("train", "learner.steps=2", "learner.eval_every=0", method="jest", data=pool, scores=scores)
+    assert main([*args, "--out", str(scored_copy / "t")]) == 0
+
+
+def test_rescoring_with_another_reference_rescores_every_shard(smoke_scored, scored_copy):
+    """Was: with a different --reference the old embeddings stayed while index.json named the new model."""
+    ref2 = scored_copy / "ref2"
+    curated = smoke_scored / "data" / "curated"
+    assert main(smoke_args("train-reference", "reference.steps=2", data=curated, out=ref2)) == 0
+    before = {p.name: _npz(p)["img"] for p in (scored_copy / "scores").glob("*.npz")}
+    assert _score(ref2, scored_copy / "pool", scored_copy / "scores") == 0
+    for name, old in before.items():
+        new = _npz(scored_copy / "scores" / name)
+        assert not np.array_equal(new["img"], old), name  # made by ref2 now
+        assert str(new["reference_id"]).startswith("sha256")  # and says by which weights
+    # The same reference again: nothing to redo, the files are reused as they are.
+    stamp = {p.name: p.stat().st_mtime_ns for p in (scored_copy / "scores").glob("*.npz")}
+    assert _score(ref2, scored_copy / "pool", scored_copy / "scores") == 0
+    assert stamp == {p.name: p.stat().st_mtime_ns for p in (scored_copy / "scores").glob("*.npz")}
+
+
+def test_duplicate_uids_across_shards_fail_while_scoring(smoke_scored, scored_copy, capsys):
+    """Was: they passed `score` and failed only at `train`, after the scoring compute was spent."""
+    pool = scored_copy / "pool"
+    a, b = sorted(pool.glob("*.tar"))[:2]
+    stolen = members(a)[:3]  # one sample (image, caption, metadata) of shard a, copied into shard b
+    write_tar(b, members(b) + stolen)
+    out = scored_copy / "fresh"
+    assert _score(smoke_scored / "ref", pool, out) == 2
+    err = capsys.readouterr().err
+    uid = stolen[0][0].split(".")[0]
+    assert f"duplicate uid '{uid}' in pool shards {a.name} and {b.name}" in err
+    assert not (out / "index.json").exists()
+
+
+def test_a_truncated_score_file_is_one_line_and_rescored(smoke_scored, scored_copy, capsys):
+    """Was: a BadZipFile traceback."""
+    npz = sorted((scored_copy / "scores").glob("*.npz"))[0]
+    npz.write_bytes(npz.read_bytes()[:300])
+    args = smoke_args("train", "learner.steps=2", "learner.eval_every=0", method="jest")
+    run = [*args, "--data", str(scored_copy / "pool"), "--scores", str(scored_copy / "scores")]
+    assert main([*run, "--out", str(scored_copy / "t")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{npz}: unreadable score shard (BadZipFile" in err
+    assert _score(smoke_scored / "ref", scored_copy / "pool", scored_copy / "scores") == 0  # resumes: rescored
+    assert len(_npz(npz)["uids"]) > 0
+
+
+def _eval_copy(smoke_scored, tmp_path, label_of):
+    ev = tmp_path / "eval"
+    shutil.copytree(smoke_scored / "data" / "eval", ev)
+    shard = sorted(ev.glob("*.tar"))[0]
+    items = []
+    for name, data in members(shard):
+        if name.endswith(".json"):
+            meta = json.loads(data)
+            meta["label"] = label_of(meta["label"])
+            data = json.dumps(meta).encode()
+        items.append((name, data))
+    write_tar(shard, items)
+    return ev
+
+
+@pytest.mark.parametrize(
+    "label_of,message",
+    [
+        (lambda k: 99, "label 99 is not a class index of"),
+        (lambda k: -2, "label -2 is not a class index"),
+        (lambda k: str(k), "is not an integer class index"),
+        (lambda k: k + 0.5, "is not an integer class index"),
+        (lambda k: True, "label True is not an integer class index"),
+    ],
+)
+def test_evaluation_labels_are_checked_against_classes(smoke_scored, tmp_path, capsys, label_of, message):
+    """Was: labels of 99, -2, "3" or 2.5 gave a wrong zero-shot accuracy with exit code 0."""
+    ev = _eval_copy(smoke_scored, tmp_path, label_of)
+    args = smoke_args("evaluate", model=smoke_scored / "ref", data=ev, out=tmp_path / "r.json")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "evaluation sample " in err and err.count("\n") == 1
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_fewer_classes_than_labels_fail(smoke_scored, tmp_path, capsys):
+    ev = _eval_copy(smoke_scored, tmp_path, lambda k: k)
+    cj = json.loads((ev / "classes.json").read_text())
+    (ev / "classes.json").write_text(json.dumps({**cj, "classes": cj["classes"][:3]}))
+    assert main(smoke_args("evaluate", model=smoke_scored / "ref", data=ev, out=tmp_path / "r.json")) == 2
+    assert "(3 classes: 0..2)" in capsys.readouterr().err
+
+
+def test_an_eval_split_without_classes_says_zero_shot_is_skipped(smoke_scored, tmp_path, caplog):
+    ev = _eval_copy(smoke_scored, tmp_path, lambda k: k)
+    (ev / "classes.json").unlink()
+    assert main(smoke_args("evaluate", model=smoke_scored / "ref", data=ev, out=tmp_path / "r.json")) == 0
+    assert "no classes.json: zero-shot classification is skipped" in caplog.text
+    assert "zeroshot_top1" not in json.loads((tmp_path / "r.json").read_text())
+
+
+def test_another_method_into_a_finished_run_leaves_its_config_alone(smoke_scored, tmp_path, capsys):
+    """Was: the run was refused, correctly, but only after its config.yaml had been rewritten."""
+    pool, scores, out = smoke_scored / "data" / "pool", smoke_scored / "scores", tmp_path / "run"
+    sets = ("learner.steps=2", "learner.eval_every=0")
+    assert main(smoke_args("train", *sets, method="jest", data=pool, scores=scores, out=out)) == 0
+    before = (out / "config.yaml").read_text()
+    assert main(smoke_args("train", *sets, method="uniform", data=pool, scores=scores, out=out)) == 2
+    assert "holds a run made with another configuration" in capsys.readouterr().err
+    assert (out / "config.yaml").read_text() == before
