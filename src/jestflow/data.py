@@ -323,8 +323,8 @@ def _check_padding(r: _Reader, shard: str) -> None:
         if chunk.count(0) != len(chunk):
             first = at + next(i for i, b in enumerate(chunk) if b)
             raise ValueError(
-                f"{shard}: corrupt tar: data at byte {first} after the end-of-archive marker at byte "
-                f"{r.offset - len(chunk)} or earlier (a damaged header or an appended archive); samples there would be lost"
+                f"{shard}: corrupt tar: data at byte {first} after the end-of-archive marker (a damaged "
+                "header or an appended archive); samples there would be lost"
             )
 
 

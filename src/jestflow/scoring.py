@@ -164,8 +164,9 @@ def score_pool(
             }
         for uid in done["uids"].tolist():
             if uid in seen:
+                first, again = storage.basename(seen[uid]), storage.basename(shard)
                 raise ValueError(
-                    f"duplicate uid {uid!r} in pool shards {storage.basename(seen[uid])} and {storage.basename(shard)}: "
+                    f"duplicate uid {uid!r} in pool shards {first} and {again}: "
                     "uids must be unique across the pool (the score cache is looked up by uid)"
                 )
             seen[uid] = shard

@@ -14,9 +14,9 @@ import signal
 import numpy as np
 import pytest
 from PIL import Image
-from shards import write_tar
 
 from jestflow.data import ReadStats, iter_shard
+from shards import write_tar
 
 N = 24
 
