@@ -432,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"jestflow: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file where a folder should be, a read-only folder, a full disk: one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"jestflow: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("jestflow: interrupted", file=sys.stderr)
         return 130

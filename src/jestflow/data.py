@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import random
 import tarfile
 from collections import deque
@@ -34,6 +35,21 @@ from . import storage
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 MAX_CAPTION_CHARS = 2000
+MAX_PIXELS_ENV = "JESTFLOW_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 36_000_000  # 6000 x 6000: far above any training resolution, ~108 MB decoded
+# jestflow checks the size itself, before decoding, against max_image_pixels(); PIL's own check would
+# warn at 89 MP and call bigger images "undecodable".
+Image.MAX_IMAGE_PIXELS = None
+
+
+def max_image_pixels() -> int:
+    """Images with more pixels are skipped as "image-too-large" without being decoded ($JESTFLOW_MAX_IMAGE_PIXELS)."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "")
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ValueError(f"${MAX_PIXELS_ENV}={raw!r} must be a positive number of pixels")
+    return int(raw)
 
 
 @dataclass
@@ -100,7 +116,9 @@ def _decode(uid: str, parts: dict, shard: str, image_size: int | None) -> tuple[
     if len(caption) > MAX_CAPTION_CHARS:
         return None, "caption-too-long"
     try:
-        with Image.open(io.BytesIO(parts[img_key])) as im:
+        with Image.open(io.BytesIO(parts[img_key])) as im:  # reads the header only
+            if im.size[0] * im.size[1] > max_image_pixels():
+                return None, "image-too-large"
             im = im.convert("RGB")
             if image_size and im.size != (image_size, image_size):
                 im = im.resize((image_size, image_size), Image.BILINEAR)

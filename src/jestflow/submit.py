@@ -138,14 +138,58 @@ def watch(host: str, run_id: str, namespace=None, token=None, poll_seconds=None,
         time.sleep(poll_seconds)
 
 
+def request_timeout() -> float:
+    """Seconds a KFP endpoint may take to answer one request ($JESTFLOW_KFP_TIMEOUT, default 30)."""
+    raw = os.environ.get("JESTFLOW_KFP_TIMEOUT", "30")
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"$JESTFLOW_KFP_TIMEOUT={raw!r} must be a number of seconds") from None
+
+
 def _client(host, namespace, token):
+    """A kfp.Client for `host`, once the endpoint has answered a health check within request_timeout()
+    (kfp.Client itself would wait forever on an endpoint that accepts but never answers)."""
+    import logging
+    import socket
     import warnings
 
     import kfp
 
+    if not host.startswith(("http://", "https://")):
+        raise ValueError(
+            f"--host {host!r} has no scheme: give http://{host} (a port-forward, e.g. make kind-run's) or "
+            f"https://{host} (KFP behind a load balancer, IAP or Dex)"
+        )
     warnings.filterwarnings("ignore", message="This client only works with", category=FutureWarning)
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # its retry chatter: one error instead
     token = token or os.environ.get(TOKEN_ENV) or None
+    _health(host, token)
+    socket.setdefaulttimeout(request_timeout())  # kfp's HTTP client has no timeout of its own
     return _call(host, lambda: kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token))
+
+
+def _health(host: str, token: str | None) -> None:
+    import urllib.error
+    import urllib.request
+
+    url = f"{host.rstrip('/')}/apis/v2beta1/healthz"
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=request_timeout()):
+            return
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            raise ValueError(
+                f"Kubeflow Pipelines at {host} refused the request ({e.code}): behind IAP or Dex? "
+                f"pass --token or set ${TOKEN_ENV}"
+            ) from None
+        return  # it answers; the API calls will say what is wrong
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            reason = f"no answer within {request_timeout():.0f} s"
+        raise ValueError(f"could not reach Kubeflow Pipelines at {host}: {reason}") from None
 
 
 def _call(host, fn, what: str = "submit to"):

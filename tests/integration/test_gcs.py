@@ -91,3 +91,58 @@ def test_stages_read_and_write_a_bucket(gcs):
     )
     uploads = [r for r in gcs.requests if r.startswith("POST /upload")]
     assert len(uploads) == 4  # pool-00002.npz, tokenizer.json, index.json, score-config.yaml
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound then closed: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _isolated_env(tmp_path, **extra):
+    """No credentials anywhere: no key file, no gcloud config, and the GCE metadata server (which
+    google-auth would probe) pointed at a closed port on 127.0.0.1."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "STORAGE_EMULATOR", "CLOUDSDK"))}
+    port = _closed_port()
+    env.update(
+        HOME=str(tmp_path),
+        CLOUDSDK_CONFIG=str(tmp_path / "gcloud"),
+        GCE_METADATA_HOST=f"127.0.0.1:{port}",
+        GCE_METADATA_IP=f"127.0.0.1:{port}",
+        NO_GCE_CHECK="True",
+        **extra,
+    )
+    return env
+
+
+def test_no_credentials_is_one_line_naming_the_bucket(smoke_scored, tmp_path):
+    """Issue 16: was a DefaultCredentialsError traceback."""
+    from cli import run_jestflow
+
+    r = run_jestflow(*smoke_args("evaluate", model=smoke_scored / "ref", data="gs://team-bucket/eval"),
+                     env=_isolated_env(tmp_path), timeout=120)  # fmt: skip
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert "gs://team-bucket: no Google Cloud credentials: set GOOGLE_APPLICATION_CREDENTIALS" in lines[0]
+
+
+def test_unreachable_endpoint_gives_up_at_the_deadline_saying_so(smoke_scored, tmp_path):
+    """Issue 16: was 120 s of silence, then a 130-line RetryError. Now each retry is logged, the
+    deadline is $JESTFLOW_GCS_DEADLINE, and the end is one line naming the bucket."""
+    import time
+
+    from cli import run_jestflow
+
+    env = _isolated_env(tmp_path, STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{_closed_port()}", JESTFLOW_GCS_DEADLINE="4")
+    t0 = time.monotonic()
+    r = run_jestflow(*smoke_args("evaluate", model=smoke_scored / "ref", data="gs://team-bucket/eval"),
+                     env=env, timeout=120)  # fmt: skip
+    took = time.monotonic() - t0
+    assert r.returncode == 2, r.stderr[-2000:]
+    err = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert "retrying" in r.stderr  # said while it waited
+    assert err[-1].startswith("jestflow: error: gs://team-bucket: unreachable, gave up after 4 s of retries")
+    assert not any(ln.startswith("Traceback") for ln in err)
+    assert took < 60

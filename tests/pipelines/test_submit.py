@@ -57,7 +57,7 @@ def test_cpu_variant_for_kind():
         pytest.param(["steps=abc"], "steps='abc': expected int", id="wrong-type"),
         pytest.param(["filter_ratio=1.5"], "filter_ratio=1.5 must be in (0, 1)", id="bad-value"),
         pytest.param(["method=magic"], "method='magic' is not one of", id="bad-method"),
-        pytest.param([], "could not submit to Kubeflow Pipelines at http://127.0.0.1:9", id="unreachable-host"),
+        pytest.param([], "could not reach Kubeflow Pipelines at http://127.0.0.1:9", id="unreachable-host"),
     ],
 )
 def test_submit_errors_are_one_line(params, message):
@@ -99,7 +99,8 @@ def test_submit_options_reach_the_run():
     assert spec["pipelineInfo"]["name"] == "jestflow-jest-multinode"
     cached = [t.get("cachingOptions", {}).get("enableCache") for t in spec["root"]["dag"]["tasks"].values()]
     assert cached and not any(cached)
-    assert all(h.get("authorization") == "Bearer s3cret" for h in headers), headers[:1]
+    auth = [{k.lower(): v for k, v in h.items()}.get("authorization") for h in headers]
+    assert auth and all(a == "Bearer s3cret" for a in auth), headers[:1]  # the health check's too
 
 
 def test_empty_pipeline_root_is_refused():
@@ -142,3 +143,36 @@ def test_cli_watch_exits_non_zero_when_the_run_fails():
         )
     assert r.returncode == 1, r.stderr
     assert f"{kfp.url}/#/runs/details/run-0001" in r.stdout and "run run-0001 failed: boom" in r.stdout
+
+
+def test_a_host_that_never_answers_is_one_line_within_the_timeout():
+    """Issue 16: an endpoint that accepts connections but never answers hung `jestflow submit`
+    forever (kfp.Client sets no timeout), and `--host 127.0.0.1:8080` silently became https."""
+    import os
+    import socket
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepts into the backlog, never reads or answers
+        host = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        t0 = time.monotonic()
+        r = subprocess.run(
+            [sys.executable, "-m", "jestflow", "submit", "--host", host, "--cpu"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "JESTFLOW_KFP_TIMEOUT": "2"},
+        )
+        took = time.monotonic() - t0
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0] == f"jestflow: error: could not reach Kubeflow Pipelines at {host}: no answer within 2 s"
+    assert took < 60
+    r = subprocess.run(
+        [sys.executable, "-m", "jestflow", "submit", "--host", "127.0.0.1:9", "--cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "--host '127.0.0.1:9' has no scheme: give http://127.0.0.1:9" in r.stderr

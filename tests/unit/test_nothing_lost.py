@@ -149,3 +149,54 @@ def test_another_method_into_a_finished_run_leaves_its_config_alone(smoke_scored
     assert main(smoke_args("train", *sets, method="uniform", data=pool, scores=scores, out=out)) == 2
     assert "holds a run made with another configuration" in capsys.readouterr().err
     assert (out / "config.yaml").read_text() == before
+
+
+def test_out_that_is_a_file_is_one_line(tmp_path, capsys):
+    """Issue 16: was a NotADirectoryError traceback."""
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder")
+    assert main(["data", "demo", *smoke_args("x", out=blocker / "demo")[1:]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"jestflow: error: {blocker / 'demo' / 'curated'}: Not a directory"
+
+
+def test_out_in_a_read_only_folder_is_one_line(tmp_path, capsys):
+    import os
+
+    try:  # sysfs is read-only even for root (file modes are not, on these machines)
+        os.mkdir("/sys/jestflow-probe")
+        os.rmdir("/sys/jestflow-probe")
+        pytest.skip("/sys is writable here")
+    except OSError:
+        pass
+    assert main(["data", "demo", *smoke_args("x", out="/sys/jestflow-out")[1:]]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("jestflow: error: /sys/jestflow-out")
+
+
+def test_oversized_images_are_skipped_under_their_own_reason_without_decoding(tmp_path, monkeypatch):
+    """Issue 16: a 12,000² PNG cost 1.4 GB and printed PIL's DecompressionBombWarning; a 20,000² one was
+    skipped as "undecodable". Now the size is read from the header and checked against
+    $JESTFLOW_MAX_IMAGE_PIXELS (default 36 MP) before anything is decoded."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    from jestflow.data import ReadStats, iter_shard
+
+    def png(side):
+        buf = io.BytesIO()
+        Image.new("RGB", (side, side), (200, 10, 10)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    big = png(8_000)  # 64 MP, a few hundred kB compressed: decoding it would take 192 MB
+    items = [("a.png", png(16)), ("a.txt", b"small"), ("b.png", big), ("b.txt", b"huge")]
+    write_tar(tmp_path / "s.tar", items)
+    stats = ReadStats(max_bad_fraction=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning
+        got = [x.uid for x in iter_shard(str(tmp_path / "s.tar"), stats)]
+    assert got == ["a"] and stats.skipped == {"image-too-large": 1}
+    monkeypatch.setenv("JESTFLOW_MAX_IMAGE_PIXELS", "100")  # configurable: now the 16² one is too large too
+    stats = ReadStats(max_bad_fraction=1.0)
+    assert list(iter_shard(str(tmp_path / "s.tar"), stats)) == [] and stats.skipped == {"image-too-large": 2}
