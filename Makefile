@@ -1,6 +1,11 @@
 # jestflow — `make run` runs the whole pipeline on the embedded demo data; `make test` runs the tests.
 SHELL := /bin/bash
-PYTHON ?= python3
+# Everything installs into a project virtual environment, .venv (created on first use): a stock Debian 12
+# or Ubuntu 24.04 python3 is "externally managed" (PEP 668) and refuses pip. PYTHON=/path/to/python
+# uses that interpreter instead, as it is.
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+JESTFLOW := $(PYTHON) -m jestflow
 PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 PRESET ?= demo
 OUT ?= runs/$(PRESET)
@@ -13,7 +18,18 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: PRESET=$(PRESET) OUT=$(OUT) DATA=$(DATA) PYTHON=$(PYTHON)"
 
-$(STAMP)/installed: pyproject.toml constraints.txt
+$(VENV)/bin/python:
+	@python3 -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv && python3 -m venv $(VENV); \
+	  else echo "python3 -m venv failed: install python3-venv (Debian/Ubuntu: sudo apt-get install python3-venv), or run make PYTHON=/path/to/python" >&2; exit 1; fi; }
+	@echo "created $(VENV) ($$($(VENV)/bin/python --version))"
+
+# Installed once per interpreter: the stamp names it, so PYTHON=... installs into that one.
+INSTALLED := $(STAMP)/installed-$(subst /,_,$(PYTHON))
+$(STAMP)/installed: $(INSTALLED)
+	@touch $@
+$(INSTALLED): pyproject.toml constraints.txt $(filter $(VENV)/bin/python,$(PYTHON))
 	@mkdir -p $(STAMP)
 	$(PIP) -e ".[pipelines,test]"
 	@touch $@
@@ -21,10 +37,10 @@ $(STAMP)/installed: pyproject.toml constraints.txt
 install: $(STAMP)/installed ## install jestflow and its dependencies (CPU torch) into $(PYTHON)
 
 data: $(STAMP)/installed ## write the demo dataset for PRESET into DATA (skipped when present)
-	jestflow data demo --preset $(PRESET) --out $(DATA)
+	$(JESTFLOW) data demo --preset $(PRESET) --out $(DATA)
 
 run: $(STAMP)/installed ## the whole pipeline (reference -> score -> JEST & uniform -> evaluate -> report) on demo data
-	jestflow run --preset $(PRESET) --data $(DATA) --out $(OUT)
+	$(JESTFLOW) run --preset $(PRESET) --data $(DATA) --out $(OUT)
 
 $(STAMP)/services:
 	@mkdir -p $(STAMP)
@@ -60,21 +76,21 @@ compile: $(STAMP)/installed ## compile the pipeline into pipelines/compiled/ (th
 
 KFP_HOST ?= http://localhost:8080
 submit: $(STAMP)/installed ## submit the GPU pipeline to KFP_HOST (PARAMS="steps=2000 pool_uri=gs://..." EXPERIMENT=jestflow)
-	jestflow submit --host $(KFP_HOST) --experiment $(or $(EXPERIMENT),jestflow) $(foreach p,$(PARAMS),--param $(p))
+	$(JESTFLOW) submit --host $(KFP_HOST) --experiment $(or $(EXPERIMENT),jestflow) $(foreach p,$(PARAMS),--param $(p))
 
 bench: $(STAMP)/installed ## curation benchmark: every method vs uniform, 3 seeds (bench preset, ~21 min on 2 cores) -> BENCHMARKS.md
-	jestflow bench curation --preset bench --out bench/curation
+	$(JESTFLOW) bench curation --preset bench --out bench/curation
 	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md $(if $(wildcard bench/curation-glyphs/results.json),--second glyphs=bench/curation-glyphs)
 
 bench-extended: $(STAMP)/installed ## make bench plus the batch-size ablation (b = 32, 128, 512 at equal examples seen; reuses finished runs)
-	jestflow bench curation --preset bench --out bench/curation --batch-sizes 32,128,512
+	$(JESTFLOW) bench curation --preset bench --out bench/curation --batch-sizes 32,128,512
 	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md $(if $(wildcard bench/curation-glyphs/results.json),--second glyphs=bench/curation-glyphs)
 
 bench-glyphs: $(STAMP)/installed ## the same benchmark on the second dataset (font glyphs + Unicode names) -> BENCHMARKS.md section
-	jestflow bench curation --preset bench --set demo.dataset=glyphs --out bench/curation-glyphs
+	$(JESTFLOW) bench curation --preset bench --set demo.dataset=glyphs --out bench/curation-glyphs
 	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md --second glyphs=bench/curation-glyphs
 
-VERSION = $(shell $(PYTHON) -c "import re; print(re.search(r'__version__ = \"(.+)\"', open('src/jestflow/__init__.py').read()).group(1))")
+VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/jestflow/__init__.py)
 BASE_IMAGE ?= jestflow-base:bookworm
 CUDA_BASE_IMAGE ?= pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 IMAGE ?= ghcr.io/jestflow/jestflow
@@ -106,7 +122,8 @@ OVERLAY ?= kind
 deploy: ## kubectl apply -k manifests/overlays/OVERLAY (kind | gke-gpu)
 	kubectl apply -k manifests/overlays/$(OVERLAY)
 
-KFP_VERSION ?= 2.17.0  # the backend release matching the kfp SDK's minor (constraints.txt; a test checks)
+# The KFP backend release matching the kfp SDK's minor (constraints.txt; a test checks).
+KFP_VERSION ?= 2.17.0
 kind-up: image-cpu ## create the kind cluster, install KFP $(KFP_VERSION), load images, apply the kind overlay
 	kind create cluster --config manifests/kind/cluster.yaml
 	kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=$(KFP_VERSION)"
@@ -121,17 +138,17 @@ kind-up: image-cpu ## create the kind cluster, install KFP $(KFP_VERSION), load 
 kind-run: ## port-forward the KFP API, submit the CPU pipeline on the smoke preset and follow it to its end
 	kubectl -n kubeflow wait --for=condition=complete --timeout=600s job/jestflow-demo-data
 	kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80 >/dev/null 2>&1 & echo $$! > $(STAMP)/port-forward.pid
-	sleep 3; jestflow submit --cpu --watch --host http://127.0.0.1:8080 --param preset=smoke \
+	sleep 3; $(JESTFLOW) submit --cpu --watch --host http://127.0.0.1:8080 --param preset=smoke \
 	  --param pushgateway_url=http://jestflow-pushgateway.kubeflow.svc:9091; rc=$$?; kill $$(cat $(STAMP)/port-forward.pid); exit $$rc
 
 kind-down: ## delete the kind cluster
 	kind delete cluster --name jestflow
 
 bench-gpu: $(STAMP)/installed ## GPU: training MFU, scoring, selection, JEST/Flexi-JEST iteration vs uniform, data wait, each vs a plain PyTorch peer -> bench/gpu/gpu.md
-	jestflow bench gpu --out bench/gpu
+	$(JESTFLOW) bench gpu --out bench/gpu
 
 bench-select: $(STAMP)/installed ## dense vs chunked selection: time and peak memory (writes bench/select.md)
-	jestflow bench select --out bench
+	$(JESTFLOW) bench select --out bench
 
 clean: ## remove runs, data and caches made by these targets
 	rm -rf runs data bench $(STAMP) .pytest_cache

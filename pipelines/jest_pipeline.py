@@ -83,6 +83,7 @@ PARAMETERS = {
     "method": (str, "jest", ALL),
     "seed": (int, 0, ALL),
     "overrides": (list, [], ALL),
+    "check_data": (bool, False, ALL),  # read every shard first (`jestflow data check`); always for the demo
     "pushgateway_url": (str, "", ALL),
     "score_parts": (list, [0, 1, 2, 3], ALL),
     "accelerator_type": (str, "nvidia.com/gpu", (GPU, MULTI)),
@@ -247,6 +248,7 @@ PREPARE_INPUTS = (
     "n_chunks",
     "seed",
     "overrides",
+    "check_data",
 )
 
 jest_pipeline = build(gpu=True)

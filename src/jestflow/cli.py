@@ -47,6 +47,26 @@ def _cfg(args):
     return load_config(args.preset, args.config, args.overrides)
 
 
+def announce(args, cfg) -> str:
+    """One line, before the work starts: which preset, how much data and how many steps this runs."""
+    d, r, lr = cfg.demo, cfg.reference, cfg.learner
+    what = {
+        "data": f"demo data: curated {d.n_curated}, pool {d.n_pool}, eval {d.n_eval}",
+        "train-reference": f"reference: model {cfg.model.size}, {r.steps} steps of {r.batch_size}",
+        "score": f"scoring with batches of {cfg.eval.batch_size}, embeddings as {cfg.score.dtype}",
+        "train": f"learner ({cfg.select.method}): model {cfg.model.size}, {lr.steps} steps of {lr.batch_size}",
+        "evaluate": f"evaluation with batches of {cfg.eval.batch_size}",
+        "run": f"pipeline: model {cfg.model.size}, reference {r.steps} steps, learners {lr.steps} steps of "
+        f"{lr.batch_size}; demo data (if no URIs): pool {d.n_pool}",
+    }[args.cmd]
+    extra = ", ".join(
+        filter(None, [args.config and f"--config {args.config}", args.overrides and f"{len(args.overrides)} --set"])
+    )
+    line = f"jestflow {args.cmd}: preset {args.preset}" + (f" + {extra}" if extra else "") + f"; {what}"
+    print(line, flush=True)
+    return line
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .selection import METHODS
@@ -70,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="output folder")
     d.add_argument("--force", action="store_true", help="rewrite even if the folder already holds a demo dataset")
     _common(d)
+    dc = data.add_parser(
+        "check",
+        help="read every shard of some splits and report what would fail or lose data",
+        description="Read every shard of each SPLIT (a folder or gs:// prefix) and print the shards and "
+        "samples read, bad samples by reason, unreadable shards (with the byte offset), duplicate uids within "
+        "and across shards, and for an evaluation split whether the labels fit classes.json. Exits 1 when "
+        "anything would make a later stage fail or lose data. Nothing is written.",
+    )
+    dc.add_argument("splits", nargs="+", metavar="SPLIT", help="split folders or gs:// prefixes")
+    _common(dc)
 
     r = sub.add_parser(
         "train-reference",
@@ -102,7 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", required=True, help="pool split")
     t.add_argument("--scores", help="score cache from `jestflow score` (needed by jest, independent, easy-reference)")
     t.add_argument("--eval", help="held-out split for learning curves")
-    t.add_argument("--tokenizer-from", help="folder with tokenizer.json (default: the score cache's)")
+    t.add_argument(
+        "--tokenizer-from",
+        help="folder with tokenizer.json (default: the score cache's). Without --scores and without this, the "
+        "tokenizer is built from the pool's own noisy captions: for a like-for-like comparison with a JEST run "
+        "give the reference's folder here (the pipeline does)",
+    )
     t.add_argument("--out", required=True, help="output folder")
     _common(t)
 
@@ -265,12 +300,27 @@ def _metrics(args, stage: str, method: str = ""):
 def run(args) -> int:
     from . import stages
 
+    if args.cmd == "train" and args.method:
+        args.overrides = [*args.overrides, f"select.method={args.method}"]
+    if args.cmd == "data" and args.data_cmd == "check":
+        from .datacheck import check
+
+        cfg = _cfg(args)
+        return check(args.splits, cfg.reference.max_bad_fraction, cfg.model.image_size)
+    if args.cmd in ("data", "train-reference", "score", "train", "evaluate", "run"):
+        announce(args, _cfg(args))
     if args.cmd == "data":
+        from . import storage
         from .demo import demo_complete, make_demo
 
         cfg = _cfg(args)
         if demo_complete(args.out) and not args.force:
-            print(f"{args.out} already holds a demo dataset (use --force to rewrite)")
+            held = storage.read_json(storage.join(args.out, "demo.json")).get("config", {})
+            print(
+                f"{args.out} already holds a demo dataset (curated {held.get('n_curated', '?')}, pool "
+                f"{held.get('n_pool', '?')}, eval {held.get('n_eval', '?')}, seed {held.get('seed', '?')}; "
+                "use --force to rewrite it)"
+            )
             return 0
         summary = make_demo(args.out, cfg.demo)
         print(
@@ -291,8 +341,6 @@ def run(args) -> int:
             + (f" (skipped {idx['skipped']})" if idx["skipped"] else "")
         )
     elif args.cmd == "train":
-        if args.method:
-            args.overrides = [*args.overrides, f"select.method={args.method}"]
         cfg = _cfg(args)
         s = stages.train_learner(
             cfg,

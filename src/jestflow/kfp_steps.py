@@ -50,6 +50,7 @@ def prepare(
     overrides: list,
     config_out,
     demo_out=None,
+    check_data: bool = False,
 ) -> tuple[str, str, str]:
     """Resolve and validate the configuration; write the demo data when no data URIs are given: into
     `demo_dir` (a folder on the data claim) or, when that is empty, into the `demo_out` artifact, which
@@ -85,10 +86,27 @@ def prepare(
         if not demo_complete(demo_dir):
             make_demo(demo_dir, cfg.demo)
         curated_uri, pool_uri, eval_uri = (storage.join(root, s) for s in ("curated", "pool", "eval"))
+    if check_data or not given:  # the demo is small: always checked; a large pool only when asked
+        _check_data(cfg, {"curated": curated_uri, "pool": pool_uri, "eval": eval_uri})
     # Also on the config artifact: steps inside a ParallelFor read the pool from there (kfp.local 2.17
     # replaces a loop task's inputs that are other tasks' output parameters with the loop item).
     config_out.metadata.update({"curated": curated_uri, "pool": pool_uri, "eval": eval_uri})
     return curated_uri, pool_uri, eval_uri
+
+
+def _check_data(cfg: C.Config, splits: dict) -> None:
+    """`jestflow data check` on the run's splits: fail before any GPU is requested if one would fail later."""
+    from .datacheck import check_split
+
+    lines, bad = [], False
+    for name, uri in splits.items():
+        r = check_split(uri, cfg.reference.max_bad_fraction, cfg.model.image_size)
+        lines += r.lines(cfg.reference.max_bad_fraction)
+        bad |= bool(r.problems)
+    print("\n".join(lines), flush=True)
+    if bad:
+        problems = [ln.strip() for ln in lines if "PROBLEM:" in ln]
+        raise ValueError(f"data check failed: {'; '.join(problems[:5])}" + (" ..." if len(problems) > 5 else ""))
 
 
 def _load(config_path: str, method: str | None = None) -> C.Config:

@@ -108,6 +108,11 @@ def train_learner(
     if source:
         tokenizer = Tokenizer.load(storage.join(source, "tokenizer.json"))
     else:
+        print(
+            "learner: no --scores or --tokenizer-from: building the tokenizer from the pool's captions "
+            "(not the reference's; pass --tokenizer-from REFERENCE to compare like for like with a JEST run)",
+            flush=True,
+        )
         captions = (s.caption for s in iter_split(pool, ReadStats(max_bad_fraction=1.0), cfg.model.image_size))
         tokenizer = Tokenizer.build(captions, cfg.model.context_length)
     if m.uses_reference and cache is None:

@@ -305,6 +305,8 @@ def train(
 
     ckpt = Checkpointer(out_dir, cfg, stage, enabled=dist.main)
     state = ckpt.restore(model, opt, sched, gen, device)
+    if state.step and dist.main:  # said even under --quiet: a resumed run is not a fresh one
+        print(f"{stage}: resuming from step {state.step} of {t.steps} ({ckpt.uri})", flush=True)
     stats = ReadStats(max_bad_fraction=t.max_bad_fraction)
     samples = stream(
         data_uri,

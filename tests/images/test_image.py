@@ -83,6 +83,7 @@ def test_components_run_inside_the_image_with_kfp_docker_runner(image, smoke_sco
             n_chunks=0,
             seed=0,
             overrides=[],
+            check_data=False,
         )
         model = dsl.importer(artifact_uri=reference_uri, artifact_class=dsl.Model, reimport=False)
         ev = evaluate(

@@ -197,3 +197,21 @@ def test_run_id_reaches_every_step_from_its_pod_label(fresh, name):
         assert {"name": "JESTFLOW_RUN_ID", "fieldPath": "metadata.labels['pipeline/runid']"} in env, t
         assert "run_id" not in tasks(spec)[t].get("inputs", {}).get("parameters", {}), t
     assert "pipeline_job_uuid" not in (fresh / name).read_text()
+
+
+def test_prepare_can_check_the_data_before_any_gpu_is_requested(tmp_path):
+    """Issue 16: `prepare` runs `jestflow data check` on the run's splits (parameter check_data; always
+    for the demo) and fails naming what a later stage would fail on."""
+    import shutil
+
+    config, demo = _Art(tmp_path / "config"), _Art(tmp_path / "demo")
+    knobs = dict(model_size="", reference_steps=0, steps=0, batch_size=0, filter_ratio=0.0, n_chunks=0, seed=0)
+    uris = kfp_steps.prepare("", "", "", "", "smoke", overrides=[], config_out=config, demo_out=demo, **knobs)
+    pool = tmp_path / "mine" / "pool"
+    shutil.copytree(uris[1], pool)
+    shard = sorted(pool.glob("*.tar"))[0]
+    shard.write_bytes(shard.read_bytes()[:30_000])
+    given = (uris[0], str(pool), uris[2])
+    kfp_steps.prepare(*given, "", "smoke", overrides=[], config_out=config, **knobs)  # not asked: not checked
+    with pytest.raises(ValueError, match=rf"data check failed: PROBLEM: {shard}: truncated tar"):
+        kfp_steps.prepare(*given, "", "smoke", overrides=[], config_out=config, check_data=True, **knobs)

@@ -200,3 +200,25 @@ def test_oversized_images_are_skipped_under_their_own_reason_without_decoding(tm
     monkeypatch.setenv("JESTFLOW_MAX_IMAGE_PIXELS", "100")  # configurable: now the 16² one is too large too
     stats = ReadStats(max_bad_fraction=1.0)
     assert list(iter_shard(str(tmp_path / "s.tar"), stats)) == [] and stats.skipped == {"image-too-large": 2}
+
+
+def test_data_check_reports_what_would_fail_or_lose_data(smoke_scored, tmp_path, capsys):
+    """`jestflow data check`: fine splits pass; a truncated shard (named, with the offset), a duplicate
+    uid across shards and an out-of-range label each make it exit 1 and are named."""
+    data = smoke_scored / "data"
+    assert main(["data", "check", str(data / "pool"), str(data / "eval"), "--preset", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert f"{data / 'pool'}: 8 shards, 1600 samples read" in out and "2 of 2 splits fine" in out
+    pool = tmp_path / "pool"
+    shutil.copytree(data / "pool", pool)
+    a, b, c = sorted(pool.glob("*.tar"))[:3]
+    write_tar(b, members(b) + members(a)[:3])  # a uid of shard a again in shard b
+    c.write_bytes(c.read_bytes()[:40_000])
+    ev = _eval_copy(smoke_scored, tmp_path, lambda k: 12)
+    assert main(["data", "check", str(pool), str(ev), "--preset", "smoke"]) == 1
+    out = capsys.readouterr().out
+    uid = members(a)[0][0].split(".")[0]
+    assert f"PROBLEM: duplicate uid '{uid}' in shards {a.name} and {b.name}" in out
+    assert f"PROBLEM: {c}: truncated tar:" in out and "byte" in out
+    assert "PROBLEM: eval-00000.tar: evaluation sample" in out and "label 12 is not a class index" in out
+    assert "0 of 2 splits fine; 2 with problems" in out
