@@ -99,7 +99,7 @@ def _check_data(cfg: C.Config, splits: dict) -> None:
     from .datacheck import check_split
 
     lines, bad = [], False
-    for name, uri in splits.items():
+    for uri in splits.values():
         r = check_split(uri, cfg.reference.max_bad_fraction, cfg.model.image_size)
         lines += r.lines(cfg.reference.max_bad_fraction)
         bad |= bool(r.problems)
