@@ -67,6 +67,9 @@ class ReadStats:
     samples: int = 0
     skipped: dict = field(default_factory=dict)
     max_bad_fraction: float = 0.01
+    # uids whose image failed to decode: the one bad-sample reason that needs a full decode to find,
+    # so a resumed stream can replay the samples it skips without decoding them (see `stream`)
+    undecodable: list = field(default_factory=list)  # appended to (thread-safe); may repeat
 
     @property
     def bad(self) -> int:
@@ -74,6 +77,8 @@ class ReadStats:
 
     def skip(self, reason: str, where: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        if reason == "undecodable-image":
+            self.undecodable.append(where.rsplit(":", 1)[-1])
         seen = self.samples + self.bad
         # Judge the fraction only once enough samples were seen for it to mean something.
         if seen >= 100 and self.bad / seen > self.max_bad_fraction:
@@ -100,8 +105,36 @@ def _split_key(name: str, shard: str) -> tuple[str, str]:
     return uid, "." + ext.lower()
 
 
-def _decode(uid: str, parts: dict, shard: str, image_size: int | None) -> tuple[Sample | None, str]:
-    """Turn one group of members into a Sample, or (None, reason) when the sample is bad."""
+class LazySample(Sample):
+    """A sample whose checks all passed but whose pixels are decoded only if someone looks at them: what
+    a resumed stream yields while it replays the samples earlier attempts already trained on."""
+
+    def __init__(self, uid: str, data: bytes, image_size: int | None, caption: str, meta: dict):
+        self.uid, self.caption, self.meta = uid, caption, meta
+        self._data, self._size, self._image = data, image_size, None
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._image is None:
+            self._image = _pixels(self._data, self._size)
+        return self._image
+
+
+def _pixels(data: bytes, image_size: int | None) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        im = im.convert("RGB")
+        if image_size and im.size != (image_size, image_size):
+            im = im.resize((image_size, image_size), Image.BILINEAR)
+        return np.asarray(im, dtype=np.uint8).copy()
+
+
+def _decode(
+    uid: str, parts: dict, shard: str, image_size: int | None, undecodable: set | None = None
+) -> tuple[Sample | None, str]:
+    """Turn one group of members into a Sample, or (None, reason) when the sample is bad.
+
+    `undecodable` (replaying): the uids known to fail decoding; every other check is made as always,
+    but the pixels are left for `LazySample` to decode if they are ever needed."""
     img_key = next((e for e in IMAGE_EXTS if e in parts), None)
     if img_key is None:
         return None, "missing-image"
@@ -119,10 +152,10 @@ def _decode(uid: str, parts: dict, shard: str, image_size: int | None) -> tuple[
         with Image.open(io.BytesIO(parts[img_key])) as im:  # reads the header only
             if im.size[0] * im.size[1] > max_image_pixels():
                 return None, "image-too-large"
-            im = im.convert("RGB")
-            if image_size and im.size != (image_size, image_size):
-                im = im.resize((image_size, image_size), Image.BILINEAR)
-            image = np.asarray(im, dtype=np.uint8).copy()
+        if undecodable is None:
+            image = _pixels(parts[img_key], image_size)
+        elif uid in undecodable:
+            return None, "undecodable-image"
     except Exception:  # PIL raises many types for broken files
         return None, "undecodable-image"
     meta = {}
@@ -133,6 +166,8 @@ def _decode(uid: str, parts: dict, shard: str, image_size: int | None) -> tuple[
             return None, "bad-json"
         if not isinstance(meta, dict):
             return None, "bad-json"
+    if undecodable is not None:
+        return LazySample(uid, parts[img_key], image_size, caption, meta), ""
     return Sample(uid, image, caption, meta), ""
 
 
@@ -191,12 +226,18 @@ class DecodePool:
 
 
 def iter_shard(
-    shard: str, stats: ReadStats | None = None, image_size: int | None = None, pool: DecodePool | None = None
+    shard: str,
+    stats: ReadStats | None = None,
+    image_size: int | None = None,
+    pool: DecodePool | None = None,
+    replay=None,
 ) -> Iterator[Sample]:
     """Yield the samples of one shard in file order.
 
     `pool` decodes images on its workers, windows of samples at a time, several windows ahead of the
-    reader; the order, the checks and the counts are exactly those of the serial path."""
+    reader; the order, the checks and the counts are exactly those of the serial path. `replay`: a
+    function giving, before each sample, the set of uids known to be undecodable while the caller is
+    replaying (the sample is then checked without decoding, see `LazySample`), or None once it is not."""
     stats = stats if stats is not None else ReadStats()
     seen: set[str] = set()
     pending: list = []
@@ -214,8 +255,9 @@ def iter_shard(
         if uid in seen:
             raise ValueError(f"{shard}: duplicate uid {uid!r}")
         seen.add(uid)
-        if pool is None:
-            return count(uid, _decode(uid, parts, shard, image_size))
+        known_bad = replay() if replay is not None else None
+        if pool is None or known_bad is not None:
+            return count(uid, _decode(uid, parts, shard, image_size, known_bad))
         pending.append((uid, parts))
         if len(pending) >= DecodePool.WINDOW:
             inflight.append((pending[:], pool.submit(pending[:], shard, image_size)))
@@ -393,12 +435,26 @@ def stream(
     epochs: int | None = None,
     decode_workers: int = 1,
     decode_mode: str = "process",
+    replaying=None,
+    undecodable: set | None = None,
 ) -> Iterator[Sample]:
     """Shuffled, endless (or `epochs`-long) stream: shard order and a bounded buffer, both from `seed`.
     `decode_workers` > 1 decodes images on that many processes or threads (`decode_mode`; same samples,
-    same order)."""
+    same order).
+
+    Resuming: while `replaying()` is true the caller is skipping samples earlier attempts already
+    trained on. Those are replayed, not decoded: every check but the pixel decode runs as before, and
+    `undecodable` (the uids earlier attempts found undecodable, `ReadStats.undecodable`) stands in for
+    the decode, so the stream takes exactly the course of an uninterrupted one while the samples
+    skipped are never decoded (those still in the shuffle buffer when the replay ends are decoded when
+    they come out)."""
     shards = list_shards(uri)
     pool = DecodePool(decode_workers, decode_mode) if decode_workers > 1 else None
+    known_bad = set(undecodable or ())
+
+    def replay():
+        return known_bad if replaying() else None
+
     try:
         epoch = 0
         while epochs is None or epoch < epochs:
@@ -408,7 +464,8 @@ def stream(
             buf: list[Sample] = []
             produced = 0
             for shard in order:
-                for s in iter_shard(shard, stats, image_size, pool):
+                lazy = replaying is not None and replaying()  # a shard begun while replaying checks per sample
+                for s in iter_shard(shard, stats, image_size, pool, replay=replay if lazy else None):
                     if len(buf) < shuffle_buffer:
                         buf.append(s)
                         continue

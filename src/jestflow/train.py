@@ -186,6 +186,7 @@ class TrainState:
 
     step: int = 0  # optimiser steps done
     consumed: int = 0  # samples drawn from the stream (the resumed stream skips them)
+    undecodable: list = field(default_factory=list)  # uids found undecodable so far (replaying needs them)
     flops: Counter = field(default_factory=Counter)  # by pass: scoring, selection, train
     noise: Counter = field(default_factory=Counter)  # recorded noise types of the examples trained on
     noise_window: Counter = field(default_factory=Counter)  # the same, since the last evaluation
@@ -308,6 +309,7 @@ def train(
     if state.step and dist.main:  # said even under --quiet: a resumed run is not a fresh one
         print(f"{stage}: resuming from step {state.step} of {t.steps} ({ckpt.uri})", flush=True)
     stats = ReadStats(max_bad_fraction=t.max_bad_fraction)
+    skipped = 0
     samples = stream(
         data_uri,
         t.seed,
@@ -316,11 +318,15 @@ def train(
         cfg.model.image_size,
         decode_workers=t.decode_workers or (8 if cuda else 1),
         decode_mode=t.decode_mode,
+        # replayed without decoding while we skip (see data.stream); exactly the same course
+        replaying=lambda: skipped < state.consumed,
+        undecodable=set(state.undecodable),
     )
     if keep is not None:
         samples = (s for s in samples if keep(s))
     for _ in range(state.consumed):  # deterministic stream: skip what earlier attempts trained on
         next(samples)
+        skipped += 1
     batches = Prefetcher(make_batches(samples, n_super, tokenizer), pin=cuda)
     if use_compile(t, device):
         compile_towers(model)
@@ -404,6 +410,7 @@ def train(
             state.seconds = time.time() - t_start
             stop = dist.any(sigterm.set)  # torchrun forwards SIGTERM to every rank; agree anyway
             if state.step % t.checkpoint_every == 0 or last or stop:
+                state.undecodable = sorted(set(state.undecodable) | set(stats.undecodable[:]))
                 ckpt.save(state, model, opt, sched, gen)
             if stop and not last:
                 raise _Preempted

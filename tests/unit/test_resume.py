@@ -94,3 +94,54 @@ def test_sigterm_writes_a_checkpoint_and_exits(smoke_scored, tmp_path):
     assert checkpoint_step(out) == step >= 5 and not (out / "train.json").exists()
     assert subprocess.run(cmd(smoke_scored, out), capture_output=True).returncode == 0
     assert json.loads((out / "train.json").read_text())["steps"] == 40
+
+
+def test_resumed_stream_replays_without_decoding_and_takes_the_same_course(smoke_scored, tmp_path, monkeypatch):
+    """Issue 16: a resumed run skipped ahead by decoding every sample already trained on (O(steps x N)
+    decodes). Now the skipped samples are replayed with every check but the pixel decode, the uids
+    earlier attempts found undecodable standing in for it: the same samples follow, in the same order,
+    and only the ones still in the shuffle buffer are ever decoded."""
+    import shutil
+
+    from jestflow import data
+    from shards import members, write_tar
+
+    pool = tmp_path / "pool"
+    shutil.copytree(smoke_scored / "data" / "pool", pool)
+    broken = set()
+    for shard in sorted(pool.glob("*.tar")):  # one undecodable image in every shard
+        items = members(shard)
+        name = [n for n, _ in items if n.endswith(".png")][7]
+        broken.add(name.split(".")[0])
+        write_tar(shard, [(n, b"not a png" if n == name else d) for n, d in items])
+
+    decodes = {"n": 0}
+    real = data._pixels
+
+    def counting(*a):
+        decodes["n"] += 1
+        return real(*a)
+
+    monkeypatch.setattr(data, "_pixels", counting)
+    skip, buffer, tail = 1000, 100, 50
+
+    first = data.ReadStats(max_bad_fraction=1.0)
+    straight = data.stream(str(pool), seed=3, shuffle_buffer=buffer, stats=first, epochs=1)
+    expected = [s.uid for s, _ in zip(straight, range(skip + tail))]
+    assert first.undecodable and set(first.undecodable) <= broken  # what a checkpoint records
+
+    decodes["n"] = 0
+    skipped = 0
+    stats = data.ReadStats(max_bad_fraction=1.0)
+    resumed = data.stream(
+        str(pool), seed=3, shuffle_buffer=buffer, stats=stats, epochs=1,
+        replaying=lambda: skipped < skip, undecodable=set(first.undecodable),
+    )  # fmt: skip
+    for _ in range(skip):
+        next(resumed)
+        skipped += 1
+    assert decodes["n"] == 0  # nothing skipped was decoded
+    after = [next(resumed).uid for _ in range(tail)]
+    assert after == expected[skip:]  # the same course as the uninterrupted stream
+    assert decodes["n"] <= buffer + tail + 1  # only what is still to be trained on
+    assert stats.skipped == first.skipped  # counted as before
