@@ -77,7 +77,9 @@ def test_sigkill_then_resume_matches_uninterrupted(smoke_scored, tmp_path):
     assert code == -signal.SIGKILL and not (resumed / "train.json").exists()
     killed_at = checkpoint_step(resumed)
     assert 10 <= killed_at < 40
-    assert subprocess.run(cmd(root, resumed), capture_output=True).returncode == 0
+    again = subprocess.run(cmd(root, resumed), capture_output=True, text=True)
+    assert again.returncode == 0
+    assert f"learner: resuming from step {killed_at} of 40" in again.stdout  # said even under --quiet
     assert comparable(resumed) == comparable(straight)
     # the uid log is complete and identical too
     from jestflow.train import read_uid_log

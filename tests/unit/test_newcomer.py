@@ -1,0 +1,43 @@
+"""Issue 16, newcomer friction: what the first commands on a fresh machine say and do."""
+
+import os
+import subprocess
+from pathlib import Path
+
+from cli import smoke_args
+from jestflow.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_make_run_and_test_use_a_project_venv():
+    """A stock Debian 12 / Ubuntu 24.04 python3 is externally managed (PEP 668): pip refuses to install
+    into it. The two commands create .venv and install there; PYTHON= still overrides."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VENV", "MAKEFLAGS")}
+    for target in ("run", "test"):
+        plan = subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, env=env).stdout
+        assert "python3 -m venv .venv" in plan, target
+        assert ".venv/bin/python -m pip install" in plan and "python3 -m pip install" not in plan, target
+    plan = subprocess.run(["make", "-n", "-B", "run"], cwd=ROOT, capture_output=True, text=True, env=env).stdout
+    assert ".venv/bin/python -m jestflow run --preset demo" in plan
+    plan = subprocess.run(
+        ["make", "-n", "-B", "run", "PYTHON=/opt/py/bin/python3"], cwd=ROOT, capture_output=True, text=True, env=env
+    ).stdout
+    assert "-m venv" not in plan and "/opt/py/bin/python3 -m jestflow run" in plan
+
+
+def test_commands_say_what_they_will_run(tmp_path, capsys):
+    assert main(["data", "demo", *smoke_args("x", out=tmp_path / "d")[1:]]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("jestflow data: preset smoke; demo data: curated 600, pool 1600, eval 200\n")
+    assert main(["data", "demo", *smoke_args("x", "demo.seed=4", out=tmp_path / "d")[1:]]) == 0
+    out = capsys.readouterr().out
+    assert "jestflow data: preset smoke + 1 --set;" in out
+    assert "already holds a demo dataset (curated 600, pool 1600, eval 200, seed 0; use --force" in out
+
+
+def test_help_says_what_newcomers_need():
+    sub = next(a for a in build_parser()._actions if a.dest == "cmd").choices
+    assert "zero-shot top-1" in sub["evaluate"].description
+    assert "like-for-like" in sub["train"].format_help().replace("\n", " ").replace("  ", " ")
+    assert "byte offset" in sub["data"]._subparsers._group_actions[0].choices["check"].description
