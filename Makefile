@@ -44,8 +44,8 @@ run: $(STAMP)/installed ## the whole pipeline (reference -> score -> JEST & unif
 
 $(STAMP)/services:
 	@mkdir -p $(STAMP)
-	@command -v prometheus >/dev/null && command -v prometheus-pushgateway >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-pushgateway; }
+	@command -v prometheus >/dev/null && command -v prometheus-pushgateway >/dev/null && command -v chromium >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-pushgateway chromium; }
 	@touch $@
 
 $(STAMP)/npm: tests/manifests/package.json
@@ -65,7 +65,7 @@ FAST_TESTS := tests/unit tests/components tests/pipelines/test_compiled.py tests
 test-fast: $(STAMP)/installed ## the edit-test loop: unit, component and pipeline-compile tests, no slow ones (no Docker, apt or npm)
 	$(PYTHON) -m pytest -q -m "not slow" $(FAST_TESTS)
 
-test: $(STAMP)/installed $(STAMP)/services $(STAMP)/npm ## all tests (smoke preset): builds the CPU image (starts dockerd if needed); the tests start Prometheus, Pushgateway, a GCS emulator
+test: $(STAMP)/installed $(STAMP)/services $(STAMP)/npm ## all tests (smoke preset): builds the CPU image (starts dockerd if needed); the tests start Prometheus, Pushgateway, a GCS emulator, headless Chromium
 	@$(MAKE) --no-print-directory image-cpu >$(STAMP)/image-cpu.log 2>&1 && echo "built $(IMAGE):$(VERSION) (log $(STAMP)/image-cpu.log)" || \
 	  { tail -20 $(STAMP)/image-cpu.log; if [ -n "$$CI" ]; then echo "image build failed" >&2; exit 1; else \
 	    echo "WARNING: CPU image not built; tests/images will skip"; fi; }

@@ -16,7 +16,7 @@ puts it on every pod: backend/src/apiserver/template/v2_template.go, SetPodMetad
 from typing import NamedTuple
 
 from kfp import dsl, kubernetes
-from kfp.dsl import Artifact, Markdown
+from kfp.dsl import HTML, Artifact, Markdown
 
 from jestflow_components.evaluate.component import evaluate
 from jestflow_components.image import GPU_IMAGE
@@ -116,7 +116,7 @@ def build(gpu: bool = True, multinode: bool = False):
     suffix = {GPU: "", CPU: "-cpu", MULTI: "-multinode"}[variant]
     params = signature(variant)
 
-    def jest_pipeline(*args) -> NamedTuple("Outputs", summary=Artifact, report=Markdown):
+    def jest_pipeline(*args) -> NamedTuple("Outputs", summary=Artifact, report=Markdown, report_html=HTML):
         p = dict(zip([n for n, _, _ in params], args))  # this variant's parameters, as KFP passes them
         claim = p["data_claim"] if variant == CPU else None
         accel = (p["accelerator_type"], p["gpu_node_selector"]) if variant != CPU else None
@@ -213,13 +213,17 @@ def build(gpu: bool = True, multinode: bool = False):
                 uniform_eval=uni_e,
                 uniform_flops_model=fl_m,
                 uniform_flops_eval=fl_e,
+                config=cfg,
+                scores=scr.outputs["scores"],
+                pool_uri=prep.outputs["pool"],
             ),
             "1",
             "2Gi",
             cache=False,
             claim=claim,
         ).set_display_name("report")
-        return NamedTuple("Outputs", summary=Artifact, report=Markdown)(rep.outputs["summary"], rep.outputs["report"])
+        outputs = NamedTuple("Outputs", summary=Artifact, report=Markdown, report_html=HTML)  # noqa: UP014 (KFP's form)
+        return outputs(rep.outputs["summary"], rep.outputs["report"], rep.outputs["report_html"])
 
     # KFP reads the parameters from the signature and passes them positionally, in this order.
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD

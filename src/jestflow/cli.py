@@ -160,7 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
         "equal FLOPs} -> evaluate -> report through kfp.local on this machine. Without data URIs "
         "the demo dataset is written to --data (default data/PRESET) first.",
     )
-    rn.add_argument("--out", required=True, help="output folder: results.json, report.md, curve_*.png, kfp/")
+    rn.add_argument(
+        "--out",
+        required=True,
+        help="output folder: report.html, results.json, report.md, curation.parquet, curve_*.png, kfp/",
+    )
     rn.add_argument("--data", help="demo data folder (default data/PRESET; written if missing)")
     rn.add_argument("--curated", default="", help="curated split URI (your own data; give all three)")
     rn.add_argument("--pool", default="", help="pool split URI")
@@ -211,6 +215,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="pipeline parameter, e.g. --param steps=2000 --param pool_uri=gs://b/pool (repeatable)",
     )
+
+    rp = sub.add_parser(
+        "report",
+        help="write report.html for runs on disk",
+        description="Re-render report.html in each RUN folder (a `jestflow run --out` folder: results.json, "
+        "the curve PNGs, and curation.parquet when present; the galleries' thumbnails need --pool).",
+    )
+    rp.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    rp.add_argument("--pool", default="", help="pool split the run trained on (thumbnails in the galleries)")
+    ex = sub.add_parser(
+        "export",
+        help="the curation as data: per pool example scores, learnability and times chosen (Parquet)",
+        description="Score every pool example with the final learner and the reference's cache (same batches), "
+        "and write OUT/curation.parquet: uid, shard_index, caption, noise, reference_loss, learner_loss, "
+        "learnability, chosen (times the learner's selection chose it). --top F also writes the F highest-"
+        "learnability fraction of the pool as WebDataset shards in OUT/top. See docs/data-format.md.",
+    )
+    ex.add_argument("--model", required=True, help="the learner's folder (model.pt, tokenizer.json, uid log)")
+    ex.add_argument("--scores", required=True, help="the reference's score cache")
+    ex.add_argument("--pool", required=True, help="the pool split")
+    ex.add_argument("--out", required=True, help="output folder")
+    ex.add_argument("--top", type=float, default=0.0, help="also write this fraction of the pool as shards")
+    _common(ex)
 
     c = sub.add_parser("config", help="print the resolved configuration as YAML")
     _common(c)
@@ -397,7 +424,13 @@ def run(args) -> int:
                 if runs
                 else f"{name}: no fewer learner FLOPs than uniform, so the reference never pays"
             )
-        print(f"pipeline finished in {res['pipeline_seconds']:.0f} s; report: {args.out}/report.md")
+        from .htmlreport import headline
+
+        print("\n" + " ".join(headline(res)))
+        print(
+            f"pipeline finished in {res['pipeline_seconds']:.0f} s; report: {args.out}/report.html "
+            f"(Markdown: {args.out}/report.md; curation table: {args.out}/curation.parquet)"
+        )
     elif args.cmd == "submit":
         from .submit import run_url, submit, watch
 
@@ -417,6 +450,29 @@ def run(args) -> int:
         print(run_url(args.host, run_id), flush=True)
         if args.watch:
             return watch(args.host, run_id, args.namespace, args.token)
+    elif args.cmd == "report":
+        from . import storage
+        from .htmlreport import write_html
+
+        for run_dir in args.runs:
+            results = storage.read_json(storage.join(run_dir, "results.json"))
+            pq = storage.join(run_dir, "curation.parquet")
+            table = None
+            if storage.exists(pq):
+                from .curation import read_parquet
+
+                table = read_parquet(pq)
+            print(write_html(run_dir, results, None, table, args.pool or None))
+    elif args.cmd == "export":
+        from .curation import export
+
+        cfg = _cfg(args)
+        r = export(args.model, args.scores, args.pool, args.out, cfg.eval.batch_size, top=args.top,
+                   progress=not args.quiet)  # fmt: skip
+        print(
+            f"wrote {r['rows']} rows -> {r['parquet']}"
+            + (f"; top {r['top_examples']} -> {r['top_shards']}" if args.top else "")
+        )
     elif args.cmd == "config":
         from .config import dump
 

@@ -243,8 +243,9 @@ def evaluate(config, model, eval_uri: str, metrics, results, pushgateway: str = 
     _log(metrics, {k: v for k, v in m.items() if k not in ("n",)})
 
 
-def report(named: dict, report_md, summary) -> None:
-    """`named`: run name -> (model artifact, evaluation-results artifact)."""
+def report(named: dict, report_md, summary, config=None, scores=None, pool_uri: str = "", report_html=None) -> dict:
+    """`named`: run name -> (model artifact, evaluation-results artifact); the first is the curated
+    learner, whose curation table (over `pool_uri`, with the reference's `scores`) the HTML report shows."""
     from .report import inline_images, write_report
 
     runs = {
@@ -256,7 +257,62 @@ def report(named: dict, report_md, summary) -> None:
     with storage.open_read(storage.join(summary.path, "report.md")) as f:
         storage.write_bytes(report_md.path, inline_images(f.read().decode(), summary.path).encode())
     summary.metadata.update({"runs": list(named)})
+    if report_html is not None:
+        page = write_html_report(runs, results, summary.path, named, config, scores, pool_uri)
+        os.makedirs(os.path.dirname(report_html.path) or ".", exist_ok=True)
+        with storage.open_read(page) as f:
+            storage.write_bytes(report_html.path, f.read())
     return results
+
+
+def write_html_report(runs: dict, results: dict, out_dir: str, named: dict, config, scores, pool_uri: str) -> str:
+    """curation.parquet (the curated learner's view of the pool) and report.html in `out_dir`."""
+    import platform
+
+    from . import __version__
+    from .curation import curation_table, write_parquet
+    from .htmlreport import write_html
+
+    selected, (model, _) = next(iter(named.items()))
+    cfg = _load(config.path) if config is not None else None
+    table = None
+    if scores is not None and pool_uri and get_method_safe(selected).uses_reference:
+        batch = cfg.eval.batch_size if cfg else 256
+        table = curation_table(model.path, scores.path, pool_uri, batch, progress=False)
+        write_parquet(table, storage.join(out_dir, "curation.parquet"), {"model": model.uri, "pool": pool_uri})
+    config_text = ""
+    if config is not None:
+        with storage.open_read(config.path) as f:
+            config_text = f.read().decode()
+    index = storage.read_json(storage.join(scores.path, "index.json")) if scores is not None else {}
+    provenance = {
+        "versions": {"jestflow": __version__, "python": platform.python_version(), **_versions()},
+        "data": {"pool": pool_uri, "pool shards (name, bytes, fingerprint)": [
+            (e["shard"], e["bytes"], e.get("fingerprint")) for e in index.get("shards", [])
+        ]},
+        "reference": index.get("reference"),
+        "models": {name: m.uri for name, (m, _) in named.items()},
+        "score cache": scores.uri if scores is not None else None,
+    }  # fmt: skip
+    return write_html(out_dir, results, runs, table, pool_uri, config_text, provenance)
+
+
+def get_method_safe(name: str):
+    from .selection import get_method
+
+    return get_method(name.removesuffix("@flops"))
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "kfp", "numpy", "pyarrow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
 
 
 SHARED_ROOTS = ("gs://", "/data/")  # what every pod of a multi-node job reaches: GCS and the data claim

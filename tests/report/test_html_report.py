@@ -1,0 +1,80 @@
+"""Issue 17: report.html in a real browser (Debian's headless Chromium), and the curation export."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from cli import smoke_args
+from jestflow.cli import main
+from jestflow.htmlreport import SECTIONS
+
+
+def _chromium():
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: `make test` installs Debian's chromium package")
+        pytest.skip("chromium not installed (make test installs it)")
+    return path
+
+
+def _browser(args, tmp_path):
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000"]  # fmt: skip
+    return subprocess.run([_chromium(), *flags, *args], capture_output=True, text=True, timeout=180)
+
+
+def test_report_html_renders_in_chromium_with_every_image_and_section(local_pipeline, tmp_path):
+    out, log = local_pipeline
+    page = out / "report.html"
+    assert page.exists() and f"report: {out}/report.html" in log
+    size = page.stat().st_size
+    assert size < 2_000_000, size  # small enough for the KFP UI's visualization tab
+    assert "http://" not in page.read_text().split("<script>")[0] and "https://" not in page.read_text()
+    r = _browser(["--dump-dom", page.as_uri()], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    check = json.loads(re.search(r'data-check="([^"]*)"', r.stdout)[1].replace("&quot;", '"'))
+    assert check["broken"] == [], check  # every image decoded in the browser
+    assert check["sections"] == list(SECTIONS) and check["images"] >= 30, check
+    shot = out / "report.png"
+    r = _browser([f"--screenshot={shot}", "--window-size=1100,2400", page.as_uri()], tmp_path)
+    assert r.returncode == 0 and shot.stat().st_size > 10_000, r.stderr[-2000:]
+    text = page.read_text()
+    assert "At equal iterations" in text and "At equal total compute" in text  # the headline
+    for gallery in ("chosen most often", "highest learnability, never chosen", "random sample"):
+        assert gallery in text
+
+
+def test_a_broken_page_is_caught(tmp_path):
+    """The browser check is not vacuous: a missing image and a missing section are reported."""
+    page = tmp_path / "bad.html"
+    from jestflow.htmlreport import CHECK
+
+    page.write_text(f'<html><body><section id=headline></section><img alt=x src="nope.png">{CHECK}</body></html>')
+    r = _browser(["--dump-dom", page.as_uri()], tmp_path)
+    check = json.loads(re.search(r'data-check="([^"]*)"', r.stdout)[1].replace("&quot;", '"'))
+    assert check["broken"] == ["x"] and check["sections"] == ["headline"]
+
+
+def test_export_round_trips_on_the_smoke_data(smoke_scored, tmp_path):
+    from jestflow.curation import curation_table, read_parquet
+
+    pool, scores, learner = smoke_scored / "data" / "pool", smoke_scored / "scores", tmp_path / "learner"
+    sets = ("learner.steps=3", "learner.eval_every=0")
+    assert main(smoke_args("train", *sets, method="jest", data=pool, scores=scores, out=learner)) == 0
+    args = smoke_args("export", model=learner, scores=scores, pool=pool, out=tmp_path / "x", top=0.1)
+    assert main(args) == 0
+    got = read_parquet(str(tmp_path / "x" / "curation.parquet"))
+    want = curation_table(str(learner), str(scores), str(pool), progress=False)
+    assert list(got["uid"]) == list(want["uid"]) and len(got["uid"]) == 1600  # every pool example
+    for col in ("reference_loss", "learner_loss", "learnability", "chosen"):
+        np.testing.assert_allclose(got[col], want[col], rtol=1e-4, atol=1e-3)
+    assert got["chosen"].sum() == 3 * 32  # the uid log: 3 steps of 32 chosen examples
+    np.testing.assert_allclose(got["learnability"], got["learner_loss"] - got["reference_loss"], atol=1e-4)
+    top = list((tmp_path / "x" / "top").glob("*.tar"))
+    assert top and main(["data", "check", str(tmp_path / "x" / "top"), "--preset", "smoke"]) == 0
