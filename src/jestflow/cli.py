@@ -342,11 +342,15 @@ def run(args) -> int:
 
         cfg = _cfg(args)
         if demo_complete(args.out) and not args.force:
+            from .config import PRESETS, load_config
+
             held = storage.read_json(storage.join(args.out, "demo.json")).get("config", {})
+            same = [n for n in PRESETS if load_config(n, None, []).demo.__dict__ == held]
             print(
-                f"{args.out} already holds a demo dataset (curated {held.get('n_curated', '?')}, pool "
-                f"{held.get('n_pool', '?')}, eval {held.get('n_eval', '?')}, seed {held.get('seed', '?')}; "
-                "use --force to rewrite it)"
+                f"{args.out} already holds a demo dataset ("
+                + (f"preset {' / '.join(same)}: " if same else "settings of no preset: ")
+                + f"curated {held.get('n_curated', '?')}, pool {held.get('n_pool', '?')}, eval "
+                f"{held.get('n_eval', '?')}, seed {held.get('seed', '?')}; use --force to rewrite it)"
             )
             return 0
         summary = make_demo(args.out, cfg.demo)

@@ -145,6 +145,29 @@ def _gallery_html(table: dict, pool_uri: str | None) -> str:
     return "".join(parts)
 
 
+def _chunks_html(runs: dict | None) -> str:
+    """Algorithm 1's per-chunk diagnostics: mean learnability (A_kk) of each chunk, in draw order."""
+    rows = {n: r["summary"].get("selection_chunks") for n, r in (runs or {}).items()}
+    rows = {n: c for n, c in rows.items() if c}
+    if not rows:
+        return "<p>Per-chunk diagnostics: no run with online selection (or re-rendered from disk).</p>"
+
+    def draw(ax):
+        for name, c in rows.items():
+            y = c["mean_learnability_by_chunk"]
+            ax.plot(range(1, len(y) + 1), y, marker="o", ms=3, label=f"{name}: chunk mean")
+            ax.axhline(c["superbatch_mean_learnability"], ls="--", lw=1, label=f"{name}: super-batch mean")
+        ax.set_xlabel("chunk (draw order)")
+        ax.set_ylabel("mean learnability A_kk (averaged over steps)")
+        ax.legend(fontsize=8)
+
+    return (
+        f'<img alt="per-chunk diagnostics" src="{_fig(draw)}"><p>Each chunk of Algorithm 1 is drawn given the '
+        "chunks before it; later chunks take what the earlier ones left, so their mean learnability usually falls "
+        "towards the super-batch's.</p>"
+    )
+
+
 def _selection_html(table: dict | None) -> str:
     if table is None or not len(table["uid"]):
         return "<p>No curation table.</p>"
@@ -163,7 +186,7 @@ def _selection_html(table: dict | None) -> str:
     return (
         f'<img alt="learnability histogram" src="{_fig(draw)}"><p>{share:.0%} of the pool was chosen at least '
         f"once; the mean learnability of chosen examples (weighted by times chosen) is {picked:+.2f}, of the "
-        f"pool {learn.mean():+.2f}. Per-chunk selection diagnostics are not recorded per run yet.</p>"
+        f"pool {learn.mean():+.2f}.</p>"
     )
 
 
@@ -242,7 +265,8 @@ def write_html(
 <p>Pool examples with their learnability (final learner's loss − reference's, on the same batches), both losses,
 how often the learner's selection chose them, and the recorded noise type where the data has one.</p>
 {_gallery_html(table, pool_uri)}</section>
-<section id=selection><h2>Learnability of chosen vs offered examples</h2>{_selection_html(table)}</section>
+<section id=selection><h2>Learnability of chosen vs offered examples</h2>{_selection_html(table)}
+{_chunks_html(runs)}</section>
 <section id=noise><h2>Noise mix over training</h2>{noise}</section>
 <section id=provenance><h2>Configuration and provenance</h2><pre>{html.escape(prov)}</pre>
 <pre>{html.escape(config_text)}</pre></section>

@@ -330,6 +330,7 @@ class Selection:
     chosen_diag: float  # mean per-example score A_kk over the chosen examples
     pool_diag: float  # mean A_kk over the whole super-batch
     chosen_score: float  # Σ_{i,j∈S} A_ij / |S|  (sigmoid joint only; nan otherwise)
+    chunk_diag: tuple = ()  # mean A_kk of each chunk, in draw order (online methods)
 
 
 def select(
@@ -366,4 +367,6 @@ def select(
         diag = independent_scores(loss, terms, n_keep, block_elems)
         idx = sample_chunks(IndependentScorer(diag), n_keep, n_chunks, generator, temperature)
         chosen_score = float("nan")
-    return Selection(idx, float(diag[idx].mean()), float(diag.mean()), chosen_score)
+    c = n_keep // n_chunks
+    chunks = tuple(float(diag[idx[k * c : (k + 1) * c]].mean()) for k in range(n_chunks))
+    return Selection(idx, float(diag[idx].mean()), float(diag.mean()), chosen_score, chunks)

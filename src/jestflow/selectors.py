@@ -97,7 +97,12 @@ class ScoreSelect:
             sel_cfg.kernel,
         )
         synchronize(device)
-        info = {"chosen_diag": sel.chosen_diag, "pool_diag": sel.pool_diag, "chosen_score": sel.chosen_score}
+        info = {
+            "chosen_diag": sel.chosen_diag,
+            "pool_diag": sel.pool_diag,
+            "chosen_score": sel.chosen_score,
+            "chunk_diag": sel.chunk_diag,
+        }
         chosen = sel.indices
         if self.method.low_res_scoring:  # Flexi-JEST trains a random half at low resolution (flops.train_groups)
             chosen = chosen[torch.randperm(len(chosen), generator=generator, device=generator.device).to(chosen.device)]

@@ -193,6 +193,9 @@ class TrainState:
     curve: list = field(default_factory=list)  # evaluation points
     seconds: float = 0.0  # wall time over all attempts
     uid_segments: list = field(default_factory=list)  # uid-log files written so far
+    chunk_diag: list = field(default_factory=list)  # per chunk (draw order): sum over steps of its mean A_kk
+    pool_diag: float = 0.0  # sum over steps of the super-batch's mean A_kk
+    selected_steps: int = 0  # steps that ran an online selection (the sums' count)
 
     def as_dict(self) -> dict:
         return asdict(self) | {k: dict(getattr(self, k)) for k in ("flops", "noise", "noise_window")}
@@ -373,6 +376,11 @@ def train(
             noisy = [n for n in chosen.noise if n]
             state.noise.update(noisy)
             state.noise_window.update(noisy)
+            chunks = picked.info.get("chunk_diag") or ()
+            if chunks and all(x == x for x in chunks):  # per-chunk diagnostics of online selection
+                state.chunk_diag = [a + b for a, b in zip(state.chunk_diag or [0.0] * len(chunks), chunks)]
+                state.pool_diag += picked.info["pool_diag"]
+                state.selected_steps += 1
             dt = time.perf_counter() - t0
             row = {
                 "step": state.step,
@@ -447,6 +455,12 @@ def _summary(state: TrainState, stage, method, t, n_super, stats, device, dist, 
         "flops_total": float(sum(state.flops.values())),
         "forward_flops_per_example": model.flops_per_example(),
         "noise_mix": {k: v / trained for k, v in sorted(state.noise.items())} if trained else {},
+        "selection_chunks": {
+            "mean_learnability_by_chunk": [x / state.selected_steps for x in state.chunk_diag],
+            "superbatch_mean_learnability": state.pool_diag / state.selected_steps,
+        }
+        if state.selected_steps
+        else {},
         "clean_fraction": state.noise.get("clean", 0) / trained if trained else float("nan"),
         "skipped": dict(stats.skipped),
         "wall_seconds": state.seconds,

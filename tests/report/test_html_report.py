@@ -46,6 +46,7 @@ def test_report_html_renders_in_chromium_with_every_image_and_section(local_pipe
     assert r.returncode == 0 and shot.stat().st_size > 10_000, r.stderr[-2000:]
     text = page.read_text()
     assert "At equal iterations" in text and "At equal total compute" in text  # the headline
+    assert 'alt="per-chunk diagnostics"' in text
     for gallery in ("chosen most often", "highest learnability, never chosen", "random sample"):
         assert gallery in text
 
@@ -67,6 +68,12 @@ def test_export_round_trips_on_the_smoke_data(smoke_scored, tmp_path):
     pool, scores, learner = smoke_scored / "data" / "pool", smoke_scored / "scores", tmp_path / "learner"
     sets = ("learner.steps=3", "learner.eval_every=0")
     assert main(smoke_args("train", *sets, method="jest", data=pool, scores=scores, out=learner)) == 0
+    chunks = json.loads((learner / "train.json").read_text())["selection_chunks"]
+    from jestflow.config import load_config
+
+    per_chunk = chunks["mean_learnability_by_chunk"]
+    assert len(per_chunk) == load_config("smoke").select.n_chunks  # Algorithm 1's chunks, in draw order
+    assert np.mean(per_chunk) > chunks["superbatch_mean_learnability"]  # the chosen beat what was offered
     args = smoke_args("export", model=learner, scores=scores, pool=pool, out=tmp_path / "x", top=0.1)
     assert main(args) == 0
     got = read_parquet(str(tmp_path / "x" / "curation.parquet"))

@@ -33,7 +33,7 @@ def test_commands_say_what_they_will_run(tmp_path, capsys):
     assert main(["data", "demo", *smoke_args("x", "demo.seed=4", out=tmp_path / "d")[1:]]) == 0
     out = capsys.readouterr().out
     assert "jestflow data: preset smoke + 1 --set;" in out
-    assert "already holds a demo dataset (curated 600, pool 1600, eval 200, seed 0; use --force" in out
+    assert "already holds a demo dataset (preset smoke: curated 600, pool 1600, eval 200, seed 0; use --force" in out
 
 
 def test_help_says_what_newcomers_need():
