@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import storage
-from .data import ReadStats
+from .data import ReadStats, iter_shard, list_shards
 from .devices import autocast
 from .losses import per_example_loss
 from .model import load_model
@@ -73,12 +73,10 @@ def curation_table(
         cols["chosen"] += [chosen.get(x, 0) for x in uids]
         batch.clear()
 
-    from .data import list_shards
-
     shards = list_shards(pool_uri)
     bar = tqdm(total=cache.index["n"], desc="export", unit="ex", disable=not show_progress(progress))
     for i, shard in enumerate(shards):
-        for s in iter_split_shard(shard, model.config.image_size):
+        for s in iter_shard(shard, ReadStats(max_bad_fraction=1.0), model.config.image_size):
             shard_of[s.uid] = i
             batch.append(s)
             if len(batch) == batch_size:
@@ -96,12 +94,6 @@ def curation_table(
         "learnability": np.array(cols["learnability"], dtype=np.float32),
         "chosen": np.array(cols["chosen"], dtype=np.int64),
     }
-
-
-def iter_split_shard(shard: str, image_size: int):
-    from .data import iter_shard
-
-    return iter_shard(shard, ReadStats(max_bad_fraction=1.0), image_size)
 
 
 def write_parquet(table: dict[str, np.ndarray], uri: str, metadata: dict | None = None) -> None:

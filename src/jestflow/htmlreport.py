@@ -61,7 +61,11 @@ def headline(results: dict) -> list[str]:
 
 
 def _png_data(path_or_bytes) -> str:
-    data = path_or_bytes if isinstance(path_or_bytes, bytes) else storage.open_read(path_or_bytes).read()
+    if isinstance(path_or_bytes, bytes):
+        data = path_or_bytes
+    else:
+        with storage.open_read(path_or_bytes) as f:
+            data = f.read()
     return "data:image/png;base64," + base64.b64encode(data).decode()
 
 

@@ -272,11 +272,12 @@ def write_html_report(runs: dict, results: dict, out_dir: str, named: dict, conf
     from . import __version__
     from .curation import curation_table, write_parquet
     from .htmlreport import write_html
+    from .selection import get_method
 
     selected, (model, _) = next(iter(named.items()))
     cfg = _load(config.path) if config is not None else None
     table = None
-    if scores is not None and pool_uri and get_method_safe(selected).uses_reference:
+    if scores is not None and pool_uri and get_method(selected).uses_reference:
         batch = cfg.eval.batch_size if cfg else 256
         table = curation_table(model.path, scores.path, pool_uri, batch, progress=False)
         write_parquet(table, storage.join(out_dir, "curation.parquet"), {"model": model.uri, "pool": pool_uri})
@@ -295,12 +296,6 @@ def write_html_report(runs: dict, results: dict, out_dir: str, named: dict, conf
         "score cache": scores.uri if scores is not None else None,
     }  # fmt: skip
     return write_html(out_dir, results, runs, table, pool_uri, config_text, provenance)
-
-
-def get_method_safe(name: str):
-    from .selection import get_method
-
-    return get_method(name.removesuffix("@flops"))
 
 
 def _versions() -> dict:
