@@ -122,7 +122,7 @@ def build(gpu: bool = True, multinode: bool = False):
         accel = (p["accelerator_type"], p["gpu_node_selector"]) if variant != CPU else None
         # A pure function of its parameters (the demo is seeded): cached, so later steps can hit too.
         prep = _common(
-            prepare(**{k: p[k] for k in PREPARE_INPUTS}), "1", "4Gi", cache=True, claim=claim
+            prepare(**{k: p[k] for k in prepare.component_spec.inputs}), "1", "4Gi", cache=True, claim=claim
         ).set_display_name("prepare")
         cfg = prep.outputs["config"]
         # Metrics of every stage go to the Pushgateway grouped by this run's id (empty URL: no pushes).
@@ -237,23 +237,6 @@ def build(gpu: bool = True, multinode: bool = False):
         "evaluate -> report",
     )(jest_pipeline)
 
-
-PREPARE_INPUTS = (
-    "curated_uri",
-    "pool_uri",
-    "eval_uri",
-    "demo_dir",
-    "preset",
-    "model_size",
-    "reference_steps",
-    "steps",
-    "batch_size",
-    "filter_ratio",
-    "n_chunks",
-    "seed",
-    "overrides",
-    "check_data",
-)
 
 jest_pipeline = build(gpu=True)
 jest_pipeline_cpu = build(gpu=False)

@@ -412,12 +412,13 @@ class _Prefixed:
         self.head, self.raw = head, raw
 
     def read(self, n: int = -1) -> bytes:
-        if self.head:
-            out, self.head = self.head[:n] if n >= 0 else self.head, self.head[n:] if n >= 0 else b""
-            if n < 0:
-                return out + self.raw.read()
-            return out + (self.raw.read(n - len(out)) if len(out) < n else b"")
-        return self.raw.read(n)
+        if not self.head:
+            return self.raw.read(n)
+        if n < 0:
+            out, self.head = self.head + self.raw.read(), b""
+            return out
+        out, self.head = self.head[:n], self.head[n:]
+        return out + self.raw.read(n - len(out)) if len(out) < n else out
 
 
 def iter_split(uri: str, stats: ReadStats | None = None, image_size: int | None = None) -> Iterator[Sample]:

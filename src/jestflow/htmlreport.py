@@ -35,10 +35,9 @@ def headline(results: dict) -> list[str]:
         r, u = rows[m], rows.get(base)
         if u is None:
             continue
-        metric = "retrieval R@1"
         key = "retrieval_r1"
         out.append(
-            f"At equal iterations ({r.get('iterations', '?')} steps) {m} reached {metric} {r[key]:.3f}, "
+            f"At equal iterations ({r.get('iterations', '?')} steps) {m} reached retrieval R@1 {r[key]:.3f}, "
             f"{base} {u[key]:.3f}."
         )
         flops_run = rows.get(f"{base}@flops")

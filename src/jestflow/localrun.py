@@ -52,7 +52,16 @@ def run_local(
     saved = os.environ.get(ENV_RUN_ID)
     os.environ[ENV_RUN_ID] = run_id or default_run_id()
     try:
-        task = _run(jest_pipeline_cpu, curated, pool, eval_uri, demo_dir, preset, method, overrides, pushgateway)
+        task = jest_pipeline_cpu(
+            curated_uri=curated,
+            pool_uri=pool,
+            eval_uri=eval_uri,
+            demo_dir=demo_dir,
+            preset=preset,
+            method=method,
+            overrides=list(overrides),
+            pushgateway_url=pushgateway,
+        )
     finally:
         if saved is None:
             os.environ.pop(ENV_RUN_ID, None)
@@ -67,16 +76,3 @@ def run_local(
     results["pipeline_seconds"] = time.time() - t0
     storage.write_json(str(out_p / "results.json"), results)
     return results
-
-
-def _run(pipeline, curated, pool, eval_uri, demo_dir, preset, method, overrides, pushgateway):
-    return pipeline(
-        curated_uri=curated,
-        pool_uri=pool,
-        eval_uri=eval_uri,
-        demo_dir=demo_dir,
-        preset=preset,
-        method=method,
-        overrides=list(overrides),
-        pushgateway_url=pushgateway,
-    )
