@@ -408,8 +408,8 @@ def render(results: dict, notes: str = "") -> str:
         f"curated {demo.n_curated}, held-out eval {demo.n_eval}; model `{cfg['model']['size']}`; "
         f"{cfg['learner']['steps']} learner iterations of b = {b} (JEST super-batch N = {n}, "
         f"{cfg['select']['n_chunks']} chunks); reference {results['reference']['steps']} steps; "
-        f"{_regime_words(results)}{results['seeds']} seeds; wall time {results['wall_seconds'] / 60:.1f} min (summed over the invocations "
-        "that trained these runs).",
+        f"{_regime_words(results)}{results['seeds']} seeds; wall time {results['wall_seconds'] / 60:.1f} min "
+        "(summed over the invocations that trained these runs).",
         "",
         "## Results (mean ± std over seeds)",
         "",
