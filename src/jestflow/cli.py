@@ -393,6 +393,7 @@ def run(args) -> int:
         m = stages.evaluate_model(_cfg(args), args.model, args.data, args.out, _metrics(args, "evaluate"))
         print(stages.format_metrics(m))
     elif args.cmd == "run":
+        from .flops import break_even_words
         from .localrun import run_local
         from .report import speedup_text, table
 
@@ -422,12 +423,7 @@ def run(args) -> int:
                     "(>1 is better than uniform)"
                 )
         for name, p in res.get("payoff", {}).items():
-            runs = p["break_even_runs"]
-            print(
-                f"{name}: the reference pays for itself once {runs} learner runs share it"
-                if runs
-                else f"{name}: no fewer learner FLOPs than uniform, so the reference never pays"
-            )
+            print(f"{name}: the reference {break_even_words(p['break_even_runs'])}")
         from .htmlreport import headline
 
         print("\n" + " ".join(headline(res)))

@@ -183,6 +183,15 @@ def payoff(uniform_flops: float, method_flops: float, fixed_flops: float) -> dic
     }
 
 
+def break_even_words(runs: int | None) -> str:
+    """What `payoff(...)["break_even_runs"]` means, as the predicate of "the reference ..."."""
+    if not runs:
+        return "never pays for itself"
+    if runs == 1:
+        return "pays for itself within a single run"
+    return f"pays for itself once {runs} learner runs share it"
+
+
 def payoff_curve(uniform_flops: float, method_flops: float, fixed_flops: float, shares: list[float]) -> list[float]:
     """Total-compute speed-up when the reference's fixed cost is shared by each of `shares` learner runs
     (equivalently: learner budgets `shares` times this run's, at the same learner-only speed-up)."""

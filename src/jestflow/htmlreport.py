@@ -19,6 +19,7 @@ import random
 import numpy as np
 
 from . import storage
+from .flops import break_even_words
 
 SECTIONS = ("headline", "curves", "galleries", "selection", "noise", "provenance")
 GALLERY = 12  # thumbnails per gallery
@@ -51,8 +52,7 @@ def headline(results: dict) -> list[str]:
         if p is None:
             out.append(f"{m} did not reach {base}'s final score, so its reference has not paid for itself.")
         elif p.get("break_even_runs"):
-            n = p["break_even_runs"]
-            paid = "has paid for itself already" if n <= 1 else f"pays for itself once {n} learner runs share it"
+            paid = break_even_words(p["break_even_runs"])
             out.append(f"The reference {paid} (learner-only speed-up {p['learner_speedup']:.2f}x).")
         else:
             out.append(f"{m} needs no fewer learner FLOPs than {base}: the reference never pays for itself.")

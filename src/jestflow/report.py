@@ -11,7 +11,7 @@ import base64
 import math
 
 from . import storage
-from .flops import fixed_total, payoff, payoff_curve, run_total
+from .flops import break_even_words, fixed_total, payoff, payoff_curve, run_total
 
 PRIMARY = "retrieval_r1"
 
@@ -299,9 +299,9 @@ def payoff_markdown(payoffs: dict[str, dict], out_dir: str) -> list[str]:
         if runs:
             lines.append(
                 f"- **{name}**: {u:.2f}x fewer learner FLOPs than uniform to the same score; with the reference's "
-                f"{f:.3g} FLOPs counted, {p['total_speedup']:.2f}x for this one run. The reference pays for itself "
-                f"once {runs} learner runs share it, or in one run longer than {p['break_even_uniform_flops']:.3g} "
-                "uniform learner FLOPs."
+                f"{f:.3g} FLOPs counted, {p['total_speedup']:.2f}x for this one run. The reference "
+                f"{break_even_words(runs)} (break-even: a run that would cost uniform "
+                f"{p['break_even_uniform_flops']:.3g} learner FLOPs)."
             )
         else:
             lines.append(

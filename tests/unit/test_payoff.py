@@ -4,7 +4,7 @@ payoff analysis (when the reference's fixed cost pays for itself)."""
 import pytest
 
 from jestflow import config as C
-from jestflow.flops import payoff, payoff_curve
+from jestflow.flops import break_even_words, payoff, payoff_curve
 from jestflow.report import compare, compare_targets, speedup_text
 
 
@@ -64,3 +64,13 @@ def test_payoff_break_even():
     assert curve[0] < 1 <= curve[1] and curve[2] == pytest.approx(2.5, rel=0.02)
     never = payoff(uniform_flops=4.0, method_flops=5.0, fixed_flops=30.0)
     assert never["break_even_runs"] is None and never["break_even_uniform_flops"] is None
+
+
+def test_break_even_in_words():
+    """One sentence for the CLI, the run report and BENCHMARKS.md: a reference that pays within the run
+    it was trained for is not described as "once 1 learner runs share it"."""
+    once = payoff(uniform_flops=10.0, method_flops=2.0, fixed_flops=5.0)
+    assert once["break_even_runs"] == 1 and once["total_speedup"] > 1
+    assert break_even_words(once["break_even_runs"]) == "pays for itself within a single run"
+    assert break_even_words(5) == "pays for itself once 5 learner runs share it"
+    assert break_even_words(None) == "never pays for itself"

@@ -6,7 +6,7 @@ import statistics
 
 from .. import config as C
 from .. import storage
-from ..flops import payoff, step_cost
+from ..flops import break_even_words, payoff, step_cost
 from ..report import TARGET_FRACTIONS, curve_points, plot_payoff
 from ..selection import METHODS
 
@@ -257,9 +257,9 @@ def payoff_lines(results: dict) -> list[str]:
         )
         if runs:
             sentences.append(
-                f"- **{LABELS[m]}**: the reference pays for itself once {runs} learner runs share it, or once a "
-                f"uniform run would spend {p['break_even_uniform_flops']:.3g} learner FLOPs "
-                f"({p['break_even_uniform_flops'] / u:.1f}x this benchmark's); beyond that it saves up to "
+                f"- **{LABELS[m]}**: the reference {break_even_words(runs)} (break-even: a run that would cost "
+                f"uniform {p['break_even_uniform_flops']:.3g} learner FLOPs, "
+                f"{p['break_even_uniform_flops'] / u:.1f}x this benchmark's); beyond that it saves up to "
                 f"{1 - 1 / p['learner_speedup']:.0%} of the learner's compute."
             )
         else:
@@ -323,7 +323,7 @@ def targets(results: dict) -> list[tuple[str, bool | None, str]]:
             "JEST's learner-only compute to uniform's final R@1 ≤ 1/3 of uniform's (break-even stated)",
             learner is not None and learner >= 3,
             (f"learner-only speed-up {learner:.2f}×" if learner else "not reached")
-            + (f"; the reference pays for itself once {runs} learner runs share it" if runs else ""),
+            + (f"; the reference {break_even_words(runs)}" if runs else ""),
         )
     )
     fl = j["flops_speedup_retrieval_r1"]["mean"]
