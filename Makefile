@@ -78,7 +78,7 @@ KFP_HOST ?= http://localhost:8080
 submit: $(STAMP)/installed ## submit the GPU pipeline to KFP_HOST (PARAMS="steps=2000 pool_uri=gs://..." EXPERIMENT=jestflow)
 	$(JESTFLOW) submit --host $(KFP_HOST) --experiment $(or $(EXPERIMENT),jestflow) $(foreach p,$(PARAMS),--param $(p))
 
-bench: $(STAMP)/installed ## curation benchmark: every method vs uniform, 3 seeds (bench preset, ~21 min on 2 cores) -> BENCHMARKS.md
+bench: $(STAMP)/installed ## curation benchmark: every method vs uniform, 3 seeds (bench preset, ~50 min on 2 cores) -> BENCHMARKS.md
 	$(JESTFLOW) bench curation --preset bench --out bench/curation
 	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md $(if $(wildcard bench/curation-glyphs/results.json),--second glyphs=bench/curation-glyphs)
 

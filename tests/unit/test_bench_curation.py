@@ -10,7 +10,7 @@ import pytest
 
 from jestflow import config as C
 from jestflow.bench.curation import _run_job, bench_curation, plan
-from jestflow.bench.report import BENCHMARKED, PLOTS, REPORTED, regime_targets, targets
+from jestflow.bench.report import BENCHMARKED, PLOTS, REPORTED, _wall_words, bench_seconds, regime_targets, targets
 from jestflow.config import load_config
 from jestflow.selection import METHODS
 
@@ -37,6 +37,8 @@ def test_bench_curation_toy(tmp_path):
     assert res["per_method"]["jest"]["clean_fraction"]["mean"] > res["per_method"]["uniform"]["clean_fraction"]["mean"]
     assert len(res["chunk_learnability"]["chosen"]) == 4  # smoke: 4 chunks
     assert json.loads((out / "results.json").read_text())["seeds"] == 1
+    (inv,) = res["invocations"]
+    assert inv["trained"] == len(REPORTED) and inv["batch_size_runs"] == 0 and inv["seconds"] > 0
     names = [t[0] for t in targets(res)]
     assert names[0].startswith("Uniform's final retrieval R@1 is ≥ 5× chance")
     assert names[1].startswith("The learner's budget dominates the reference's")
@@ -144,3 +146,23 @@ def test_regime_targets_say_whether_the_benchmark_can_answer():
     assert dominated[1] is True and "1.96×" in dominated[2]
     chance, dominated = regime_targets(results(0.004, 2.1e12, 6.3e12, 1.1e12))  # the previous preset's regime
     assert chance[1] is False and dominated[1] is False and "0.28×" in dominated[2]
+
+
+def test_make_bench_time_leaves_out_the_batch_size_runs():
+    """`make bench-extended` adds the batch-size runs to `make bench`'s folder; the 60-minute target is
+    read from the invocations that trained no batch-size run, and the Setup line says both times."""
+    results = {
+        "wall_seconds": 3864.6,
+        "invocations": [
+            {"command": "make bench", "seconds": 3016.6, "trained": 25, "batch_size_runs": 0},
+            {"command": "make bench-extended", "seconds": 848.0, "trained": 6, "batch_size_runs": 6},
+        ],
+    }
+    assert bench_seconds(results) == (3016.6, "on this machine")
+    assert _wall_words(results).endswith("(`make bench` 50.3 min, then 6 batch-size runs 14.1 min)")
+    both = {"wall_seconds": 4000.0, "invocations": [{"seconds": 4000.0, "trained": 31, "batch_size_runs": 6}]}
+    assert bench_seconds(both)[1].endswith("batch-size runs included)")
+    assert bench_seconds({"wall_seconds": 100.0}) == (
+        100.0,
+        "on this machine (all invocations, batch-size runs included)",
+    )

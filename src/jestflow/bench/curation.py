@@ -335,7 +335,9 @@ def bench_curation(
     # Wall time adds up over the invocations that trained these runs (a resumed bench reuses finished ones).
     earlier = storage.join(out, "results.json")
     reused = any(storage.exists(storage.join(out, "runs", j.name, "train.json")) for j in jobs)
-    previous_seconds = storage.read_json(earlier)["wall_seconds"] if reused and storage.exists(earlier) else 0.0
+    previous = storage.read_json(earlier) if reused and storage.exists(earlier) else {}
+    extras = {batch_job(cfg, m, b).name for b in batch_sizes for m in BATCH_METHODS}
+    todo = [j for j in jobs if not storage.exists(storage.join(out, "runs", j.name, "train.json"))]
     threads = max(1, (os.cpu_count() or 2) // workers)
     print(f"[bench] {len(jobs)} learner runs on {workers} workers x {threads} threads", flush=True)
     done = 0
@@ -346,7 +348,17 @@ def bench_curation(
             done += 1
             print(f"[bench] {done}/{len(jobs)} done: {futs[f].name} ({time.time() - t0:.0f} s)", flush=True)
     results = finish(out, jobs, cfg, preset, overrides, seeds, command, data, scores, ref, batch_sizes=batch_sizes)
-    results["wall_seconds"] = previous_seconds + time.time() - t0
+    seconds = time.time() - t0
+    results["wall_seconds"] = previous.get("wall_seconds", 0.0) + seconds
+    # Each invocation's time and what it trained: `make bench`'s own time is that of the invocations
+    # that trained no batch-size runs (those belong to `make bench-extended`).
+    invocation = {
+        "command": command,
+        "seconds": seconds,
+        "trained": len(todo),
+        "batch_size_runs": sum(j.name in extras for j in todo),
+    }
+    results["invocations"] = [*previous.get("invocations", []), invocation]
     return publish(results, out, jobs, seeds)
 
 
@@ -412,5 +424,5 @@ def rerender(out: str) -> dict:
         old["chunk_learnability"],
         batch_sizes=batch_sizes,
     )
-    new.update(wall_seconds=old["wall_seconds"], date=old["date"], machine=old["machine"])
+    new.update({k: old[k] for k in ("wall_seconds", "date", "machine", "invocations") if k in old})
     return publish(new, out, jobs, old["seeds"])

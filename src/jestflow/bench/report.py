@@ -110,6 +110,15 @@ def uniform_target(results: dict) -> tuple[float, float]:
     return target, 1 / results["config"]["demo"]["n_eval"]
 
 
+def bench_seconds(results: dict) -> tuple[float, str]:
+    """`make bench`'s wall time: the invocations that trained no batch-size runs (`make bench-extended`'s
+    extra runs are not part of it); the total, said so, when that cannot be told apart."""
+    main = [i["seconds"] for i in results.get("invocations", []) if not i["batch_size_runs"]]
+    if main:
+        return sum(main), "on this machine"
+    return results["wall_seconds"], "on this machine (all invocations, batch-size runs included)"
+
+
 def regime(results: dict) -> tuple[float, float] | None:
     """(uniform's learner FLOPs, the reference's fixed cost: its training plus its scoring pass). The
     paper's regime is the first well above the second; None for results without a uniform run."""
@@ -374,11 +383,20 @@ def targets(results: dict) -> list[tuple[str, bool | None, str]]:
                 f"± {j['retrieval_r1']['std']:.3f}",
             )
         )
-    wall = results["wall_seconds"]
-    out.append(
-        ("`make bench` within 60 minutes on 2 CPU cores", wall <= 60 * 60, f"{wall / 60:.1f} min on this machine")
-    )
+    wall, what = bench_seconds(results)
+    out.append(("`make bench` within 60 minutes on 2 CPU cores", wall <= 60 * 60, f"{wall / 60:.1f} min {what}"))
     return out
+
+
+def _wall_words(results: dict) -> str:
+    total = f"wall time {results['wall_seconds'] / 60:.1f} min, summed over the invocations that trained these runs"
+    inv = results.get("invocations", [])
+    extra = sum(i["seconds"] for i in inv if i["batch_size_runs"])
+    if not extra:
+        return total
+    main, _ = bench_seconds(results)
+    runs = sum(i["batch_size_runs"] for i in inv)
+    return f"{total} (`make bench` {main / 60:.1f} min, then {runs} batch-size runs {extra / 60:.1f} min)"
 
 
 def _regime_words(results: dict) -> str:
@@ -408,8 +426,7 @@ def render(results: dict, notes: str = "") -> str:
         f"curated {demo.n_curated}, held-out eval {demo.n_eval}; model `{cfg['model']['size']}`; "
         f"{cfg['learner']['steps']} learner iterations of b = {b} (JEST super-batch N = {n}, "
         f"{cfg['select']['n_chunks']} chunks); reference {results['reference']['steps']} steps; "
-        f"{_regime_words(results)}{results['seeds']} seeds; wall time {results['wall_seconds'] / 60:.1f} min "
-        "(summed over the invocations that trained these runs).",
+        f"{_regime_words(results)}{results['seeds']} seeds; {_wall_words(results)}.",
         "",
         "## Results (mean ± std over seeds)",
         "",
