@@ -334,10 +334,10 @@ def bench_curation(
     jobs = plan(cfg, seeds, ablations, stages.flops_matched(cfg, "jest", scores), batch_sizes)
     # Wall time adds up over the invocations that trained these runs (a resumed bench reuses finished ones).
     earlier = storage.join(out, "results.json")
-    reused = any(storage.exists(storage.join(out, "runs", j.name, "train.json")) for j in jobs)
+    todo = [j for j in jobs if not storage.exists(storage.join(out, "runs", j.name, "train.json"))]
+    reused = len(todo) < len(jobs)
     previous = storage.read_json(earlier) if reused and storage.exists(earlier) else {}
     extras = {batch_job(cfg, m, b).name for b in batch_sizes for m in BATCH_METHODS}
-    todo = [j for j in jobs if not storage.exists(storage.join(out, "runs", j.name, "train.json"))]
     threads = max(1, (os.cpu_count() or 2) // workers)
     print(f"[bench] {len(jobs)} learner runs on {workers} workers x {threads} threads", flush=True)
     done = 0
