@@ -312,7 +312,7 @@ def train(
     if state.step and dist.main:  # said even under --quiet: a resumed run is not a fresh one
         print(f"{stage}: resuming from step {state.step} of {t.steps} ({ckpt.uri})", flush=True)
     stats = ReadStats(max_bad_fraction=t.max_bad_fraction)
-    skipped = 0
+    skipped, resume_at = 0, state.consumed  # the replay ends where earlier attempts stopped, not later
     samples = stream(
         data_uri,
         t.seed,
@@ -322,12 +322,12 @@ def train(
         decode_workers=t.decode_workers or (8 if cuda else 1),
         decode_mode=t.decode_mode,
         # replayed without decoding while we skip (see data.stream); exactly the same course
-        replaying=lambda: skipped < state.consumed,
+        replaying=lambda: skipped < resume_at,
         undecodable=set(state.undecodable),
     )
     if keep is not None:
         samples = (s for s in samples if keep(s))
-    for _ in range(state.consumed):  # deterministic stream: skip what earlier attempts trained on
+    for _ in range(resume_at):  # deterministic stream: skip what earlier attempts trained on
         next(samples)
         skipped += 1
     batches = Prefetcher(make_batches(samples, n_super, tokenizer), pin=cuda)
