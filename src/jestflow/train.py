@@ -173,11 +173,18 @@ def compile_towers(model: TwoTower) -> None:
     """torch.compile each tower in place (parameter names unchanged, so checkpoints stay portable).
     Fixed shapes per call site (sub-batch, super-batch, coarse view, recorded or replayed): a graph per
     variant, up to a dozen under Flexi-JEST with reuse, so the recompile limit (8) is raised past that."""
-    import torch._dynamo.config as dynamo
-
-    dynamo.recompile_limit = max(dynamo.recompile_limit, 32)
+    raise_recompile_limit(32)
     model.image.compile(dynamic=False)
     model.text.compile(dynamic=False)
+
+
+def raise_recompile_limit(at_least: int, dynamo_config=None) -> None:
+    """Let dynamo keep `at_least` graphs per function. The setting is `recompile_limit` from torch 2.6
+    on (pytorch PR #143709, which keeps `cache_size_limit` as an alias) and `cache_size_limit` before."""
+    if dynamo_config is None:
+        import torch._dynamo.config as dynamo_config
+    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    setattr(dynamo_config, name, max(getattr(dynamo_config, name), at_least))
 
 
 @dataclass

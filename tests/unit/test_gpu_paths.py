@@ -87,6 +87,22 @@ def test_compiled_towers_compute_what_eager_ones_do():
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("names", [("recompile_limit", "cache_size_limit"), ("cache_size_limit",)], ids=["torch>=2.6", "torch<2.6"])
+def test_compile_raises_the_recompile_limit_on_every_supported_torch(names):
+    """torch renamed dynamo's `cache_size_limit` to `recompile_limit` in 2.6 (pytorch PR #143709; 2.6+
+    keep the old name as an alias). Was: compile_towers read `recompile_limit`, an AttributeError at the
+    start of every compiled (GPU) run on torch < 2.6, e.g. the CUDA base image's 2.5.1."""
+    import types
+
+    from jestflow.train import raise_recompile_limit
+
+    fake = types.SimpleNamespace(**dict.fromkeys(names, 8))
+    raise_recompile_limit(32, fake)
+    assert getattr(fake, names[0]) == 32
+    raise_recompile_limit(16, fake)  # never lowered
+    assert getattr(fake, names[0]) == 32
+
+
 @pytest.mark.parametrize("mode", ["process", "thread"])
 def test_parallel_decoding_yields_the_same_stream(smoke_scored, mode):
     pool = str(smoke_scored / "data" / "pool")
