@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--method", choices=list(METHODS), help="selection method (default: the config's select.method)")
     t.add_argument("--data", required=True, help="pool split")
-    t.add_argument("--scores", help="score cache from `jestflow score` (needed by jest, independent, easy-reference)")
+    needs_cache = ", ".join(m.name for m in METHODS.values() if m.uses_reference)
+    t.add_argument("--scores", help=f"score cache from `jestflow score` (needed by {needs_cache})")
     t.add_argument("--eval", help="held-out split for learning curves")
     t.add_argument(
         "--tokenizer-from",
@@ -465,9 +466,11 @@ def run(args) -> int:
             print(write_html(run_dir, results, None, table, args.pool or None))
     elif args.cmd == "export":
         from .curation import export
+        from .devices import resolve_device
 
         cfg = _cfg(args)
-        r = export(args.model, args.scores, args.pool, args.out, cfg.eval.batch_size, top=args.top,
+        device = resolve_device(cfg.learner.device)  # the learner's device, as in training and evaluation
+        r = export(args.model, args.scores, args.pool, args.out, cfg.eval.batch_size, device, args.top,
                    progress=not args.quiet)  # fmt: skip
         print(
             f"wrote {r['rows']} rows -> {r['parquet']}"

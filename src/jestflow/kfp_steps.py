@@ -271,6 +271,7 @@ def write_html_report(runs: dict, results: dict, out_dir: str, named: dict, conf
 
     from . import __version__
     from .curation import curation_table, write_parquet
+    from .devices import resolve_device
     from .htmlreport import write_html
     from .selection import get_method
 
@@ -279,7 +280,8 @@ def write_html_report(runs: dict, results: dict, out_dir: str, named: dict, conf
     table = None
     if scores is not None and pool_uri and get_method(selected).uses_reference:
         batch = cfg.eval.batch_size if cfg else 256
-        table = curation_table(model.path, scores.path, pool_uri, batch, progress=False)
+        device = resolve_device(cfg.learner.device if cfg else "auto")
+        table = curation_table(model.path, scores.path, pool_uri, batch, device, progress=False)
         write_parquet(table, storage.join(out_dir, "curation.parquet"), {"model": model.uri, "pool": pool_uri})
     config_text = ""
     if config is not None:

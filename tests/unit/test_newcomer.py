@@ -41,3 +41,29 @@ def test_help_says_what_newcomers_need():
     assert "zero-shot top-1" in sub["evaluate"].description
     assert "like-for-like" in sub["train"].format_help().replace("\n", " ").replace("  ", " ")
     assert "byte offset" in sub["data"]._subparsers._group_actions[0].choices["check"].description
+
+
+def test_scores_help_names_every_method_that_reads_the_cache():
+    """Was: a hand-written list (jest, independent, easy-reference) without flexi-jest and
+    offline-easy-reference. Now written from the method registry."""
+    from jestflow.selection import METHODS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "cmd").choices
+    scores = next(a for a in sub["train"]._actions if a.dest == "scores")
+    needs = [m.name for m in METHODS.values() if m.uses_reference]
+    assert set(needs) >= {"flexi-jest", "offline-easy-reference", "jest"}
+    assert f"needed by {', '.join(needs)}" in scores.help
+
+
+def test_export_runs_on_the_configured_device(tmp_path, capsys):
+    """Was: `jestflow export` never passed a device, so it scored the pool on CPU even on a GPU machine.
+    Now it takes learner.device like training does: asking for CUDA where there is none is refused."""
+    import torch
+
+    if torch.cuda.is_available():
+        import pytest
+
+        pytest.skip("needs a machine without CUDA")
+    args = smoke_args("export", "learner.device=cuda", model=tmp_path, scores=tmp_path, pool=tmp_path, out=tmp_path)
+    assert main(args) == 2
+    assert "device=cuda asked for, but no CUDA device is available" in capsys.readouterr().err
