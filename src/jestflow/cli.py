@@ -15,11 +15,13 @@ EPILOG = "Config keys: run `jestflow config --preset smoke` to print every key w
 
 
 def _common(p: argparse.ArgumentParser, default_preset: str = "demo") -> None:
+    from .config import PRESETS
+
     g = p.add_argument_group("configuration")
     g.add_argument(
         "--preset",
         default=default_preset,
-        help=f"named preset: smoke | demo | bench | b16-h100 (default {default_preset})",
+        help=f"named preset: {' | '.join(PRESETS)} (default {default_preset})",
     )
     g.add_argument("--config", metavar="FILE", help="YAML file of overrides, applied after the preset")
     g.add_argument(
@@ -69,7 +71,7 @@ def announce(args, cfg) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .selection import METHODS
+    from .methods import METHODS
 
     p = argparse.ArgumentParser(
         prog="jestflow",

@@ -17,8 +17,7 @@ from typing import Any
 import yaml
 
 from . import storage
-from .demo import DemoConfig
-from .selection import KERNELS, METHODS, get_method
+from .methods import KERNELS, METHODS, get_method
 
 LOSSES = ("sigmoid", "softmax")
 SWITCHES = ("auto", "on", "off")
@@ -40,6 +39,56 @@ def _positive(prefix: str, obj: Any, *names: str) -> None:
     for name in names:
         if getattr(obj, name) <= 0:
             raise ValueError(f"{prefix}{name}={getattr(obj, name)} must be positive")
+
+
+DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist (all 70,000 images)
+DATASETS = ("fashion", "glyphs")  # the embedded demo datasets (demo.py, glyphs.py)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    n_curated: int = 1000  # clean, small: what the reference model trains on
+    n_pool: int = 6000  # noisy: what JEST curates
+    n_eval: int = 500  # held out (Fashion-MNIST test images)
+    image_size: int = 32  # canvas side in pixels
+    shard_size: int = 500  # samples per tar shard
+    seed: int = 0
+    dataset: str = (
+        "fashion"  # fashion (Fashion-MNIST scenes) | glyphs (font glyphs with their Unicode names, glyphs.py)
+    )
+    fashion_mnist_dir: str = DEFAULT_IDX_DIR  # full dataset when present; else the shipped subset
+    # Pool noise: fraction of each type; the rest is clean.
+    mismatch: float = 0.20  # caption of another, different-class sample
+    wrong_attribute: float = 0.10  # caption with one attribute changed
+    blank: float = 0.05  # constant or random-noise image ("corrupted")
+    off_distribution: float = 0.05  # shapes and textures, not clothing, with a clothing caption
+    junk_caption: float = 0.10  # "IMG_0412.jpg", "click to enlarge", ...
+    near_duplicate: float = 0.10  # jittered copy of an earlier pool sample
+
+    def noise_mix(self) -> dict[str, float]:
+        mix = {
+            "mismatch": self.mismatch,
+            "wrong-attribute": self.wrong_attribute,
+            "blank": self.blank,
+            "off-distribution": self.off_distribution,
+            "junk-caption": self.junk_caption,
+            "near-duplicate": self.near_duplicate,
+        }
+        for k, v in mix.items():
+            if not 0 <= v <= 1:
+                raise ValueError(f"demo noise ratio {k}={v} must be within [0, 1]")
+        total = sum(mix.values())
+        if total > 1:
+            raise ValueError(f"demo noise ratios add up to {total:.3f} > 1")
+        return {"clean": 1 - total, **mix}
+
+    def validate(self, prefix: str = "demo.") -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"{prefix}dataset={self.dataset!r} must be {' or '.join(DATASETS)}")
+        for name in ("n_curated", "n_pool", "n_eval", "image_size", "shard_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{prefix}{name}={getattr(self, name)} must be positive")
+        self.noise_mix()
 
 
 @dataclass(frozen=True)
@@ -170,8 +219,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SelectConfig:
-    method: str = "jest"  # jest | uniform | independent | easy-reference | hard-learner | flexi-jest |
-    #                       offline-easy-reference | oracle
+    method: str = "jest"  # a name in methods.METHODS (`jestflow train --help` lists them)
     filter_ratio: float = 0.8  # fraction of the super-batch discarded: N = b / (1 - f)
     n_chunks: int = 16  # Algorithm 1's chunks; b must be divisible by it
     temperature: float = 1.0  # divides the sampling logits; 1.0 is the paper's behaviour
@@ -193,7 +241,7 @@ class SelectConfig:
 
     @property
     def method_info(self):
-        """The method's registry entry (selection.METHODS)."""
+        """The method's registry entry (methods.METHODS)."""
         return get_method(self.method)
 
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
-from tqdm import tqdm
 
 from . import storage
-from .data import ShardWriter
+from .config import DEFAULT_IDX_DIR, DemoConfig
+from .synthetic import JUNK_CAPTIONS, write_split
 
 CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
 COLORS = {
@@ -45,67 +44,7 @@ TEMPLATES = (
     "a {bg} background with a {size} {color} {cls} at the {pos}",
 )
 ZERO_SHOT_TEMPLATES = ("a {}", "a photo of a {}", "a small {}", "a large {}")
-JUNK_CAPTIONS = (
-    "IMG_0412.jpg",
-    "click to enlarge",
-    "DSC_1234.JPG",
-    "untitled",
-    "free shipping on all orders",
-    "image",
-    "thumbnail",
-    "photo 3 of 12",
-    "sale sale sale",
-    "screenshot 2019-05-02",
-)
 NOISE_TYPES = ("clean", "mismatch", "wrong-attribute", "blank", "off-distribution", "junk-caption", "near-duplicate")
-DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist"
-DATASETS = ("fashion", "glyphs")
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    n_curated: int = 1000  # clean, small: what the reference model trains on
-    n_pool: int = 6000  # noisy: what JEST curates
-    n_eval: int = 500  # held out (Fashion-MNIST test images)
-    image_size: int = 32  # canvas side in pixels
-    shard_size: int = 500  # samples per tar shard
-    seed: int = 0
-    dataset: str = (
-        "fashion"  # fashion (Fashion-MNIST scenes) | glyphs (font glyphs with their Unicode names, glyphs.py)
-    )
-    fashion_mnist_dir: str = DEFAULT_IDX_DIR  # full dataset when present; else the shipped subset
-    # Pool noise: fraction of each type; the rest is clean.
-    mismatch: float = 0.20  # caption of another, different-class sample
-    wrong_attribute: float = 0.10  # caption with one attribute changed
-    blank: float = 0.05  # constant or random-noise image ("corrupted")
-    off_distribution: float = 0.05  # shapes and textures, not clothing, with a clothing caption
-    junk_caption: float = 0.10  # "IMG_0412.jpg", "click to enlarge", ...
-    near_duplicate: float = 0.10  # jittered copy of an earlier pool sample
-
-    def noise_mix(self) -> dict[str, float]:
-        mix = {
-            "mismatch": self.mismatch,
-            "wrong-attribute": self.wrong_attribute,
-            "blank": self.blank,
-            "off-distribution": self.off_distribution,
-            "junk-caption": self.junk_caption,
-            "near-duplicate": self.near_duplicate,
-        }
-        for k, v in mix.items():
-            if not 0 <= v <= 1:
-                raise ValueError(f"demo noise ratio {k}={v} must be within [0, 1]")
-        total = sum(mix.values())
-        if total > 1:
-            raise ValueError(f"demo noise ratios add up to {total:.3f} > 1")
-        return {"clean": 1 - total, **mix}
-
-    def validate(self, prefix: str = "demo.") -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"{prefix}dataset={self.dataset!r} must be {' or '.join(DATASETS)}")
-        for name in ("n_curated", "n_pool", "n_eval", "image_size", "shard_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{prefix}{name}={getattr(self, name)} must be positive")
-        self.noise_mix()
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -231,13 +170,6 @@ class Composer:
         if r.random() < 0.5:
             return np.full((n, n, 3), r.integers(0, 256, 3), dtype=np.uint8)
         return r.integers(0, 256, (n, n, 3), dtype=np.uint8)
-
-
-def write_split(folder, prefix, n, shard_size, make, desc):
-    with ShardWriter(folder, prefix, shard_size) as w:
-        for i in tqdm(range(n), desc=desc, unit="img", leave=False, mininterval=1.0):
-            image, caption, meta = make(i)
-            w.write(f"{prefix}-{i:07d}", image, caption, meta)
 
 
 def make_demo(out: str, cfg: DemoConfig) -> dict:

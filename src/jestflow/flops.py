@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, replace
 
 from .config import Config, ModelConfig
-from .selection import Method
+from .methods import Method
 
 
 def image_tokens(c: ModelConfig, patch_stride: int = 1) -> int:

@@ -25,7 +25,8 @@ from functools import cache
 import numpy as np
 
 from . import storage
-from .demo import JUNK_CAPTIONS, DemoConfig, write_split
+from .config import DemoConfig
+from .synthetic import JUNK_CAPTIONS, write_split
 
 # (file, caption words) of the faces used; the last two are held out for evaluation
 FACES = (

@@ -202,7 +202,7 @@ def train_learner(
     pushgateway: str = "",
 ) -> None:
     """`match_flops_of`: empty, or the method whose total compute this (uniform) run matches."""
-    from .selection import get_method
+    from .methods import get_method
 
     cfg = _load(config.path, method)
     if match_flops_of:  # the uniform baseline at equal total compute: more, cheaper steps
@@ -273,7 +273,7 @@ def write_html_report(runs: dict, results: dict, out_dir: str, named: dict, conf
     from .curation import curation_table, write_parquet
     from .devices import resolve_device
     from .htmlreport import write_html
-    from .selection import get_method
+    from .methods import get_method
 
     selected, (model, _) = next(iter(named.items()))
     cfg = _load(config.path) if config is not None else None

@@ -3,7 +3,7 @@
 `TakeAll` (reference, uniform, the offline filters) trains on what the stream gives; `ScoreSelect`
 runs the learner forward over the super-batch, looks the reference up in the score cache by uid and
 picks the sub-batch with `selection.select`. Which one a method gets, and what it scores with, comes
-from the method registry (`selection.METHODS`).
+from the method registry (`methods.METHODS`).
 """
 
 from __future__ import annotations

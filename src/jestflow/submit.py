@@ -8,7 +8,7 @@ import tempfile
 import yaml
 
 from . import config as C
-from .selection import METHODS
+from .methods import METHODS
 
 _TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool, "LIST": list, "STRUCT": dict}
 

@@ -20,8 +20,8 @@ from tests.k8s.pytorchjob_schema import errors
 
 from jestflow import config as C
 from jestflow import jobs, kfp_steps, storage
+from jestflow.methods import METHODS
 from jestflow.model import load_model
-from jestflow.selection import METHODS
 
 IMAGE = "ghcr.io/jestflow/jestflow-cuda:0.1.0"
 

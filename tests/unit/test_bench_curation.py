@@ -12,7 +12,7 @@ from jestflow import config as C
 from jestflow.bench.curation import _run_job, bench_curation, plan
 from jestflow.bench.report import BENCHMARKED, PLOTS, REPORTED, _wall_words, bench_seconds, regime_targets, targets
 from jestflow.config import load_config
-from jestflow.selection import METHODS
+from jestflow.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERRIDES = [

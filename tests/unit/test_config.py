@@ -81,3 +81,18 @@ def test_unknown_preset_and_missing_file():
         load_config("giant")
     with pytest.raises(ValueError, match="config file not found"):
         load_config("smoke", "/nonexistent.yaml")
+
+
+def test_reading_a_config_does_not_import_torch():
+    """The configuration and the method registry are torch-free: a config can be read, validated and
+    printed without paying torch's import (seconds), e.g. by `jestflow submit` and the pipeline."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, jestflow.config as C; C.load_config('smoke').with_method('flexi-jest'); "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('numpy', 'PIL')], 'numpy or PIL imported'"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-1000:]

@@ -3,8 +3,10 @@ from collections import Counter
 
 import pytest
 
+from jestflow.config import DemoConfig
 from jestflow.data import iter_split
-from jestflow.demo import JUNK_CAPTIONS, NOISE_TYPES, DemoConfig, make_demo
+from jestflow.demo import NOISE_TYPES, make_demo
+from jestflow.synthetic import JUNK_CAPTIONS
 
 
 @pytest.fixture(scope="module")

@@ -87,7 +87,9 @@ def test_compiled_towers_compute_what_eager_ones_do():
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("names", [("recompile_limit", "cache_size_limit"), ("cache_size_limit",)], ids=["torch>=2.6", "torch<2.6"])
+@pytest.mark.parametrize(
+    "names", [("recompile_limit", "cache_size_limit"), ("cache_size_limit",)], ids=["torch>=2.6", "torch<2.6"]
+)
 def test_compile_raises_the_recompile_limit_on_every_supported_torch(names):
     """torch renamed dynamo's `cache_size_limit` to `recompile_limit` in 2.6 (pytorch PR #143709; 2.6+
     keep the old name as an alias). Was: compile_towers read `recompile_limit`, an AttributeError at the

@@ -46,7 +46,7 @@ def test_help_says_what_newcomers_need():
 def test_scores_help_names_every_method_that_reads_the_cache():
     """Was: a hand-written list (jest, independent, easy-reference) without flexi-jest and
     offline-easy-reference. Now written from the method registry."""
-    from jestflow.selection import METHODS
+    from jestflow.methods import METHODS
 
     sub = next(a for a in build_parser()._actions if a.dest == "cmd").choices
     scores = next(a for a in sub["train"]._actions if a.dest == "scores")

@@ -13,7 +13,8 @@ from cli import smoke_args
 from jestflow import config as C
 from jestflow import flops, losses, stages
 from jestflow.cli import main
-from jestflow.selection import METHODS, Embeds, SoftmaxScorer, independent_scores, score_terms, select
+from jestflow.methods import METHODS
+from jestflow.selection import Embeds, SoftmaxScorer, independent_scores, score_terms, select
 
 
 def embeds(n, d, seed, log_t=1.0):

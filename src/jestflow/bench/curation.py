@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from .. import __version__, storage
 from .. import config as C
 from ..flops import step_cost
+from ..methods import METHODS
 from .report import BENCHMARKED, FLOPS_MATCHED, REPORTED
 
 ABLATIONS = (("n_chunks", 1), ("n_chunks", 4), ("filter_ratio", 0.5), ("filter_ratio", 0.9))
@@ -38,7 +39,11 @@ class Job:
     overrides: tuple
 
 
-BATCH_METHODS = ("jest", "independent", "offline-easy-reference")  # the batch-size ablation's methods
+# The batch-size ablation's methods: one of each way to curate with the reference (joint selection,
+# per-example selection, the offline filter: JEST first), at one image resolution (no Flexi-JEST).
+BATCH_METHODS = tuple(
+    reversed([name for name in BENCHMARKED if METHODS[name].uses_reference and not METHODS[name].low_res_scoring])
+)
 
 
 def batch_job(cfg: C.Config, method: str, b: int) -> Job:

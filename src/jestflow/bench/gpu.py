@@ -35,6 +35,7 @@ import torch
 
 from .. import config as C
 from .. import reuse, storage
+from ..methods import METHODS
 
 DATASHEET_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}  # dense bf16 FLOP/s (SXM)
 
@@ -314,7 +315,9 @@ def bench_iteration(
         }
     ]
     cuda = torch.device(device).type == "cuda"
-    for method, replay in (("jest", False), ("jest", True), ("flexi-jest", False), ("flexi-jest", True)):
+    # every benchmarked method that scores the super-batch with the learner (JEST, Flexi-JEST), with and without reuse
+    scored = [m.name for m in METHODS.values() if m.benchmarked and m.online and m.uses_learner]
+    for method, replay in ((m, r) for m in scored for r in (False, True)):
         mcfg = cfg.with_method(method)
         sel = ScoreSelect(mcfg, cache, reuse_activations=replay)
         flexi = mcfg.select.flexi_stride if method == "flexi-jest" else 1

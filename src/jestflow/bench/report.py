@@ -7,8 +7,8 @@ import statistics
 from .. import config as C
 from .. import storage
 from ..flops import break_even_words, payoff, step_cost
+from ..methods import METHODS
 from ..report import TARGET_FRACTIONS, curve_points, plot_payoff
-from ..selection import METHODS
 
 # The benchmark's methods are the registry's `benchmarked` ones (uniform first), plus uniform at equal
 # total compute; reports list them in this order, under the registry's labels.
