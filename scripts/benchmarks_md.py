@@ -15,7 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
-from jestflow.bench.report import PLOTS, render
+from jestflow.bench.curation_report import PLOTS, render
 
 
 def section(out: Path, docs: Path, where: str, findings: Path) -> str:

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from jestflow.demo import read_idx_dir
+from jestflow.data.demo import read_idx_dir
 
 
 def balanced(images, labels, per_class, rng):

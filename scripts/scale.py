@@ -2,7 +2,7 @@
 
     python scripts/scale.py > /tmp/scale.md      # the tables of docs/scale.md
 
-Every FLOP figure comes from `jestflow.flops` (the formulas training and the reports use); the
+Every FLOP figure comes from `jestflow.core.flops` (the formulas training and the reports use); the
 assumptions (pool size, examples seen, reference budget, bytes per image) are the arguments, with
 the paper's orders of magnitude as defaults.
 """
@@ -13,7 +13,7 @@ import argparse
 from dataclasses import replace
 
 from jestflow import config as C
-from jestflow import flops
+from jestflow.core import flops
 
 
 def fmt(x: float, unit: str = "") -> str:

@@ -12,7 +12,7 @@ def train_learner_multinode(config: Input[Artifact], method: str, pool_uri: str,
                             pushgateway: str):
     """Stage 3 on several nodes: create a Kubeflow Trainer TrainJob (or a Training Operator PyTorchJob)
     running torchrun over `nodes` x `gpus_per_node` ranks, wait for it, fail with the controller's reason."""
-    from jestflow import kfp_steps
+    from jestflow.platform import kfp_steps
 
     kfp_steps.train_learner_multinode(config, method, pool_uri, eval_uri, scores, reference, model, metrics, nodes,
                                       gpus_per_node, image, job_kind, namespace, accelerator_type, node_selector,

@@ -13,7 +13,7 @@ def prepare(curated_uri: str, pool_uri: str, eval_uri: str, demo_dir: str, prese
             demo: Output[Dataset]) -> NamedTuple("Data", curated=str, pool=str, eval=str):
     """Resolve the run's configuration; write the demo dataset (into `demo_dir`, or else the `demo`
     artifact) if no data URIs are given."""
-    from jestflow import kfp_steps
+    from jestflow.platform import kfp_steps
 
     return kfp_steps.prepare(curated_uri, pool_uri, eval_uri, demo_dir, preset, model_size, reference_steps, steps,
                              batch_size, filter_ratio, n_chunks, seed, overrides, config, demo, check_data)

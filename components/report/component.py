@@ -11,7 +11,7 @@ def report(method: str, jest_model: Input[Model], jest_eval: Input[Artifact], un
            report_html: Output[HTML], summary: Output[Artifact]):
     """Compare the learners: results table, speed-ups, plots, a Markdown report, the self-contained HTML
     report (headline, curves, galleries, provenance) and the curation table (curation.parquet)."""
-    from jestflow import kfp_steps
+    from jestflow.platform import kfp_steps
 
     kfp_steps.report({method: (jest_model, jest_eval), "uniform": (uniform_model, uniform_eval),
                       "uniform@flops": (uniform_flops_model, uniform_flops_eval)}, report, summary,

@@ -9,7 +9,7 @@ def score(config: Input[Artifact], reference: Input[Model], part: int, parts: li
           scores: Output[Dataset], pushgateway: str):
     """Stage 2, one branch of the fan-out: the reference over pool shards part, part + len(parts), ...;
     embeddings and losses cached by uid, one score file per pool shard."""
-    from jestflow import kfp_steps
+    from jestflow.platform import kfp_steps
 
     kfp_steps.score(config, reference, part, parts, scores, pushgateway)
 

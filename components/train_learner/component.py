@@ -9,7 +9,7 @@ def train_learner(config: Input[Artifact], method: str, match_flops_of: str, poo
                   scores: Input[Dataset], reference: Input[Model], model: Output[Model], metrics: Output[Metrics],
                   pushgateway: str):
     """Stage 3: train a learner on the pool, sub-batches chosen by `method` (jest, uniform, ...)."""
-    from jestflow import kfp_steps
+    from jestflow.platform import kfp_steps
 
     kfp_steps.train_learner(config, method, match_flops_of, pool_uri, eval_uri, scores, reference, model, metrics,
                             pushgateway)

@@ -8,6 +8,6 @@ from jestflow_components.image import GPU_IMAGE
 def train_reference(config: Input[Artifact], curated_uri: str, reference: Output[Model], metrics: Output[Metrics],
                     pushgateway: str):
     """Stage 1: train the reference model on the curated split."""
-    from jestflow import kfp_steps
+    from jestflow.platform import kfp_steps
 
     kfp_steps.train_reference(config, curated_uri, reference, metrics, pushgateway)

@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _metrics(args, stage: str, method: str = ""):
     if not getattr(args, "pushgateway", ""):
         return None
-    from .metrics import StageMetrics
+    from .platform.metrics import StageMetrics
 
     return StageMetrics(stage, method, args.run_id or None, args.pushgateway)
 
@@ -333,7 +333,7 @@ def run(args) -> int:
     if args.cmd == "train" and args.method:
         args.overrides = [*args.overrides, f"select.method={args.method}"]
     if args.cmd == "data" and args.data_cmd == "check":
-        from .datacheck import check
+        from .data.check import check
 
         cfg = _cfg(args)
         return check(args.splits, cfg.reference.max_bad_fraction, cfg.model.image_size)
@@ -341,7 +341,7 @@ def run(args) -> int:
         announce(args, _cfg(args))
     if args.cmd == "data":
         from . import storage
-        from .demo import demo_complete, make_demo
+        from .data.demo import demo_complete, make_demo
 
         cfg = _cfg(args)
         if demo_complete(args.out) and not args.force:
@@ -396,9 +396,9 @@ def run(args) -> int:
         m = stages.evaluate_model(_cfg(args), args.model, args.data, args.out, _metrics(args, "evaluate"))
         print(stages.format_metrics(m))
     elif args.cmd == "run":
-        from .flops import break_even_words
-        from .localrun import run_local
-        from .report import speedup_text, table
+        from .core.flops import break_even_words
+        from .platform.local_run import run_local
+        from .reporting.run_report import speedup_text, table
 
         res = run_local(
             args.preset,
@@ -427,7 +427,7 @@ def run(args) -> int:
                 )
         for name, p in res.get("payoff", {}).items():
             print(f"{name}: the reference {break_even_words(p['break_even_runs'])}")
-        from .htmlreport import headline
+        from .reporting.html_report import headline
 
         print("\n" + " ".join(headline(res)))
         print(
@@ -435,7 +435,7 @@ def run(args) -> int:
             f"(Markdown: {args.out}/report.md; curation table: {args.out}/curation.parquet)"
         )
     elif args.cmd == "submit":
-        from .submit import run_url, submit, watch
+        from .platform.submit import run_url, submit, watch
 
         variant = "cpu" if args.cpu else ("multinode" if args.multinode else "gpu")
         run_id = submit(
@@ -455,20 +455,20 @@ def run(args) -> int:
             return watch(args.host, run_id, args.namespace, args.token)
     elif args.cmd == "report":
         from . import storage
-        from .htmlreport import write_html
+        from .reporting.html_report import write_html
 
         for run_dir in args.runs:
             results = storage.read_json(storage.join(run_dir, "results.json"))
             pq = storage.join(run_dir, "curation.parquet")
             table = None
             if storage.exists(pq):
-                from .curation import read_parquet
+                from .reporting.curation_table import read_parquet
 
                 table = read_parquet(pq)
             print(write_html(run_dir, results, None, table, args.pool or None))
     elif args.cmd == "export":
-        from .curation import export
-        from .devices import resolve_device
+        from .reporting.curation_table import export
+        from .training.devices import resolve_device
 
         cfg = _cfg(args)
         device = resolve_device(cfg.learner.device)  # the learner's device, as in training and evaluation
@@ -549,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         print("jestflow: interrupted", file=sys.stderr)
         return 130
     finally:
-        from .distributed import teardown
+        from .training.distributed import teardown
 
         teardown()  # under torchrun: leave the process group cleanly (a no-op otherwise)
 

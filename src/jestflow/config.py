@@ -42,7 +42,7 @@ def _positive(prefix: str, obj: Any, *names: str) -> None:
 
 
 DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist (all 70,000 images)
-DATASETS = ("fashion", "glyphs")  # the embedded demo datasets (demo.py, glyphs.py)
+DATASETS = ("fashion", "glyphs")  # the embedded demo datasets (data/demo.py, data/glyphs.py)
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,9 @@ class TrainConfig:
     compile: str = "auto"  # torch.compile the towers: auto (on CUDA) | on | off
     decode_workers: int = 0  # image-decoding workers of the loader; 0 = auto (8 on CUDA, 1 = serial on CPU)
     decode_mode: str = "process"  # the workers are processes (off the training process's GIL) | thread
-    reuse_activations: str = "off"  # replay the scoring forward in the training step (reuse.py): on | off |
+    reuse_activations: str = (
+        "off"  # replay the scoring forward in the training step (model/activation_reuse.py): on | off |
+    )
     #                                 auto (CUDA, one process, tape <= 40% of GPU memory). Off until measured on a GPU
 
     def validate(self, prefix: str) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 
 from . import config as C
-from . import distributed, flops, storage
-from .data import ReadStats, iter_split
-from .devices import resolve_device
-from .evaluate import EvalSet, evaluate
-from .model import load_model
-from .scoring import ScoreCache, score_pool
-from .tokenizer import Tokenizer
-from .train import Callback, train
+from . import storage
+from .core import flops
+from .data.shards import ReadStats, iter_split
+from .model.tokenizer import Tokenizer
+from .model.two_tower import load_model
+from .training import distributed
+from .training.devices import resolve_device
+from .training.evaluation import EvalSet, evaluate
+from .training.loop import Callback, train
+from .training.score_cache import ScoreCache, score_pool
 
 
 def _write_config(cfg: C.Config, out_dir: str, name: str = "config.yaml") -> None:
@@ -159,7 +161,7 @@ def offline_filter(cfg: C.Config, cache: ScoreCache | None):
 def flops_matched(cfg: C.Config, method: str, scores_path: str) -> C.Config:
     """The uniform baseline at equal total compute to a run of `method` (flops.matched_uniform), with
     activation reuse counted where that run would use it on this device."""
-    from .selectors import use_reuse
+    from .training.batch_selectors import use_reuse
 
     m = cfg.with_method(method)
     reuse = use_reuse(m, m.learner, resolve_device(m.learner.device), distributed.Dist())

@@ -54,7 +54,7 @@ def test_component_body_only_imports_jestflow_and_calls_it(folder):
     funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
     assert len(funcs) == 1
     body = [n for n in funcs[0].body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
-    assert isinstance(body[0], ast.ImportFrom) and body[0].module == "jestflow"
+    assert isinstance(body[0], ast.ImportFrom) and body[0].module == "jestflow.platform"
     assert len(body) == 2, "a component body is one import and one call into jestflow"
     call = body[1].value if isinstance(body[1], (ast.Expr, ast.Return)) else None
     assert isinstance(call, ast.Call) and ast.unparse(call.func).startswith("kfp_steps.")

@@ -8,7 +8,7 @@ import pytest
 from cli import smoke_args
 from jestflow import storage
 from jestflow.cli import main
-from jestflow.gcs import CHUNK_SIZE
+from jestflow.storage.gcs import CHUNK_SIZE
 
 B = "gs://jestflow-test"
 SMOKE = ["--preset", "smoke", "--quiet"]

@@ -152,7 +152,7 @@ def _push_time(gateway: str, **labels) -> float | None:
 def test_heartbeat_keeps_a_hung_stage_visible_and_end_cleans_up(monitoring):
     """A stage whose step hangs still pushes (so JestflowTrainingStalled, not JestflowStageLost, fires);
     its end leaves the result group and deletes the live one. Against the real Pushgateway."""
-    from jestflow.metrics import StageMetrics
+    from jestflow.platform.metrics import StageMetrics
 
     m = StageMetrics("learner", "jest", run_id="heartbeat-1", gateway=monitoring.gateway, push_interval=0.2)
     m.start()

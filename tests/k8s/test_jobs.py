@@ -19,9 +19,10 @@ from tests.k8s.fake_api import FakeCluster
 from tests.k8s.pytorchjob_schema import errors
 
 from jestflow import config as C
-from jestflow import jobs, kfp_steps, storage
+from jestflow import storage
 from jestflow.methods import METHODS
-from jestflow.model import load_model
+from jestflow.model.two_tower import load_model
+from jestflow.platform import kfp_steps, training_jobs
 
 IMAGE = "ghcr.io/jestflow/jestflow-cuda:0.1.0"
 
@@ -49,8 +50,8 @@ def cluster():
 
 @pytest.mark.parametrize("nodes,gpus", [(1, 0), (2, 1), (4, 8)])
 def test_rendered_job_passes_the_crd_schema_and_policy(nodes, gpus):
-    job = jobs.render_pytorchjob(
-        jobs.JobSpec(
+    job = training_jobs.render_pytorchjob(
+        training_jobs.JobSpec(
             "jestflow-abc-jest",
             "kubeflow",
             IMAGE,
@@ -88,7 +89,7 @@ def test_rendered_job_passes_the_crd_schema_and_policy(nodes, gpus):
 
 
 def test_schema_rejects_what_a_server_would():
-    job = jobs.render_pytorchjob(jobs.JobSpec("j", "kubeflow", IMAGE, []))
+    job = training_jobs.render_pytorchjob(training_jobs.JobSpec("j", "kubeflow", IMAGE, []))
     job["spec"]["runPolicy"]["cleanPodPolicy"] = "Sometimes"
     job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "x"
     job["spec"]["pytorchReplicaSpecs"]["Chief"] = job["spec"]["pytorchReplicaSpecs"]["Master"]
@@ -118,7 +119,7 @@ def test_two_node_job_trains_through_the_kubernetes_client(kind, smoke_scored, t
     a = _learner_inputs(smoke_scored, tmp_path, 3)
     roots = (str(tmp_path), str(smoke_scored))
     job = dict(method="jest", nodes=2, gpus_per_node=0, image=IMAGE, job_kind=kind, namespace="team-a")
-    k = jobs.get_kind(kind)
+    k = training_jobs.get_kind(kind)
 
     def launch():
         return kfp_steps.train_learner_multinode(**job, api=cluster.api(), poll_seconds=0.2, shared_roots=roots, **a)
@@ -127,7 +128,7 @@ def test_two_node_job_trains_through_the_kubernetes_client(kind, smoke_scored, t
         s = launch()
     assert s["world_size"] == 2 and s["steps"] == 3 and s["method"] == "jest"
     load_model(str(tmp_path / "model" / "model.pt"), "cpu")
-    name = jobs.job_name("run-1", "jest")
+    name = training_jobs.job_name("run-1", "jest")
     assert a["model"].metadata["job"] == f"{k.kind}/{name}" and a["model"].metadata["nodes"] == 2
     assert a["metrics"].metrics["steps"] == 3.0
     posts = [r for r in cluster.requests if r[0] == "POST"]
@@ -172,8 +173,8 @@ def test_failed_job_surfaces_the_controllers_reason(smoke_scored, tmp_path, clus
     with (
         _env(JESTFLOW_RUN_ID="run-2"),
         pytest.raises(
-            jobs.JobFailed,
-            match=rf"TrainJob team-a/{jobs.job_name('run-2', 'jest')} failed: FailedJobs: "
+            training_jobs.JobFailed,
+            match=rf"TrainJob team-a/{training_jobs.job_name('run-2', 'jest')} failed: FailedJobs: "
             r"jobset failed .*kubectl -n team-a logs -l jobset.sigs.k8s.io/jobset-name=",
         ),
     ):
@@ -193,21 +194,21 @@ def test_failed_job_surfaces_the_controllers_reason(smoke_scored, tmp_path, clus
 
 
 def test_invalid_job_is_rejected_with_the_servers_message(cluster):
-    job = jobs.render_pytorchjob(jobs.JobSpec("jestflow-bad", "team-a", IMAGE, []))
+    job = training_jobs.render_pytorchjob(training_jobs.JobSpec("jestflow-bad", "team-a", IMAGE, []))
     job["spec"]["runPolicy"]["cleanPodPolicy"] = "Sometimes"
     with pytest.raises(ValueError, match="rejected by the API server: .*is invalid: spec.runPolicy.cleanPodPolicy"):
-        jobs.run(cluster.api(), job, poll_seconds=0.1, log=lambda m: None)
-    tj = jobs.render_trainjob(jobs.JobSpec("jestflow-bad", "team-a", IMAGE, []))
+        training_jobs.run(cluster.api(), job, poll_seconds=0.1, log=lambda m: None)
+    tj = training_jobs.render_trainjob(training_jobs.JobSpec("jestflow-bad", "team-a", IMAGE, []))
     tj["spec"]["trainer"]["numProcPerNode"] = "auto"  # Trainer v2.3 made it an integer
     with pytest.raises(ValueError, match="rejected by the API server: .*numProcPerNode"):
-        jobs.run(cluster.api(), tj, poll_seconds=0.1, log=lambda m: None)
+        training_jobs.run(cluster.api(), tj, poll_seconds=0.1, log=lambda m: None)
 
 
 def test_missing_trainer_is_named(cluster):
     cluster.installed = {"pytorchjobs"}
-    tj = jobs.render_trainjob(jobs.JobSpec("jestflow-x", "team-a", IMAGE, []))
+    tj = training_jobs.render_trainjob(training_jobs.JobSpec("jestflow-x", "team-a", IMAGE, []))
     with pytest.raises(RuntimeError, match=r"no trainjobs.trainer.kubeflow.org/v1alpha1; is Kubeflow Trainer v2"):
-        jobs.run(cluster.api(), tj, poll_seconds=0.1, log=lambda m: None)
+        training_jobs.run(cluster.api(), tj, poll_seconds=0.1, log=lambda m: None)
 
 
 def test_artifacts_the_pods_cannot_reach_are_refused(smoke_scored, tmp_path, cluster):
@@ -220,7 +221,7 @@ def test_artifacts_the_pods_cannot_reach_are_refused(smoke_scored, tmp_path, clu
 
 
 def test_template_is_policy_complete():
-    t = yaml.safe_load((Path(jobs.__file__).parent / "templates" / "pytorchjob.yaml").read_text())
+    t = yaml.safe_load((Path(training_jobs.__file__).parent / "templates" / "pytorchjob.yaml").read_text())
     assert t["kind"] == "PyTorchJob" and t["spec"]["runPolicy"]["backoffLimit"] >= 1
 
 
@@ -232,22 +233,22 @@ def test_job_names_fit_kubernetes_limits_for_every_method(method):
     name must be a DNS-1035 label of at most 63 characters (kubernetes/kubernetes
     pkg/apis/core/validation/validation.go, ValidateServiceName = NameIsDNS1035Label)."""
     run_id = "3f2b8c1e-5d4a-4b7e-9c21-7a6e5f4d3c2b"  # a KFP run uuid: 36 characters
-    name = jobs.job_name(run_id, method)
+    name = training_jobs.job_name(run_id, method)
     for replica, index in (("master", 0), ("worker", 0), ("worker", 9998)):
-        service = jobs.replica_name(name, replica, index)
-        assert len(service) <= 63 and jobs.DNS1035.fullmatch(service), service
-    jobs.JobSpec(name=name, namespace="kubeflow", image=IMAGE, args=[], nodes=9999)  # validates
-    assert name != jobs.job_name("another-run", method)  # unique per run and method
+        service = training_jobs.replica_name(name, replica, index)
+        assert len(service) <= 63 and training_jobs.DNS1035.fullmatch(service), service
+    training_jobs.JobSpec(name=name, namespace="kubeflow", image=IMAGE, args=[], nodes=9999)  # validates
+    assert name != training_jobs.job_name("another-run", method)  # unique per run and method
     if method in ("flexi-jest", "independent", "easy-reference", "hard-learner", "offline-easy-reference"):
         old = f"jestflow-{run_id}-{method}"[:63]  # the previous naming: too long for these (the issue's list)
-        assert len(jobs.replica_name(old, "worker", 0)) > 63
+        assert len(training_jobs.replica_name(old, "worker", 0)) > 63
 
 
 @pytest.mark.parametrize("nodes,gpus", [(1, 0), (2, 1), (4, 8)])
 def test_rendered_trainjob_passes_the_trainer_crd_schema(nodes, gpus):
     """The schema is the Trainer v2.3.0 release's CRD (tests/k8s/trainjob_schema.py says where from)."""
-    spec = jobs.JobSpec(
-        jobs.job_name("3f2b8c1e-5d4a-4b7e-9c21-7a6e5f4d3c2b", "offline-easy-reference"),
+    spec = training_jobs.JobSpec(
+        training_jobs.job_name("3f2b8c1e-5d4a-4b7e-9c21-7a6e5f4d3c2b", "offline-easy-reference"),
         "kubeflow",
         IMAGE,
         ["-m", "jestflow", "train"],
@@ -255,9 +256,9 @@ def test_rendered_trainjob_passes_the_trainer_crd_schema(nodes, gpus):
         gpus_per_node=gpus,
         node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"} if gpus else {},
         data_claim="shared-rwx",
-        owner=jobs.Owner("launcher", "uid-1"),
+        owner=training_jobs.Owner("launcher", "uid-1"),
     )
-    job = jobs.render_trainjob(spec)
+    job = training_jobs.render_trainjob(spec)
     assert trainjob_schema.errors(job) == []
     t = job["spec"]["trainer"]
     assert t["numNodes"] == nodes and t["numProcPerNode"] == max(1, gpus) and t["command"][0] == "torchrun"
@@ -272,7 +273,9 @@ def test_rendered_trainjob_passes_the_trainer_crd_schema(nodes, gpus):
 
 
 def test_trainjob_schema_rejects_what_a_server_would():
-    job = jobs.render_trainjob(jobs.JobSpec("jestflow-bad", "kubeflow", IMAGE, [], env={"PET_NNODES": "3"}))
+    job = training_jobs.render_trainjob(
+        training_jobs.JobSpec("jestflow-bad", "kubeflow", IMAGE, [], env={"PET_NNODES": "3"})
+    )
     job["metadata"]["name"] = "Jestflow_Bad"  # JobSpec itself refuses it
     job["spec"]["trainer"]["replicas"] = 2  # a PyTorchJob habit
     job["spec"]["runtimePatches"][0]["manager"] = ""
@@ -283,13 +286,14 @@ def test_trainjob_schema_rejects_what_a_server_would():
 
 LAUNCHER = """
 import sys
-from jestflow import jobs
+from jestflow.platform import training_jobs
 from kubernetes import client
 c = client.Configuration()
 c.host = sys.argv[1]
 api = client.CustomObjectsApi(client.ApiClient(c))
-job = jobs.render(jobs.JobSpec("jestflow-cancel", "team-a", "img:1", [], nodes=1, gpus_per_node=0), sys.argv[2])
-jobs.run(api, job, poll_seconds=0.1)
+spec = training_jobs.JobSpec("jestflow-cancel", "team-a", "img:1", [], nodes=1, gpus_per_node=0)
+job = training_jobs.render(spec, sys.argv[2])
+training_jobs.run(api, job, poll_seconds=0.1)
 """
 
 
@@ -297,7 +301,7 @@ jobs.run(api, job, poll_seconds=0.1)
 def test_sigterm_to_the_launcher_deletes_its_job(kind, tmp_path):
     """Issue 15 defect 8: a cancelled run left its training job holding GPUs. SIGTERM (what the kubelet
     sends a pod's containers when the run is terminated) now deletes the job, with its pods."""
-    k = jobs.get_kind(kind)
+    k = training_jobs.get_kind(kind)
     cluster = FakeCluster(run_pods=False)  # the job stays pending: the launcher is waiting when stopped
     try:
         script = tmp_path / "launcher.py"

@@ -169,7 +169,7 @@ def test_one_namespace_and_service_account_model():
     a namespaced Role), so jestflow-runner is bound to it as well as to jestflow's own Role."""
     import inspect
 
-    from jestflow import submit
+    from jestflow.platform import submit
     from jestflow_pipelines.jest_pipeline import DATA_CLAIM, signature
 
     default_sa = inspect.signature(submit.submit).parameters["service_account"].default
@@ -234,11 +234,11 @@ def test_the_training_job_the_pipeline_creates_passes_its_crd_schema_and_the_pol
     time): validated here with their CRDs' schemas and the same policy as every object."""
     from tests.k8s import pytorchjob_schema, trainjob_schema
 
-    from jestflow import jobs
+    from jestflow.platform import training_jobs
 
-    job = jobs.render(
-        jobs.JobSpec(
-            jobs.job_name("run", "jest"),
+    job = training_jobs.render(
+        training_jobs.JobSpec(
+            training_jobs.job_name("run", "jest"),
             "kubeflow",
             "ghcr.io/jestflow/jestflow-cuda:0.1.0",
             ["-m", "jestflow", "train"],

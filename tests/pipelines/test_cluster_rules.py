@@ -12,7 +12,7 @@ import re
 import pytest
 from tests.pipelines.test_compiled import TRAINING, containers, docs, executor, tasks
 
-from jestflow import kfp_steps
+from jestflow.platform import kfp_steps
 from jestflow_pipelines.compile import TARGETS
 
 GPU_VARIANTS = ("jest_pipeline.yaml", "jest_pipeline_multinode.yaml")

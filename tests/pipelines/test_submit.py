@@ -6,7 +6,7 @@ import sys
 import pytest
 from fake_kfp import FakeKFP
 
-from jestflow.submit import submit, watch
+from jestflow.platform.submit import submit, watch
 
 
 def test_submit_creates_experiment_and_run_with_typed_parameters():

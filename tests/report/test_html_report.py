@@ -11,7 +11,7 @@ import pytest
 
 from cli import smoke_args
 from jestflow.cli import main
-from jestflow.htmlreport import SECTIONS
+from jestflow.reporting.html_report import SECTIONS
 
 
 def _chromium():
@@ -54,7 +54,7 @@ def test_report_html_renders_in_chromium_with_every_image_and_section(local_pipe
 def test_a_broken_page_is_caught(tmp_path):
     """The browser check is not vacuous: a missing image and a missing section are reported."""
     page = tmp_path / "bad.html"
-    from jestflow.htmlreport import CHECK
+    from jestflow.reporting.html_report import CHECK
 
     page.write_text(f'<html><body><section id=headline></section><img alt=x src="nope.png">{CHECK}</body></html>')
     r = _browser(["--dump-dom", page.as_uri()], tmp_path)
@@ -63,7 +63,7 @@ def test_a_broken_page_is_caught(tmp_path):
 
 
 def test_export_round_trips_on_the_smoke_data(smoke_scored, tmp_path):
-    from jestflow.curation import curation_table, read_parquet
+    from jestflow.reporting.curation_table import curation_table, read_parquet
 
     pool, scores, learner = smoke_scored / "data" / "pool", smoke_scored / "scores", tmp_path / "learner"
     sets = ("learner.steps=3", "learner.eval_every=0")

@@ -10,7 +10,7 @@ import pytest
 
 from cli import smoke_args
 from jestflow.cli import main
-from jestflow.data import ReadStats, iter_shard
+from jestflow.data.shards import ReadStats, iter_shard
 from shards import members, write_tar
 
 SMOKE = ["--preset", "smoke", "--quiet"]

@@ -10,7 +10,15 @@ import pytest
 
 from jestflow import config as C
 from jestflow.bench.curation import _run_job, bench_curation, plan
-from jestflow.bench.report import BENCHMARKED, PLOTS, REPORTED, _wall_words, bench_seconds, regime_targets, targets
+from jestflow.bench.curation_report import (
+    BENCHMARKED,
+    PLOTS,
+    REPORTED,
+    _wall_words,
+    bench_seconds,
+    regime_targets,
+    targets,
+)
 from jestflow.config import load_config
 from jestflow.methods import METHODS
 
@@ -94,7 +102,7 @@ def test_benchmarked_methods_come_from_the_registry():
 
 def test_batch_size_ablation_keeps_examples_seen():
     from jestflow.bench.curation import BATCH_METHODS, batch_rows
-    from jestflow.bench.report import batch_lines
+    from jestflow.bench.curation_report import batch_lines
 
     cfg = load_config("smoke")  # b = 32, 60 steps, warmup 20
     jobs = {j.name: j for j in plan(cfg, 1, False, batch_sizes=(32, 128))}

@@ -9,12 +9,12 @@ import torch
 from cli import smoke_args
 from jestflow import config as C
 from jestflow.cli import main
-from jestflow.data import ReadStats, stream
-from jestflow.loader import make_batches
-from jestflow.model import TwoTower
-from jestflow.scoring import ScoreCache, quantize
-from jestflow.selection import Embeds, select
-from jestflow.tokenizer import Tokenizer
+from jestflow.core.selection import Embeds, select
+from jestflow.data.shards import ReadStats, stream
+from jestflow.model.tokenizer import Tokenizer
+from jestflow.model.two_tower import TwoTower
+from jestflow.training.loader import make_batches
+from jestflow.training.score_cache import ScoreCache, quantize
 
 
 def test_quantize_round_trip_error_is_within_half_a_step():

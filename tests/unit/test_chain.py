@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from jestflow.cli import main
-from jestflow.scoring import ScoreCache
-from jestflow.train import read_uid_log
+from jestflow.training.loop import read_uid_log
+from jestflow.training.score_cache import ScoreCache
 
 SMOKE = ["--preset", "smoke", "--quiet"]
 

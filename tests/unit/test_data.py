@@ -3,7 +3,7 @@ import io
 import numpy as np
 import pytest
 
-from jestflow.data import ReadStats, ShardWriter, iter_shard, iter_split, stream
+from jestflow.data.shards import ReadStats, ShardWriter, iter_shard, iter_split, stream
 from shards import write_tar
 
 
@@ -55,7 +55,7 @@ def test_stream_is_deterministic_and_covers_every_sample(tmp_path):
 def test_stream_holds_only_a_bounded_buffer(tmp_path):
     """The shuffled stream yields samples before it has read the whole split."""
     write_split(tmp_path, n=50, shard_size=10)
-    import jestflow.data as data
+    import jestflow.data.shards as data
 
     opened = []
     orig = data.iter_shard

@@ -4,9 +4,9 @@ from collections import Counter
 import pytest
 
 from jestflow.config import DemoConfig
-from jestflow.data import iter_split
-from jestflow.demo import NOISE_TYPES, make_demo
-from jestflow.synthetic import JUNK_CAPTIONS
+from jestflow.data.demo import NOISE_TYPES, make_demo
+from jestflow.data.shards import iter_split
+from jestflow.data.synthetic import JUNK_CAPTIONS
 
 
 @pytest.fixture(scope="module")

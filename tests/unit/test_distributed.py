@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from cli import smoke_args
-from jestflow.distributed import Dist
-from jestflow.model import TwoTower, load_model
-from jestflow.train import read_uid_log
+from jestflow.model.two_tower import TwoTower, load_model
+from jestflow.training.distributed import Dist
+from jestflow.training.loop import read_uid_log
 
 # Same batches, same selection: the only difference is float summation order (per-rank forwards,
 # gathered embeddings, averaged gradients), so weights agree to well under one AdamW step (lr 1e-3).

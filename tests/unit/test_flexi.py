@@ -4,14 +4,14 @@ of the chosen sub-batch at that low resolution; its FLOPs are charged accordingl
 import torch
 
 from jestflow import config as C
-from jestflow import flops
-from jestflow.data import ReadStats, stream
-from jestflow.loader import make_batches
-from jestflow.model import TwoTower
-from jestflow.scoring import ScoreCache
-from jestflow.selection import Embeds, select
-from jestflow.selectors import ScoreSelect
-from jestflow.tokenizer import Tokenizer
+from jestflow.core import flops
+from jestflow.core.selection import Embeds, select
+from jestflow.data.shards import ReadStats, stream
+from jestflow.model.tokenizer import Tokenizer
+from jestflow.model.two_tower import TwoTower
+from jestflow.training.batch_selectors import ScoreSelect
+from jestflow.training.loader import make_batches
+from jestflow.training.score_cache import ScoreCache
 
 
 def test_flexi_trains_a_random_half_at_low_resolution(smoke_scored):

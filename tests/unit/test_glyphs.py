@@ -7,9 +7,9 @@ from dataclasses import replace
 import numpy as np
 
 from jestflow.config import load_config
-from jestflow.data import ReadStats, iter_split
-from jestflow.demo import make_demo
-from jestflow.glyphs import CLASSES, CONFUSABLES, FACES, Renderer, label_of
+from jestflow.data.demo import make_demo
+from jestflow.data.glyphs import CLASSES, CONFUSABLES, FACES, Renderer, label_of
+from jestflow.data.shards import ReadStats, iter_split
 
 
 def test_glyph_splits_are_real_pairs_with_the_requested_noise(tmp_path):

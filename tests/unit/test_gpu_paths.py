@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from jestflow.bench.select import _embeds
-from jestflow.data import ReadStats, stream
-from jestflow.selection import FusedSigmoidScorer, SigmoidScorer, make_scorer, score_terms
+from jestflow.core.selection import FusedSigmoidScorer, SigmoidScorer, make_scorer, score_terms
+from jestflow.data.shards import ReadStats, stream
 
 KERNEL_CHECK = r"""
 import json, torch
 from jestflow.bench.select import _embeds
-from jestflow import kernels
-from jestflow.selection import FusedSigmoidScorer, SigmoidScorer, sample_chunks, score_terms
+from jestflow.core import kernels
+from jestflow.core.selection import FusedSigmoidScorer, SigmoidScorer, sample_chunks, score_terms
 assert kernels.triton_usable(torch.device("cpu"))
 out = {}
 for n, d, c in ((100, 40, 20), (64, 32, 16)):  # sizes off the tile grid: the masks matter
@@ -53,7 +53,7 @@ def test_fused_triton_kernel_matches_the_fp32_scorer_under_the_interpreter():
 
 
 def test_kernel_choice_and_fallback_without_the_interpreter(monkeypatch):
-    from jestflow.kernels import chunk_gains
+    from jestflow.core.kernels import chunk_gains
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     terms = score_terms("learnability", _embeds(200, 16, 0, "cpu"), _embeds(200, 16, 1, "cpu"))
@@ -71,8 +71,8 @@ def test_kernel_choice_and_fallback_without_the_interpreter(monkeypatch):
 @pytest.mark.slow  # compiles both towers on CPU (~20 s)
 def test_compiled_towers_compute_what_eager_ones_do():
     from jestflow import config as C
-    from jestflow.model import TwoTower
-    from jestflow.train import compile_towers
+    from jestflow.model.two_tower import TwoTower
+    from jestflow.training.loop import compile_towers
 
     torch.manual_seed(0)
     m = TwoTower(C.load_config("smoke").model, 50)
@@ -96,7 +96,7 @@ def test_compile_raises_the_recompile_limit_on_every_supported_torch(names):
     start of every compiled (GPU) run on torch < 2.6, e.g. the CUDA base image's 2.5.1."""
     import types
 
-    from jestflow.train import raise_recompile_limit
+    from jestflow.training.loop import raise_recompile_limit
 
     fake = types.SimpleNamespace(**dict.fromkeys(names, 8))
     raise_recompile_limit(32, fake)
@@ -124,7 +124,7 @@ def test_decode_processes_count_bad_samples_like_the_serial_reader(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from jestflow.data import ShardWriter
+    from jestflow.data.shards import ShardWriter
 
     with ShardWriter(str(tmp_path), "s", 1000) as w:
         for i in range(120):
@@ -141,7 +141,7 @@ def test_decode_processes_count_bad_samples_like_the_serial_reader(tmp_path):
     # a script without a __main__ guard: spawned workers re-import it; the error says what to do
     script = tmp_path / "unguarded.py"
     script.write_text(
-        "from jestflow.data import ReadStats, stream\n"
+        "from jestflow.data.shards import ReadStats, stream\n"
         f"next(stream({str(tmp_path)!r}, 1, 10, ReadStats(), 8, decode_workers=2))\n"
     )
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)

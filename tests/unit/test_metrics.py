@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jestflow.metrics import StageMetrics
+from jestflow.platform.metrics import StageMetrics
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
@@ -106,7 +106,7 @@ def test_every_documented_metric_is_emitted_and_every_emitted_one_documented():
 
 def test_unreachable_gateway_warns_once_and_counts(caplog):
     t = StageMetrics("learner", "jest", run_id="r", gateway="http://127.0.0.1:9", push_interval=0)
-    with caplog.at_level(logging.WARNING, logger="jestflow.metrics"):
+    with caplog.at_level(logging.WARNING, logger="jestflow.platform.metrics"):
         t.on_start("learner", "jest")
         for i in range(1, 4):
             t.on_step("learner", "jest", step(i))
@@ -119,7 +119,7 @@ def test_unreachable_gateway_warns_once_and_counts(caplog):
 
 def test_push_interval_throttles(monkeypatch):
     pushed = []
-    monkeypatch.setattr("jestflow.metrics.push_to_gateway", lambda *a, **k: pushed.append(k["grouping_key"]))
+    monkeypatch.setattr("jestflow.platform.metrics.push_to_gateway", lambda *a, **k: pushed.append(k["grouping_key"]))
     t = StageMetrics("learner", "jest", run_id="r9", gateway="http://gw", push_interval=3600)
     t.on_start("learner", "jest")
     for i in range(1, 6):

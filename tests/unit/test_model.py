@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from jestflow.config import ModelConfig, load_config
-from jestflow.losses import per_example_loss, sigmoid_loss
-from jestflow.model import TwoTower, load_model, save_model
-from jestflow.tokenizer import Tokenizer
+from jestflow.core.losses import per_example_loss, sigmoid_loss
+from jestflow.model.tokenizer import Tokenizer
+from jestflow.model.two_tower import TwoTower, load_model, save_model
 
 
 def test_tokenizer_round_trip(tmp_path):

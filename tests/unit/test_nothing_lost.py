@@ -182,7 +182,7 @@ def test_oversized_images_are_skipped_under_their_own_reason_without_decoding(tm
 
     from PIL import Image
 
-    from jestflow.data import ReadStats, iter_shard
+    from jestflow.data.shards import ReadStats, iter_shard
 
     def png(side):
         buf = io.BytesIO()

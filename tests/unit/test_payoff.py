@@ -4,8 +4,8 @@ payoff analysis (when the reference's fixed cost pays for itself)."""
 import pytest
 
 from jestflow import config as C
-from jestflow.flops import break_even_words, payoff, payoff_curve
-from jestflow.report import compare, compare_targets, speedup_text
+from jestflow.core.flops import break_even_words, payoff, payoff_curve
+from jestflow.reporting.run_report import compare, compare_targets, speedup_text
 
 
 def run(steps, curve, flops_per_step=10.0, fixed=0.0):

@@ -82,7 +82,7 @@ def test_sigkill_then_resume_matches_uninterrupted(smoke_scored, tmp_path):
     assert f"learner: resuming from step {killed_at} of 40" in again.stdout  # said even under --quiet
     assert comparable(resumed) == comparable(straight)
     # the uid log is complete and identical too
-    from jestflow.train import read_uid_log
+    from jestflow.training.loop import read_uid_log
 
     assert read_uid_log(str(resumed)) == read_uid_log(str(straight))
     assert not list(resumed.rglob("*.partial"))  # no half-written file left behind
@@ -105,7 +105,7 @@ def test_resumed_stream_replays_without_decoding_and_takes_the_same_course(smoke
     and only the ones still in the shuffle buffer are ever decoded."""
     import shutil
 
-    from jestflow import data
+    import jestflow.data.shards as reader
     from shards import members, write_tar
 
     pool = tmp_path / "pool"
@@ -118,24 +118,24 @@ def test_resumed_stream_replays_without_decoding_and_takes_the_same_course(smoke
         write_tar(shard, [(n, b"not a png" if n == name else d) for n, d in items])
 
     decodes = {"n": 0}
-    real = data._pixels
+    real = reader._pixels
 
     def counting(*a):
         decodes["n"] += 1
         return real(*a)
 
-    monkeypatch.setattr(data, "_pixels", counting)
+    monkeypatch.setattr(reader, "_pixels", counting)
     skip, buffer, tail = 1000, 100, 50
 
-    first = data.ReadStats(max_bad_fraction=1.0)
-    straight = data.stream(str(pool), seed=3, shuffle_buffer=buffer, stats=first, epochs=1)
+    first = reader.ReadStats(max_bad_fraction=1.0)
+    straight = reader.stream(str(pool), seed=3, shuffle_buffer=buffer, stats=first, epochs=1)
     expected = [s.uid for s, _ in zip(straight, range(skip + tail))]
     assert first.undecodable and set(first.undecodable) <= broken  # what a checkpoint records
 
     decodes["n"] = 0
     skipped = 0
-    stats = data.ReadStats(max_bad_fraction=1.0)
-    resumed = data.stream(
+    stats = reader.ReadStats(max_bad_fraction=1.0)
+    resumed = reader.stream(
         str(pool), seed=3, shuffle_buffer=buffer, stats=stats, epochs=1,
         replaying=lambda: skipped < skip, undecodable=set(first.undecodable),
     )  # fmt: skip

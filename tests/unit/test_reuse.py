@@ -1,4 +1,4 @@
-"""Activation reuse (reuse.py): replaying the scoring forward's linear outputs gives the gradients of a
+"""Activation reuse (activation_reuse.py): replaying the scoring forward's linear outputs gives the gradients of a
 fresh forward on the chosen rows, and a training run with reuse equals one without."""
 
 import pytest
@@ -6,16 +6,16 @@ import torch
 
 from cli import smoke_args
 from jestflow import config as C
-from jestflow import reuse
-from jestflow.distributed import Dist
-from jestflow.flops import train_groups
-from jestflow.losses import batch_loss
-from jestflow.model import TwoTower, load_model
-from jestflow.train import read_uid_log, use_reuse
+from jestflow.core.flops import train_groups
+from jestflow.core.losses import batch_loss
+from jestflow.model import activation_reuse
+from jestflow.model.two_tower import TwoTower, load_model
+from jestflow.training.distributed import Dist
+from jestflow.training.loop import read_uid_log, use_reuse
 
 
 def train_flops(model, groups, replay_stride=0):  # the cost model's training step, for this model
-    from jestflow.flops import train_step
+    from jestflow.core.flops import train_step
 
     return train_step(model.config, groups, replay_stride)
 
@@ -42,14 +42,18 @@ def _grads(m, loss, u, v):
 @pytest.mark.parametrize("stride", [1, 2])
 def test_replay_matches_a_fresh_forward_forward_and_backward(loss, stride):
     m, images, tokens = _model_and_inputs(loss=loss)
-    rec_i, rec_t = reuse.Recorder(), reuse.Recorder()
+    rec_i, rec_t = activation_reuse.Recorder(), activation_reuse.Recorder()
     with torch.no_grad():
         m(images, tokens, stride, rec_i, rec_t)
     idx = torch.tensor([9, 2, 5, 11, 0])  # out of order, as a selection returns them
     u, v = m(images[idx], tokens[idx], stride)
     want = _grads(m, loss, u, v)
     u2, v2 = m(
-        images[idx], tokens[idx], stride, reuse.Replayer(rec_i.tape.take(idx)), reuse.Replayer(rec_t.tape.take(idx))
+        images[idx],
+        tokens[idx],
+        stride,
+        activation_reuse.Replayer(rec_i.tape.take(idx)),
+        activation_reuse.Replayer(rec_t.tape.take(idx)),
     )
     torch.testing.assert_close(u2, u, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(v2, v, rtol=1e-5, atol=1e-6)
@@ -59,12 +63,14 @@ def test_replay_matches_a_fresh_forward_forward_and_backward(loss, stride):
         torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-6, msg=k)
     # the recorded tape holds what tape_bytes_per_example says (fp32 here: 4 bytes an element)
     c = m.config
-    assert rec_i.tape.nbytes() + rec_t.tape.nbytes() == len(images) * reuse.tape_bytes_per_example(c, stride, 4)
+    assert rec_i.tape.nbytes() + rec_t.tape.nbytes() == len(images) * activation_reuse.tape_bytes_per_example(
+        c, stride, 4
+    )
 
 
 def test_replay_under_bf16_autocast_stays_close():
     m, images, tokens = _model_and_inputs()
-    rec_i, rec_t = reuse.Recorder(), reuse.Recorder()
+    rec_i, rec_t = activation_reuse.Recorder(), activation_reuse.Recorder()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         m(images, tokens, 1, rec_i, rec_t)
     assert rec_i.tape.outputs[0].dtype == torch.bfloat16
@@ -74,7 +80,13 @@ def test_replay_under_bf16_autocast_stays_close():
         got = _grads(
             m,
             "sigmoid",
-            *m(images[idx], tokens[idx], 1, reuse.Replayer(rec_i.tape.take(idx)), reuse.Replayer(rec_t.tape.take(idx))),
+            *m(
+                images[idx],
+                tokens[idx],
+                1,
+                activation_reuse.Replayer(rec_i.tape.take(idx)),
+                activation_reuse.Replayer(rec_t.tape.take(idx)),
+            ),
         )
     for k in want:  # bf16 products; the bias sums run in fp32 in the replay (measured max ~3e-3 relative)
         scale = want[k].abs().max().item() + 1e-12
@@ -83,13 +95,13 @@ def test_replay_under_bf16_autocast_stays_close():
 
 def test_replay_refuses_a_tape_from_another_view():
     m, images, tokens = _model_and_inputs(n=4)
-    rec = reuse.Recorder()
+    rec = activation_reuse.Recorder()
     with torch.no_grad():
         m.encode_image(images, 2, rec)
     with pytest.raises(ValueError, match="recorded output 1 has shape"):
-        m.encode_image(images, 1, reuse.Replayer(rec.tape))
+        m.encode_image(images, 1, activation_reuse.Replayer(rec.tape))
     with pytest.raises(ValueError, match="the tape holds 0"):
-        m.encode_image(images, 1, reuse.Replayer(reuse.Tape()))
+        m.encode_image(images, 1, activation_reuse.Replayer(activation_reuse.Tape()))
 
 
 def test_when_reuse_is_used():

@@ -11,10 +11,11 @@ import torch.nn.functional as F
 
 from cli import smoke_args
 from jestflow import config as C
-from jestflow import flops, losses, stages
+from jestflow import stages
 from jestflow.cli import main
+from jestflow.core import flops, losses
+from jestflow.core.selection import Embeds, SoftmaxScorer, independent_scores, score_terms, select
 from jestflow.methods import METHODS
-from jestflow.selection import Embeds, SoftmaxScorer, independent_scores, score_terms, select
 
 
 def embeds(n, d, seed, log_t=1.0):

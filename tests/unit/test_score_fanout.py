@@ -5,8 +5,8 @@ import pytest
 
 from jestflow import config as C
 from jestflow import stages, storage
-from jestflow.data import list_shards
-from jestflow.scoring import ScoreCache, merge_caches, part_shards
+from jestflow.data.shards import list_shards
+from jestflow.training.score_cache import ScoreCache, merge_caches, part_shards
 
 
 def _score_parts(scored, tmp_path, parts):

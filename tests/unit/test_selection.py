@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jestflow import losses
-from jestflow.selection import (
+from jestflow.core import losses
+from jestflow.core.selection import (
     DenseScorer,
     Embeds,
     IndependentScorer,

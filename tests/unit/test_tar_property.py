@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jestflow.data import ReadStats, iter_shard
+from jestflow.data.shards import ReadStats, iter_shard
 from shards import write_tar
 
 N = 24

@@ -6,11 +6,11 @@ import threading
 
 import numpy as np
 
-import jestflow.data as data
+import jestflow.data.shards as data
 from jestflow import stages
 from jestflow.config import load_config
-from jestflow.data import ShardWriter
-from jestflow.tokenizer import Tokenizer
+from jestflow.data.shards import ShardWriter
+from jestflow.model.tokenizer import Tokenizer
 from shards import members, write_tar
 
 

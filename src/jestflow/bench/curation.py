@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 from .. import __version__, storage
 from .. import config as C
-from ..flops import step_cost
+from ..core.flops import step_cost
 from ..methods import METHODS
-from .report import BENCHMARKED, FLOPS_MATCHED, REPORTED
+from .curation_report import BENCHMARKED, FLOPS_MATCHED, REPORTED
 
 ABLATIONS = (("n_chunks", 1), ("n_chunks", 4), ("filter_ratio", 0.5), ("filter_ratio", 0.9))
 METRICS = ("retrieval_r1", "i2t_r1", "t2i_r1", "i2t_r5", "t2i_r5", "zeroshot_top1")
@@ -122,8 +122,8 @@ def _stat(values: list) -> dict:
 
 def aggregate(runs: dict[str, dict], seeds: int) -> dict:
     """Per method: mean and spread over seeds of final metrics, speed-ups against uniform, oracle share."""
-    from ..flops import payoff, run_total
-    from ..report import TARGET_FRACTIONS, compare, compare_targets
+    from ..core.flops import payoff, run_total
+    from ..reporting.run_report import TARGET_FRACTIONS, compare, compare_targets
 
     per_method: dict[str, dict] = {}
     for m in REPORTED:
@@ -191,7 +191,7 @@ def aggregate(runs: dict[str, dict], seeds: int) -> dict:
 
 def equal_flops_comparison(runs: dict, seeds: int) -> dict:
     """Each method's retrieval R@1 at the total compute of JEST's final point, read off its curve."""
-    from ..report import curve_points, value_at
+    from ..reporting.run_report import curve_points, value_at
 
     out = {}
     for s in range(seeds):
@@ -214,12 +214,12 @@ def chunk_diagnostics(cfg: C.Config, data: str, scores: str, model_dir: str, n_b
     size from the same super-batches, with the trained JEST learner (dense matrices: N is small)."""
     import torch
 
-    from ..data import ReadStats, stream
-    from ..loader import make_batches
-    from ..model import load_model
-    from ..scoring import ScoreCache
-    from ..selection import DenseScorer, Embeds, dense_score_matrix, sample_chunks, score_terms
-    from ..tokenizer import Tokenizer
+    from ..core.selection import DenseScorer, Embeds, dense_score_matrix, sample_chunks, score_terms
+    from ..data.shards import ReadStats, stream
+    from ..model.tokenizer import Tokenizer
+    from ..model.two_tower import load_model
+    from ..training.loader import make_batches
+    from ..training.score_cache import ScoreCache
 
     model = load_model(storage.join(model_dir, "model.pt")).eval()
     tok = Tokenizer.load(storage.join(model_dir, "tokenizer.json"))
@@ -248,7 +248,7 @@ def chunk_diagnostics(cfg: C.Config, data: str, scores: str, model_dir: str, n_b
 
 def batch_rows(runs: dict, cfg: C.Config, batch_sizes) -> list[dict]:
     """Final retrieval R@1 per method and sub-batch size at equal examples seen (seed 0)."""
-    from ..flops import run_total
+    from ..core.flops import run_total
 
     rows = []
     for b in sorted({cfg.learner.batch_size, *batch_sizes}):
@@ -278,7 +278,7 @@ def ablation_rows(runs: dict) -> list[dict]:
         r = runs.get(f"jest-{key}{value}-s0")
         if r:
             rows.append({"setting": f"{key}={value}", "run": r})
-    from ..flops import run_total
+    from ..core.flops import run_total
 
     return [
         {
@@ -320,7 +320,7 @@ def bench_curation(
     """`config_file` applies before `overrides` (as in every command); both reach every worker.
     `batch_sizes` adds the batch-size ablation (`plan`)."""
     from .. import stages
-    from ..demo import demo_complete, make_demo
+    from ..data.demo import demo_complete, make_demo
 
     t0 = time.time()
     overrides = [*(C.file_overrides(config_file) if config_file else []), *overrides]
@@ -394,7 +394,7 @@ def finish(
 
 def publish(results: dict, out: str, jobs, seeds: int) -> dict:
     """results.json, the plots and bench.md in OUT (scripts/benchmarks_md.py turns them into BENCHMARKS.md)."""
-    from .report import plots, render
+    from .curation_report import plots, render
 
     runs = {j.name: storage.read_json(storage.join(out, "runs", j.name, "train.json")) for j in jobs}
     plots(runs, results, seeds, out)

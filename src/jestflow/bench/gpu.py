@@ -9,7 +9,7 @@ Every figure is measured in this run, on this device, beside its baseline:
 * **select**: joint selection time and peak memory at each super-batch size (d, 16 chunks, filter
   ratio 0.8): the fused kernel vs the tiled PyTorch scorer (and the dense N x N matrix where it fits);
 * **iteration**: uniform, JEST and Flexi-JEST step times through the real `ScoreSelect` + `TrainStep`,
-  each with and without activation reuse (reuse.py; tape size and peak memory reported), their ratios
+  each with and without activation reuse (activation_reuse.py; tape size and peak memory reported), their ratios
   to the uniform step, the score+select / train split and selection's share of the step;
 * **data**: the JEST step fed by the real loader (tar shards of JPEGs written for the run, decoding on
   8 processes, 8 threads or serially, pinned prefetch) against the same step on a batch already in
@@ -34,8 +34,9 @@ from dataclasses import replace
 import torch
 
 from .. import config as C
-from .. import reuse, storage
+from .. import storage
 from ..methods import METHODS
+from ..model import activation_reuse
 
 DATASHEET_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}  # dense bf16 FLOP/s (SXM)
 
@@ -112,7 +113,7 @@ class _FakeCache:
         self.index = {}
 
     def lookup(self, uids, device="cpu"):
-        from ..selection import Embeds
+        from ..core.selection import Embeds
 
         rows = torch.tensor([int(u) % len(self.img) for u in uids], device=self.img.device)
         return Embeds(
@@ -127,13 +128,13 @@ class _FakeCache:
 def bench_train(
     size: str, b: int, device: str, steps: int, warmup: int, facts: dict, vocab: int = 1000, compile: bool = True
 ) -> dict:
-    from ..devices import autocast
-    from ..distributed import Dist
-    from ..flops import train_groups
-    from ..loader import Batch
-    from ..losses import sigmoid_loss
-    from ..model import TwoTower
-    from ..train import TrainForward, TrainStep, compile_towers, make_optimizer
+    from ..core.flops import train_groups
+    from ..core.losses import sigmoid_loss
+    from ..model.two_tower import TwoTower
+    from ..training.devices import autocast
+    from ..training.distributed import Dist
+    from ..training.loader import Batch
+    from ..training.loop import TrainForward, TrainStep, compile_towers, make_optimizer
 
     mc = _model_config(size)
     images, tokens = _inputs(mc, b, vocab, device)
@@ -186,8 +187,8 @@ def bench_train(
 
 
 def bench_score(size: str, model, n: int, device: str, steps: int, warmup: int, vocab: int = 1000) -> dict:
-    from ..devices import autocast
-    from ..model import TwoTower
+    from ..model.two_tower import TwoTower
+    from ..training.devices import autocast
 
     mc = model.config
     images, tokens = _inputs(mc, n, vocab, device, seed=2)
@@ -216,7 +217,7 @@ def bench_score(size: str, model, n: int, device: str, steps: int, warmup: int, 
 
 
 def bench_select_gpu(n: int, d: int, device: str, repeats: int, impls=("torch", "fused", "dense")) -> list[dict]:
-    from ..selection import (
+    from ..core.selection import (
         DenseScorer,
         FusedSigmoidScorer,
         SigmoidScorer,
@@ -289,11 +290,11 @@ def _free_bytes(device: str) -> float:
 def bench_iteration(
     size: str, model, step, b: int, device: str, steps: int, warmup: int, vocab: int = 1000
 ) -> list[dict]:
-    from ..distributed import Dist
-    from ..flops import train_groups
-    from ..loader import Batch
-    from ..selectors import ScoreSelect
-    from ..train import TrainForward, TrainStep
+    from ..core.flops import train_groups
+    from ..training.batch_selectors import ScoreSelect
+    from ..training.distributed import Dist
+    from ..training.loader import Batch
+    from ..training.loop import TrainForward, TrainStep
 
     mc = model.config
     cfg = C.load_config(None, None, [f"model.size={mc.size}", f"learner.batch_size={b}"])
@@ -339,7 +340,7 @@ def bench_iteration(
         )
         batch = Batch([str(i) for i in range(n)], images, tokens, [""] * n)
         shares = []
-        tape = reuse.tape_bytes_per_example(mc, flexi, 2 if cuda else 4) * n if replay else 0
+        tape = activation_reuse.tape_bytes_per_example(mc, flexi, 2 if cuda else 4) * n if replay else 0
         row = {
             "section": "iteration",
             "size": size,
@@ -390,7 +391,7 @@ def loader_interference(
     images/s meanwhile. This is the mechanism that made the H200's loader-fed step 4x its compute."""
     import threading
 
-    from ..data import ReadStats, stream
+    from ..data.shards import ReadStats, stream
 
     x = torch.zeros(16, device=device)
 
@@ -444,10 +445,10 @@ def bench_data(model, step, b: int, device: str, steps: int, workdir: str) -> li
     import numpy as np
     from PIL import Image
 
-    from ..data import ReadStats, ShardWriter, stream
-    from ..loader import Batch, Prefetcher, make_batches
-    from ..selectors import ScoreSelect
-    from ..tokenizer import Tokenizer
+    from ..data.shards import ReadStats, ShardWriter, stream
+    from ..model.tokenizer import Tokenizer
+    from ..training.batch_selectors import ScoreSelect
+    from ..training.loader import Batch, Prefetcher, make_batches
 
     mc = model.config
     cfg = C.load_config(None, None, [f"model.size={mc.size}", f"learner.batch_size={b}"])

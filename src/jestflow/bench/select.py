@@ -27,7 +27,7 @@ def _rss_kib(field: str) -> int:
 
 
 def _embeds(n: int, d: int, seed: int, device: str):
-    from ..selection import Embeds
+    from ..core.selection import Embeds
 
     g = torch.Generator(device="cpu").manual_seed(seed)
     img = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1)
@@ -37,7 +37,7 @@ def _embeds(n: int, d: int, seed: int, device: str):
 
 def run_case(impl: str, n: int, d: int, ratio: float, chunks: int, device: str, repeats: int) -> dict:
     """One measurement, in this process."""
-    from ..selection import DenseScorer, SigmoidScorer, dense_score_matrix, sample_chunks, score_terms
+    from ..core.selection import DenseScorer, SigmoidScorer, dense_score_matrix, sample_chunks, score_terms
 
     b = int(round(n * (1 - ratio)))
     b -= b % chunks

@@ -1,0 +1,355 @@
+"""The reference scoring cache: the reference runs once over the pool; the learner only reads.
+
+Layout of a cache folder::
+
+    index.json          model facts (loss, log_t, bias, dim), one entry per pool shard, totals
+    tokenizer.json      the reference's tokenizer (the learner uses the same one)
+    <shard>.npz         uids, image and text embeddings (float16) and per-example loss, per pool shard
+
+Score files mirror pool shards one to one, so scoring resumes shard by shard and fans out over
+shards. A cache is tied to its pool by shard names, byte sizes and sample counts: a learner given a
+cache that does not match its pool stops with an error naming the first difference.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .. import storage
+from ..core.losses import per_example_loss
+from ..core.selection import Embeds
+from ..data.shards import ReadStats, iter_shard, list_shards
+from ..model.tokenizer import Tokenizer
+from ..model.two_tower import TwoTower
+from ..progress import show_progress
+from .devices import autocast
+
+log = logging.getLogger(__name__)
+
+FORMAT = "jestflow-scores/1"
+
+
+def _shard_file(cache_uri: str, shard: str) -> str:
+    return storage.join(cache_uri, storage.basename(shard).removesuffix(".tar") + ".npz")
+
+
+def _read_npz(uri: str) -> dict:
+    import zipfile
+
+    with storage.open_read(uri) as f:
+        try:
+            with np.load(io.BytesIO(f.read()), allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{uri}: unreadable score shard ({type(e).__name__}: {e}); score the pool again") from None
+
+
+def quantize(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row: x ≈ q * scale, with scale = max |x_i| / 127, so each entry is off by at
+    most scale / 2 (the selection error this causes is measured in tests/unit/test_cache_int8.py)."""
+    x = x.float()
+    scale = x.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+    return torch.round(x / scale[:, None]).to(torch.int8).numpy(), scale.numpy().astype(np.float32)
+
+
+def _embedding_arrays(name: str, x: torch.Tensor, dtype: str) -> dict:
+    """The score file's arrays for one tower's embeddings: `name` (float16 or int8) and `name`_scale for int8."""
+    if dtype == "int8":
+        q, scale = quantize(x)
+        return {name: q, f"{name}_scale": scale}
+    return {name: x.half().numpy()}
+
+
+@torch.no_grad()
+def score_shard(
+    model: TwoTower,
+    tokenizer: Tokenizer,
+    shard: str,
+    out_uri: str,
+    batch_size: int,
+    device: str,
+    stats: ReadStats,
+    dtype: str = "float16",
+    made_from: dict | None = None,
+) -> dict:
+    """Embed one pool shard with the reference and write its score file atomically. `made_from`: what
+    the scores were made from (the shard's and the reference's fingerprints), stored in the file so a
+    resumed run reuses it only for the same shard and reference."""
+    model.eval()
+    uids, img, txt, loss = [], [], [], []
+    buf = []
+
+    def flush():
+        if not buf:
+            return
+        images = torch.from_numpy(np.stack([s.image for s in buf])).to(device)
+        tokens = tokenizer.encode([s.caption for s in buf]).to(device)
+        with autocast(device):
+            u, v = model(images, tokens)
+        loss.append(per_example_loss(model.config.loss, u, v, model.log_t, model.bias).float().cpu())
+        uids.extend(s.uid for s in buf)
+        img.append(u.float().cpu()), txt.append(v.float().cpu())
+        buf.clear()
+
+    for s in iter_shard(shard, stats, model.config.image_size):
+        buf.append(s)
+        if len(buf) == batch_size:
+            flush()
+    flush()
+    d = model.config.embed_dim
+    arrays = {
+        "uids": np.array(uids, dtype=str),
+        **_embedding_arrays("img", torch.cat(img) if img else torch.zeros(0, d), dtype),
+        **_embedding_arrays("txt", torch.cat(txt) if txt else torch.zeros(0, d), dtype),
+        "loss": torch.cat(loss).numpy() if loss else np.zeros((0,), np.float32),
+        **{k: np.array(v) for k, v in (made_from or {}).items()},
+    }
+    with storage.atomic_path(out_uri) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    return {"n": len(uids), "uids": arrays["uids"]}
+
+
+def _reusable(out: str, made_from: dict, dtype: str) -> dict | None:
+    """The score file at `out` if a resumed run may keep it: complete (written atomically), of this
+    precision, and made from this very shard by this very reference; else None (rescore)."""
+    if not storage.exists(out):
+        return None
+    try:
+        done = _read_npz(out)
+    except ValueError as e:
+        log.warning("%s; scoring the shard again", e)
+        return None
+    same = all(str(done.get(k, "")) == v for k, v in made_from.items())
+    return done if same and ("img_scale" in done) == (dtype == "int8") else None
+
+
+def score_pool(
+    model: TwoTower,
+    tokenizer: Tokenizer,
+    pool_uri: str,
+    cache_uri: str,
+    batch_size: int = 256,
+    device: str = "cpu",
+    max_bad_fraction: float = 0.01,
+    extra: dict | None = None,
+    progress: bool = True,
+    shards: list[str] | None = None,
+    on_shard=None,
+    dtype: str = "float16",
+    reference_id: str = "",
+) -> dict:
+    """Score every pool shard not yet scored (resumable), then write the index last. `dtype`: how the
+    embeddings are stored (float16, or int8 with a per-row scale). `reference_id`: identifies the
+    reference's weights; a score file is reused only if it was made from the same shard content and
+    the same reference."""
+    t0 = time.time()
+    shards = list_shards(pool_uri) if shards is None else shards
+    stats = ReadStats(max_bad_fraction=max_bad_fraction)
+    entries = []
+    seen: dict[str, str] = {}  # uid -> shard: duplicates across shards fail here, not at training
+    for shard in tqdm(shards, desc="score", unit="shard", disable=not show_progress(progress)):
+        out = _shard_file(cache_uri, shard)
+        made_from = {"shard_fingerprint": storage.fingerprint(shard), "reference_id": reference_id}
+        done = _reusable(out, made_from, dtype)
+        if done is None:  # not scored yet, or from another shard, reference or precision: (re)score it
+            done = {
+                "uids": score_shard(model, tokenizer, shard, out, batch_size, device, stats, dtype, made_from)["uids"]
+            }
+        for uid in done["uids"].tolist():
+            if uid in seen:
+                first, again = storage.basename(seen[uid]), storage.basename(shard)
+                raise ValueError(
+                    f"duplicate uid {uid!r} in pool shards {first} and {again}: "
+                    "uids must be unique across the pool (the score cache is looked up by uid)"
+                )
+            seen[uid] = shard
+        n = len(done["uids"])
+        entries.append(
+            {
+                "shard": storage.basename(shard),
+                "bytes": storage.size(shard),
+                "n": n,
+                "fingerprint": made_from["shard_fingerprint"],
+                "file": storage.basename(out),
+            }
+        )
+        if on_shard is not None:
+            on_shard(n, stats.bad)
+    total = sum(e["n"] for e in entries)
+    index = {
+        "format": FORMAT,
+        "pool": pool_uri,
+        "loss": model.config.loss,
+        "embed_dim": model.config.embed_dim,
+        "embed_dtype": dtype,
+        "log_t": float(model.log_t.detach()),
+        "bias": float(model.bias.detach()),
+        "shards": entries,
+        "n": total,
+        "skipped": stats.skipped,
+        "scoring_flops": model.flops_per_example() * total,
+        "seconds": time.time() - t0,
+        **(extra or {}),
+    }
+    tokenizer.save(storage.join(cache_uri, "tokenizer.json"))
+    storage.write_json(storage.join(cache_uri, "index.json"), index)
+    return index
+
+
+def part_shards(shards: list[str], part: int, parts: int) -> list[str]:
+    """Part `part` of `parts` of the pool's shards (round robin over the sorted list): the unit of
+    the pipeline's scoring fan-out."""
+    if not 0 <= part < parts:
+        raise ValueError(f"score part {part} is not in 0..{parts - 1}")
+    return shards[part::parts]  # empty when the pool has fewer shards than parts: an empty partial cache
+
+
+def merge_caches(part_uris: list[str], pool_uri: str, out_uri: str) -> dict:
+    """Merge the partial caches written by a scoring fan-out into one cache for `pool_uri`.
+
+    Parts must come from the same reference, cover every pool shard exactly once, and agree on the
+    model facts; anything else is an error naming the part. Score files are copied, the index is
+    written last (a cache without index.json is not a cache)."""
+    indexes = []
+    for uri in part_uris:
+        index_uri = storage.join(uri, "index.json")
+        if not storage.exists(index_uri):
+            raise ValueError(f"{uri}: score part has no index.json (did that part finish?)")
+        indexes.append((uri, storage.read_json(index_uri)))
+    if not indexes:
+        raise ValueError("no score parts to merge")
+    first_uri, first = indexes[0]
+    facts = ("format", "loss", "embed_dim", "embed_dtype", "log_t", "bias", "reference")
+    owner: dict[str, str] = {}
+    entries: dict[str, dict] = {}
+    for uri, idx in indexes:
+        for k in facts:
+            if idx.get(k) != first.get(k):
+                raise ValueError(
+                    f"score parts disagree on {k}: {first_uri} has {first.get(k)!r}, {uri} has {idx.get(k)!r}"
+                )
+        for e in idx["shards"]:
+            if e["shard"] in owner:
+                raise ValueError(f"shard {e['shard']} scored twice: in {owner[e['shard']]} and {uri}")
+            owner[e["shard"]], entries[e["shard"]] = uri, e
+    pool = [storage.basename(s) for s in list_shards(pool_uri)]
+    missing = [s for s in pool if s not in entries]
+    if missing or len(entries) != len(pool):
+        raise ValueError(
+            f"score parts do not cover pool {pool_uri}: not scored {missing[:3]}, "
+            f"not in pool {sorted(set(entries) - set(pool))[:3]}"
+        )
+    for name in pool:
+        e = entries[name]
+        src = storage.join(owner[name], e["file"])
+        with storage.open_read(src) as f:
+            storage.write_bytes(storage.join(out_uri, e["file"]), f.read())
+    with storage.open_read(storage.join(first_uri, "tokenizer.json")) as f:
+        storage.write_bytes(storage.join(out_uri, "tokenizer.json"), f.read())
+    skipped: dict[str, int] = {}
+    for _, idx in indexes:
+        for k, v in idx.get("skipped", {}).items():
+            skipped[k] = skipped.get(k, 0) + v
+    index = {
+        **first,
+        "pool": pool_uri,
+        "shards": [entries[s] for s in pool],
+        "n": sum(entries[s]["n"] for s in pool),
+        "skipped": skipped,
+        "scoring_flops": sum(idx.get("scoring_flops", 0.0) for _, idx in indexes),
+        "seconds": max(idx.get("seconds", 0.0) for _, idx in indexes),
+        "parts": len(indexes),
+    }
+    storage.write_json(storage.join(out_uri, "index.json"), index)
+    return index
+
+
+class ScoreCache:
+    """The reference's cached embeddings, looked up by uid."""
+
+    def __init__(self, uri: str, pool_uri: str | None = None):
+        self.uri = uri
+        index_uri = storage.join(uri, "index.json")
+        if not storage.exists(index_uri):
+            raise ValueError(f"{uri}: not a score cache (no index.json; was `jestflow score` run?)")
+        self.index = storage.read_json(index_uri)
+        if self.index.get("format") != FORMAT:
+            raise ValueError(f"{index_uri}: unknown score cache format {self.index.get('format')!r}")
+        if pool_uri is not None:
+            self.check_matches(pool_uri)
+        # the files' per-example `loss` column is for audits; selection needs pairs
+        uids, cols = [], {k: [] for k in ("img", "txt", "img_scale", "txt_scale")}
+        for e in self.index["shards"]:
+            z = _read_npz(storage.join(uri, e["file"]))
+            if len(z["uids"]) != e["n"]:
+                raise ValueError(f"{uri}/{e['file']}: holds {len(z['uids'])} samples, index says {e['n']}")
+            uids.extend(z["uids"].tolist())
+            for k, v in cols.items():
+                if k in z:
+                    v.append(z[k])
+        self.row = {}
+        for i, u in enumerate(uids):
+            if u in self.row:
+                raise ValueError(f"{uri}: duplicate uid {u!r} in score cache")
+            self.row[u] = i
+        d = self.index["embed_dim"]
+
+        def stacked(k, shape):
+            return torch.from_numpy(np.concatenate(cols[k])) if cols[k] else torch.zeros(shape)
+
+        # stored as in the files (float16, or int8 with a per-row scale: half the memory); `embeddings`
+        # and `lookup` hand out float32
+        self.img, self.txt = stacked("img", (0, d)), stacked("txt", (0, d))
+        self.img_scale = stacked("img_scale", (0,)) if cols["img_scale"] else None
+        self.txt_scale = stacked("txt_scale", (0,)) if cols["txt_scale"] else None
+        self.log_t = torch.tensor(self.index["log_t"])
+        self.bias = torch.tensor(self.index["bias"])
+
+    def check_matches(self, pool_uri: str) -> None:
+        have = {e["shard"]: e for e in self.index["shards"]}
+        pool = {storage.basename(s): s for s in list_shards(pool_uri)}
+        if set(have) != set(pool):
+            missing = sorted(set(pool) - set(have))[:3]
+            extra = sorted(set(have) - set(pool))[:3]
+            raise ValueError(
+                f"score cache {self.uri} does not match pool {pool_uri}: "
+                f"pool shards not scored {missing}, scored shards not in pool {extra}"
+            )
+        for name, shard in pool.items():
+            want = have[name].get("fingerprint")
+            if (want and storage.fingerprint(shard) != want) or storage.size(shard) != have[name]["bytes"]:
+                raise ValueError(
+                    f"score cache {self.uri} does not match pool {pool_uri}: shard {name} "
+                    "changed since it was scored; score the pool again"
+                )
+
+    def embeddings(self, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image and text embeddings (float32) of cache rows `rows` (default: all)."""
+
+        def get(x, scale):
+            x = x if rows is None else x[rows]
+            if scale is None:
+                return x.float()
+            return x.float() * (scale if rows is None else scale[rows])[:, None]
+
+        return get(self.img, self.img_scale), get(self.txt, self.txt_scale)
+
+    def lookup(self, uids: list[str], device="cpu") -> Embeds:
+        try:
+            rows = torch.tensor([self.row[u] for u in uids])
+        except KeyError as e:
+            raise ValueError(
+                f"uid {e.args[0]!r} is not in score cache {self.uri}: the cache does not match the pool"
+            ) from None
+        img, txt = self.embeddings(rows)
+        return Embeds(img.to(device), txt.to(device), self.log_t.to(device), self.bias.to(device))
+
+    def __len__(self) -> int:
+        return len(self.row)
