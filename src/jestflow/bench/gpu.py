@@ -290,7 +290,7 @@ def _free_bytes(device: str) -> float:
 def bench_iteration(
     size: str, model, step, b: int, device: str, steps: int, warmup: int, vocab: int = 1000
 ) -> list[dict]:
-    from ..core.flops import train_groups
+    from ..core.flops import scoring_stride, train_groups
     from ..training.batch_selectors import ScoreSelect
     from ..training.distributed import Dist
     from ..training.loader import Batch
@@ -316,12 +316,13 @@ def bench_iteration(
         }
     ]
     cuda = torch.device(device).type == "cuda"
-    # every benchmarked method that scores the super-batch with the learner (JEST, Flexi-JEST), with and without reuse
-    scored = [m.name for m in METHODS.values() if m.benchmarked and m.online and m.uses_learner]
-    for method, replay in ((m, r) for m in scored for r in (False, True)):
+    # every benchmarked joint method that scores the super-batch with the learner (JEST, Flexi-JEST), with and
+    # without reuse
+    joint = [m.name for m in METHODS.values() if m.benchmarked and m.sampler == "joint" and m.uses_learner]
+    for method, replay in ((m, r) for m in joint for r in (False, True)):
         mcfg = cfg.with_method(method)
         sel = ScoreSelect(mcfg, cache, reuse_activations=replay)
-        flexi = mcfg.select.flexi_stride if method == "flexi-jest" else 1
+        flexi = scoring_stride(mcfg)
         st = (
             step
             if flexi == 1
