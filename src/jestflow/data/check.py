@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import storage
+from .classes import label_of, read_classes
 from .shards import ReadStats, iter_shard, list_shards
 
 
@@ -40,22 +41,18 @@ def check_split(
     uri: str, max_bad_fraction: float = 0.01, image_size: int | None = None, limit: int = 20
 ) -> SplitReport:
     """Read every shard of split `uri`; never raises for what it finds (at most `limit` problems listed)."""
-    from ..training.evaluation import _label
-
     report = SplitReport(uri)
     try:
         shards = list_shards(uri)
     except ValueError as e:
         report.problems.append(str(e))
         return report
-    classes = None
-    cj = storage.join(uri, "classes.json")
-    if storage.exists(cj):
-        d = storage.read_json(cj)
-        classes = list(d.get("classes") or []) if isinstance(d, dict) else []
-        report.classes = len(classes)
-        if not classes:
-            report.problems.append(f"{cj}: needs a non-empty 'classes' list")
+    try:
+        classes = read_classes(uri)
+    except ValueError as e:  # the evaluation would refuse it: a problem, and no labels to check against
+        report.problems.append(str(e))
+        classes = None
+    report.classes = len(classes.names) if classes else None
     stats = ReadStats(max_bad_fraction=1.0)  # count everything; judged below
     owner: dict[str, str] = {}
     problems: list[str] = []
@@ -69,7 +66,7 @@ def check_split(
                 owner[s.uid] = shard
                 if classes:
                     try:
-                        _label(s, classes, cj)
+                        label_of(s, classes)
                     except ValueError as e:
                         problems.append(f"{storage.basename(shard)}: {e}")
         except ValueError as e:  # an unreadable shard: named, with the offset

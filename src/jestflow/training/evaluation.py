@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import storage
+from ..data.classes import label_of, read_classes
 from ..data.shards import ReadStats, iter_split
 from ..model.tokenizer import Tokenizer
 from ..model.two_tower import TwoTower
@@ -34,46 +34,20 @@ class EvalSet:
         samples = list(iter_split(uri, stats, image_size))
         if not samples:
             raise ValueError(f"evaluation split {uri} has no usable samples")
-        classes = templates = None
-        cj = storage.join(uri, "classes.json")
-        if storage.exists(cj):
-            d = storage.read_json(cj)
-            if not isinstance(d, dict) or not d.get("classes") or not d.get("templates"):
-                raise ValueError(f"{cj}: needs non-empty 'classes' and 'templates' lists")
-            classes, templates = list(d["classes"]), list(d["templates"])
-            if any("{}" not in t for t in templates):
-                raise ValueError(f"{cj}: every template needs a '{{}}' placeholder")
-        else:
+        classes = read_classes(uri)
+        if classes is None:
             log.warning(
                 "evaluation split %s has no classes.json: zero-shot classification is skipped, retrieval only", uri
             )
-        labels = torch.tensor([_label(s, classes, cj) for s in samples])
+        labels = torch.tensor([label_of(s, classes) for s in samples])
         return cls(
             [s.uid for s in samples],
             torch.from_numpy(np.stack([s.image for s in samples])),
             [s.caption for s in samples],
             labels,
-            classes,
-            templates,
+            classes.names if classes else None,
+            classes.templates if classes else None,
         )
-
-
-def _label(sample, classes: list | None, classes_uri: str) -> int:
-    """A sample's class index from its metadata `label`: an integer in [0, len(classes)), or absent (-1).
-    Anything else would give a wrong zero-shot accuracy without a word, so it fails naming the uid."""
-    if "label" not in sample.meta:
-        return -1
-    label = sample.meta["label"]
-    if not isinstance(label, int) or isinstance(label, bool):
-        raise ValueError(f"evaluation sample {sample.uid}: label {label!r} is not an integer class index")
-    if classes is None:
-        return label  # no zero-shot without classes.json; the label is not used
-    if not 0 <= label < len(classes):
-        raise ValueError(
-            f"evaluation sample {sample.uid}: label {label} is not a class index of {classes_uri} "
-            f"({len(classes)} classes: 0..{len(classes) - 1})"
-        )
-    return label
 
 
 def _embed(model: TwoTower, images, tokens, batch_size, device):
