@@ -20,6 +20,7 @@ def step(n, **kw):
     s = {
         "step": n,
         "loss": 2.5 - 0.1 * n,
+        "grad_norm": 1.5,
         "lr": 1e-3,
         "step_seconds": 0.5,
         "data_wait_seconds": 0.05,

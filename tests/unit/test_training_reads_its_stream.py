@@ -4,23 +4,10 @@ uses while it skips what earlier attempts trained on."""
 
 import threading
 
-import numpy as np
-
 import jestflow.data.shards as data
 from jestflow import stages
 from jestflow.config import load_config
-from jestflow.data.shards import ShardWriter
-from jestflow.model.tokenizer import Tokenizer
-from shards import members, write_tar
-
-
-def _pool(folder, shards=4, per_shard=40):
-    rng = np.random.default_rng(0)
-    for s in range(shards):
-        with ShardWriter(str(folder), f"p{s}", per_shard) as w:
-            for i in range(per_shard):
-                w.write(f"p{s}-{i:03d}", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), f"a photo {i % 7}")
-    return folder
+from shards import members, tiny_split, tiny_tokenizer, write_tar
 
 
 def _truncate_one_image_per_shard(folder):
@@ -38,7 +25,7 @@ def test_a_broken_image_met_after_the_first_step_is_skipped_and_decoded_in_the_p
     turned true as soon as a step was counted), so shards begun later skipped the decode pool, decoded
     on the prefetch thread, and a truncated image crashed the run with `OSError: image file is
     truncated` naming no shard or uid."""
-    pool = _pool(tmp_path / "pool")
+    pool = tiny_split(tmp_path / "pool")
     _truncate_one_image_per_shard(pool)
     threads = []
     pixels = data._pixels
@@ -62,8 +49,7 @@ def test_a_broken_image_met_after_the_first_step_is_skipped_and_decoded_in_the_p
             "learner.max_bad_fraction=0.1",
         ],
     )
-    vocab = tmp_path / "vocab"
-    Tokenizer.build([f"a photo {i}" for i in range(7)], cfg.model.context_length).save(str(vocab / "tokenizer.json"))
+    vocab = tiny_tokenizer(tmp_path)
     summary = stages.train_learner(cfg, str(pool), str(tmp_path / "run"), tokenizer_from=str(vocab), progress=False)
     assert summary["steps"] == 12
     assert summary["skipped"].get("undecodable-image", 0) >= 4  # one per shard, counted, the run went on

@@ -74,6 +74,7 @@ class StageMetrics:
             "stage_progress": g("jestflow_stage_last_progress_timestamp_seconds", "Unix time of the last progress"),
             "step": g("jestflow_train_step", "optimiser steps done"),
             "loss": g("jestflow_train_loss", "training loss of the last step"),
+            "grad_norm": g("jestflow_train_grad_norm", "gradient norm of the last step, before clipping"),
             "examples": c("jestflow_train_examples", "examples trained on"),
             "eps": g("jestflow_train_examples_per_second", "examples trained per second, last step"),
             "step_s": g("jestflow_train_step_seconds", "wall time of the last step"),
@@ -161,6 +162,7 @@ class StageMetrics:
     def on_step(self, stage: str, method: str, s: dict) -> None:
         self._l("step").set(s["step"])
         self._l("loss").set(s["loss"])
+        self._l("grad_norm").set(s["grad_norm"])
         self._l("examples").inc(s["examples"])
         self._l("eps").set(s["examples_per_second"])
         self._l("step_s").set(s["step_seconds"])

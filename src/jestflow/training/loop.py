@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .. import config as C
 from .. import storage
-from ..core.flops import scoring_stride, step_cost, train_groups
+from ..core.flops import StepCost, scoring_stride, step_cost, train_groups
 from ..core.losses import batch_loss
 from ..data.shards import ReadStats, Sample, stream
 from ..model import activation_reuse
@@ -34,7 +34,7 @@ from ..model.tokenizer import Tokenizer
 from ..model.two_tower import TwoTower, apply_linear, save_model
 from ..progress import show_progress
 from . import distributed
-from .batch_selectors import TakeAll, make_selector, use_reuse
+from .batch_selectors import Picked, ScoreSelect, TakeAll, make_selector, use_reuse
 from .devices import autocast, resolve_device
 from .evaluation import EvalSet, evaluate
 from .loader import Batch, Prefetcher, make_batches
@@ -89,10 +89,6 @@ def make_optimizer(model: TwoTower, t: C.TrainConfig, fused: bool = False):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o, t.steps))
 
 
-class _Preempted(Exception):
-    pass
-
-
 class TrainForward(torch.nn.Module):
     """The training step's forward, as one module call (what DDP wraps).
 
@@ -117,7 +113,9 @@ class TrainForward(torch.nn.Module):
 class TrainStep:
     """One optimiser step on a chosen sub-batch: this rank's share forward (bf16 autocast on CUDA),
     embeddings gathered with gradient, the full-batch loss, backward, clip, AdamW, schedule.
-    Returns the loss as a device tensor (no host sync here)."""
+
+    Returns its measurements (big_vision's update returns them too): the loss and the gradient norm
+    before clipping as device tensors (no host sync here), and the learning rate the step used."""
 
     def __init__(
         self,
@@ -136,9 +134,7 @@ class TrainStep:
         self.groups, self.dist, self.device, self.loss, self.grad_clip = groups, dist, device, loss, grad_clip
         self.score_stride = score_stride  # the image view the scoring forward (and so a tape) saw
 
-    def __call__(
-        self, chosen: Batch, tapes: tuple[activation_reuse.Tape, activation_reuse.Tape] | None = None
-    ) -> torch.Tensor:
+    def __call__(self, chosen: Batch, tapes: tuple[activation_reuse.Tape, activation_reuse.Tape] | None = None) -> dict:
         dist, device = self.dist, self.device
         parts = []
         for rows, stride in self.groups:
@@ -162,11 +158,12 @@ class TrainStep:
             loss = batch_loss(self.loss, img, txt, self.model.log_t, self.model.bias)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        # the norm is measured either way; with grad_clip = 0 the clip at infinity leaves the gradients as they are
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip or math.inf)
+        lr = self.sched.get_last_lr()[0]
         self.opt.step()
         self.sched.step()
-        return loss.detach()
+        return {"loss": loss.detach(), "grad_norm": grad_norm.detach(), "lr": lr}
 
 
 def use_compile(t: C.TrainConfig, device: str) -> bool:
@@ -208,6 +205,30 @@ class TrainState:
     pool_diag: float = 0.0  # sum over steps of the super-batch's mean A_kk
     selected_steps: int = 0  # steps that ran an online selection (the sums' count)
 
+    def record(self, drawn: int, picked: Picked, measured: dict, cost: StepCost) -> dict:
+        """Account one step: samples drawn, FLOPs by pass, the noise mix of what it trained on, the
+        selection's per-chunk diagnostics. Returns the step's row for the callbacks (completed by the loop)."""
+        self.step += 1
+        self.consumed += drawn
+        self.flops.update(cost.as_dict())
+        noisy = [n for n in picked.batch.noise if n]
+        self.noise.update(noisy)
+        self.noise_window.update(noisy)
+        chunks = picked.info.get("chunk_diag") or ()
+        if chunks and all(x == x for x in chunks):  # online selection ran (no NaN)
+            self.chunk_diag = [a + b for a, b in zip(self.chunk_diag or [0.0] * len(chunks), chunks)]
+            self.pool_diag += picked.info["pool_diag"]
+            self.selected_steps += 1
+        return {
+            "step": self.step,
+            **measured,
+            "selection_seconds": picked.selection_seconds,
+            "examples": len(picked.batch),
+            "noisy_fraction": (sum(n != "clean" for n in noisy) / len(noisy)) if noisy else float("nan"),
+            "flops": cost.total,
+            **picked.info,
+        }
+
     def as_dict(self) -> dict:
         return asdict(self) | {k: dict(getattr(self, k)) for k in ("flops", "noise", "noise_window")}
 
@@ -240,8 +261,9 @@ class Checkpointer:
         gen.set_state(ck["gen"].cpu())
         return TrainState.from_dict(ck["state"])
 
-    def log(self, step: int, uids: list) -> None:
-        self.pending.append({"step": step, "uids": uids})
+    def log(self, step: int, uids: list, measured: dict | None = None) -> None:
+        """One row of the uid log: the step, the uids it trained on and its measurements (loss, ...)."""
+        self.pending.append({"step": step, "uids": uids, **(measured or {})})
 
     def save(self, state: TrainState, model, opt, sched, gen) -> None:
         if not self.enabled:
@@ -281,6 +303,146 @@ class SigtermFlag:
             signal.signal(signal.SIGTERM, self.old)
 
 
+@dataclass
+class Run:
+    """One training run's parts, built before its first step (`build_run`): what `train` drives."""
+
+    cfg: C.Config
+    stage: str  # "reference" or "learner"
+    method: str  # "reference", or the learner's selection method
+    t: C.TrainConfig  # cfg.reference or cfg.learner
+    out_dir: str
+    tokenizer: Tokenizer
+    dist: distributed.Dist
+    device: str
+    model: TwoTower
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    gen: torch.Generator  # the selection's random draws
+    selector: TakeAll | ScoreSelect
+    step: TrainStep
+    cost: StepCost  # FLOPs of one step, by pass
+    batches: Prefetcher  # super-batches, decoded ahead
+    stats: ReadStats  # what the stream skipped
+    ckpt: Checkpointer
+    state: TrainState
+    ev: EvalSet | None  # the learning curve's held-out split
+    eval_at: set  # the steps after which it is evaluated
+    callbacks: tuple
+
+    def notify(self, hook: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self.stage, self.method, *args)
+
+    def progress_bar(self, progress: bool) -> tqdm:
+        label = self.stage if self.method == self.stage else f"{self.stage}:{self.method}"
+        show = show_progress(progress) and self.dist.main
+        return tqdm(total=self.t.steps, initial=self.state.step, desc=label, unit="step", disable=not show,
+                    mininterval=1.0)  # fmt: skip
+
+    def evaluate(self) -> None:
+        """A learning-curve point after this step, if the schedule has one here (main rank only)."""
+        state = self.state
+        if self.ev is None or not self.dist.main or state.step not in self.eval_at:
+            return
+        point = {
+            "step": state.step,
+            "flops": sum(state.flops.values()),
+            **evaluate(self.model, self.tokenizer, self.ev, self.cfg.eval.batch_size, self.device),
+            "noise_window": dict(state.noise_window),
+        }
+        state.noise_window.clear()
+        state.curve.append(point)
+        self.notify("on_eval", point)
+
+    def checkpoint(self) -> None:
+        self.state.undecodable = sorted(set(self.state.undecodable) | set(self.stats.undecodable[:]))
+        self.ckpt.save(self.state, self.model, self.opt, self.sched, self.gen)
+
+    def finish(self, extra_summary: dict | None) -> dict:
+        """The run's summary, written with the model and tokenizer (by the main rank)."""
+        summary = _summary(self, extra_summary)
+        if self.dist.main:
+            save_model(self.model, storage.join(self.out_dir, "model.pt"))
+            self.tokenizer.save(storage.join(self.out_dir, "tokenizer.json"))
+            storage.write_json(storage.join(self.out_dir, "train.json"), summary)
+        self.dist.barrier()  # the other ranks return once rank 0's outputs exist
+        self.notify("on_end", summary)
+        return summary
+
+
+def build_run(
+    cfg: C.Config,
+    stage: str,
+    data_uri: str,
+    out_dir: str,
+    tokenizer: Tokenizer,
+    cache: ScoreCache | None = None,
+    eval_uri: str | None = None,
+    callbacks: list[Callback] = (),
+    keep: Callable[[Sample], bool] | None = None,
+) -> Run:
+    """Everything a run needs before its first step: device and ranks, selector, model, optimiser, the
+    checkpoint it resumes from, the data stream positioned after what earlier attempts trained on."""
+    t = cfg.reference if stage == "reference" else cfg.learner
+    dist, device = distributed.setup(resolve_device(t.device))
+    cuda = device.startswith("cuda")
+    replay = stage == "learner" and use_reuse(cfg, t, device, dist)
+    selector = TakeAll() if stage == "reference" else make_selector(cfg, cache, replay)
+    method = "reference" if stage == "reference" else selector.name
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    torch.manual_seed(t.seed)
+    model = TwoTower(cfg.model, len(tokenizer)).to(device)
+    opt, sched = make_optimizer(model, t, fused=cuda)
+    gen = torch.Generator(device=device).manual_seed(t.seed + 1)
+    ev = EvalSet.load(eval_uri, cfg.model.image_size, t.max_bad_fraction) if eval_uri and t.eval_every else None
+    coarse = scoring_stride(cfg) if stage == "learner" else 1
+    groups = train_groups(t.batch_size, coarse)
+    for rows, _ in groups:  # fail before training if a group cannot be split evenly over the ranks
+        dist.split(rows.stop - rows.start, "batch size" if coarse == 1 else "half the batch size (Flexi-JEST)")
+    ckpt = Checkpointer(out_dir, cfg, stage, enabled=dist.main)
+    state = ckpt.restore(model, opt, sched, gen, device)
+    if state.step and dist.main:  # said even under --quiet: a resumed run is not a fresh one
+        print(f"{stage}: resuming from step {state.step} of {t.steps} ({ckpt.uri})", flush=True)
+    stats = ReadStats(max_bad_fraction=t.max_bad_fraction)
+    samples = _resumed_stream(data_uri, t, stats, cfg.model.image_size, state, keep, cuda)
+    batches = Prefetcher(make_batches(samples, selector.super_batch(t.batch_size), tokenizer), pin=cuda)
+    if use_compile(t, device):
+        compile_towers(model)
+    forward = TrainForward(model)
+    if dist.active:  # averages gradients over ranks; identical initial weights are broadcast from rank 0
+        forward = torch.nn.parallel.DistributedDataParallel(forward, device_ids=[dist.local_rank] if cuda else None)
+    step = TrainStep(model, opt, sched, forward, groups, dist, device, cfg.model.loss, t.optim.grad_clip, coarse)
+    callbacks = tuple(callbacks) if dist.main else ()  # one rank reports, checkpoints and evaluates
+    return Run(cfg, stage, method, t, out_dir, tokenizer, dist, device, model, opt, sched, gen, selector, step,
+               step_cost(cfg, stage, replay), batches, stats, ckpt, state, ev, t.eval_steps(), callbacks)  # fmt: skip
+
+
+def _resumed_stream(data_uri, t: C.TrainConfig, stats, image_size, state: TrainState, keep, cuda: bool):
+    """The training stream (filtered by `keep`), past the samples earlier attempts drew. The stream is
+    deterministic, so skipping them takes it exactly where an uninterrupted run would be; they are
+    replayed without decoding (see data.shards.stream), and only those: replay ends at `resume_at`."""
+    skipped, resume_at = 0, state.consumed
+    samples = stream(
+        data_uri,
+        t.seed,
+        t.shuffle_buffer,
+        stats,
+        image_size,
+        decode_workers=t.decode_workers or (8 if cuda else 1),
+        decode_mode=t.decode_mode,
+        replaying=lambda: skipped < resume_at,
+        undecodable=set(state.undecodable),
+    )
+    if keep is not None:
+        samples = (s for s in samples if keep(s))
+    for _ in range(resume_at):
+        next(samples)
+        skipped += 1
+    return samples
+
+
 def train(
     cfg: C.Config,
     stage: str,
@@ -297,174 +459,60 @@ def train(
     """Train one model; `stage` is "reference" or "learner". Returns (and writes) the summary.
 
     `keep` filters the pool before anything is drawn (the offline-filter baselines)."""
-    t = cfg.reference if stage == "reference" else cfg.learner
-    dist, device = distributed.setup(resolve_device(t.device))
-    cuda = device.startswith("cuda")
-    replay = stage == "learner" and use_reuse(cfg, t, device, dist)
-    selector = TakeAll() if stage == "reference" else make_selector(cfg, cache, replay)
-    method = "reference" if stage == "reference" else selector.name
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    torch.manual_seed(t.seed)
-    model = TwoTower(cfg.model, len(tokenizer)).to(device)
-    opt, sched = make_optimizer(model, t, fused=cuda)
-    gen = torch.Generator(device=device).manual_seed(t.seed + 1)
-    ev = EvalSet.load(eval_uri, cfg.model.image_size, t.max_bad_fraction) if eval_uri and t.eval_every else None
-    eval_at = t.eval_steps()
-    n_super = selector.super_batch(t.batch_size)
-    coarse = scoring_stride(cfg) if stage == "learner" else 1
-    groups = train_groups(t.batch_size, coarse)
-    for rows, _ in groups:  # fail before training if a group cannot be split evenly over the ranks
-        dist.split(rows.stop - rows.start, "batch size" if coarse == 1 else "half the batch size (Flexi-JEST)")
-    cost = step_cost(cfg, stage, replay)  # FLOPs of one step, by pass
-
-    ckpt = Checkpointer(out_dir, cfg, stage, enabled=dist.main)
-    state = ckpt.restore(model, opt, sched, gen, device)
-    if state.step and dist.main:  # said even under --quiet: a resumed run is not a fresh one
-        print(f"{stage}: resuming from step {state.step} of {t.steps} ({ckpt.uri})", flush=True)
-    stats = ReadStats(max_bad_fraction=t.max_bad_fraction)
-    skipped, resume_at = 0, state.consumed  # the replay ends where earlier attempts stopped, not later
-    samples = stream(
-        data_uri,
-        t.seed,
-        t.shuffle_buffer,
-        stats,
-        cfg.model.image_size,
-        decode_workers=t.decode_workers or (8 if cuda else 1),
-        decode_mode=t.decode_mode,
-        # replayed without decoding while we skip (see data.stream); exactly the same course
-        replaying=lambda: skipped < resume_at,
-        undecodable=set(state.undecodable),
-    )
-    if keep is not None:
-        samples = (s for s in samples if keep(s))
-    for _ in range(resume_at):  # deterministic stream: skip what earlier attempts trained on
-        next(samples)
-        skipped += 1
-    batches = Prefetcher(make_batches(samples, n_super, tokenizer), pin=cuda)
-    if use_compile(t, device):
-        compile_towers(model)
-    forward = TrainForward(model)
-    if dist.active:  # averages gradients over ranks; identical initial weights are broadcast from rank 0
-        forward = torch.nn.parallel.DistributedDataParallel(forward, device_ids=[dist.local_rank] if cuda else None)
-    callbacks = callbacks if dist.main else ()  # one rank reports, checkpoints and evaluates
-    train_step = TrainStep(
-        model, opt, sched, forward, groups, dist, device, cfg.model.loss, t.optim.grad_clip, score_stride=coarse
-    )
-
-    sigterm = SigtermFlag()
-    bar = tqdm(
-        total=t.steps,
-        initial=state.step,
-        desc=stage if method == stage else f"{stage}:{method}",
-        unit="step",
-        disable=not (show_progress(progress) and dist.main),
-        mininterval=1.0,
-    )
-    t_start = time.time() - state.seconds
-    for cb in callbacks:
-        cb.on_start(stage, method)
+    run = build_run(cfg, stage, data_uri, out_dir, tokenizer, cache, eval_uri, callbacks, keep)
+    state, t = run.state, run.t
+    sigterm, bar = SigtermFlag(), run.progress_bar(progress)
+    started = time.time() - state.seconds
+    run.notify("on_start")
     try:
         while state.step < t.steps:
             t0 = time.perf_counter()
-            # data: the next super-batch (decoded ahead by the prefetcher)
-            batch = next(batches, None)
+            batch = next(run.batches, None)  # data: the next super-batch, decoded ahead
             if batch is None:
                 raise ValueError(f"{data_uri}: ran out of samples")
-            # score + select: the sub-batch to train on
-            picked = selector(model, batch, gen, device, dist)
-            # step: forward, loss, backward, optimiser; the tape is freed before the next scoring pass
-            loss = float(train_step(picked.batch, picked.tapes))
-            picked.tapes = None
-            if not math.isfinite(loss):
-                raise ValueError(f"{stage}: loss became {loss} at step {state.step}; lower the learning rate")
-            # account: FLOPs by pass, samples drawn, noise mix, uid log
-            chosen = picked.batch
-            ckpt.log(state.step, chosen.uids)
-            state.step += 1
-            state.consumed += len(batch)
-            state.flops.update(cost.as_dict())
-            noisy = [n for n in chosen.noise if n]
-            state.noise.update(noisy)
-            state.noise_window.update(noisy)
-            chunks = picked.info.get("chunk_diag") or ()
-            if chunks and all(x == x for x in chunks):  # per-chunk diagnostics of online selection
-                state.chunk_diag = [a + b for a, b in zip(state.chunk_diag or [0.0] * len(chunks), chunks)]
-                state.pool_diag += picked.info["pool_diag"]
-                state.selected_steps += 1
-            dt = time.perf_counter() - t0
-            row = {
-                "step": state.step,
-                "loss": loss,
-                "lr": sched.get_last_lr()[0],
-                "step_seconds": dt,
-                "data_wait_seconds": batches.wait_seconds,
-                "selection_seconds": picked.selection_seconds,
-                "examples": len(chosen),
-                "examples_per_second": len(chosen) / max(dt, 1e-9),
-                "noisy_fraction": (sum(n != "clean" for n in noisy) / len(noisy)) if noisy else float("nan"),
-                "skipped": stats.bad,
-                "flops": cost.total,
-                **picked.info,
-            }
-            # log / evaluate
-            for cb in callbacks:
-                cb.on_step(stage, method, row)
+            picked = run.selector(run.model, batch, run.gen, run.device, run.dist)  # score + select
+            measured = {k: float(v) for k, v in run.step(picked.batch, picked.tapes).items()}  # the update
+            picked.tapes = None  # freed before the next scoring pass
+            if not math.isfinite(measured["loss"]):
+                raise ValueError(
+                    f"{stage}: loss became {measured['loss']} at step {state.step}; lower the learning rate"
+                )
+            run.ckpt.log(state.step, picked.batch.uids, measured)
+            row = state.record(len(batch), picked, measured, run.cost)
+            seconds = time.perf_counter() - t0
+            row.update(step_seconds=seconds, examples_per_second=row["examples"] / max(seconds, 1e-9),
+                       data_wait_seconds=run.batches.wait_seconds, skipped=run.stats.bad)  # fmt: skip
+            run.notify("on_step", row)
             bar.update(1)
             if (state.step - 1) % t.log_every == 0:
-                bar.set_postfix(loss=f"{loss:.3f}")
-            last = state.step == t.steps
-            if ev is not None and dist.main and state.step in eval_at:
-                point = {
-                    "step": state.step,
-                    "flops": sum(state.flops.values()),
-                    **evaluate(model, tokenizer, ev, cfg.eval.batch_size, device),
-                    "noise_window": dict(state.noise_window),
-                }
-                state.noise_window.clear()
-                state.curve.append(point)
-                for cb in callbacks:
-                    cb.on_eval(stage, method, point)
-            # checkpoint (and stop, if preempted)
-            state.seconds = time.time() - t_start
-            stop = dist.any(sigterm.set)  # torchrun forwards SIGTERM to every rank; agree anyway
-            if state.step % t.checkpoint_every == 0 or last or stop:
-                state.undecodable = sorted(set(state.undecodable) | set(stats.undecodable[:]))
-                ckpt.save(state, model, opt, sched, gen)
-            if stop and not last:
-                raise _Preempted
-    except _Preempted:
-        raise SystemExit(
-            f"{stage}: SIGTERM received; checkpoint written at step {state.step}, rerun to resume"
-        ) from None
+                bar.set_postfix(loss=f"{measured['loss']:.3f}", grad_norm=f"{measured['grad_norm']:.2f}")
+            run.evaluate()
+            state.seconds = time.time() - started
+            stop = run.dist.any(sigterm.set)  # torchrun forwards SIGTERM to every rank; agree anyway
+            if state.step % t.checkpoint_every == 0 or state.step == t.steps or stop:
+                run.checkpoint()
+            if stop and state.step < t.steps:
+                raise SystemExit(f"{stage}: SIGTERM received; checkpoint written at step {state.step}, rerun to resume")
     finally:
-        batches.close()
+        run.batches.close()
         bar.close()
         sigterm.restore()
-
-    summary = _summary(state, stage, method, t, n_super, stats, device, dist, model, extra_summary)
-    if dist.main:
-        save_model(model, storage.join(out_dir, "model.pt"))
-        tokenizer.save(storage.join(out_dir, "tokenizer.json"))
-        storage.write_json(storage.join(out_dir, "train.json"), summary)
-    dist.barrier()  # the other ranks return once rank 0's outputs exist
-    for cb in callbacks:
-        cb.on_end(stage, method, summary)
-    return summary
+    return run.finish(extra_summary)
 
 
-def _summary(state: TrainState, stage, method, t, n_super, stats, device, dist, model, extra) -> dict:
+def _summary(run: Run, extra: dict | None) -> dict:
+    state, t, stats = run.state, run.t, run.stats
     trained = sum(state.noise.values())
     return {
-        "stage": stage,
-        "method": method,
+        "stage": run.stage,
+        "method": run.method,
         "steps": state.step,
         "batch_size": t.batch_size,
-        "super_batch_size": n_super,
+        "super_batch_size": run.selector.super_batch(t.batch_size),
         "examples_seen": state.consumed,
         "flops": dict(state.flops),
         "flops_total": float(sum(state.flops.values())),
-        "forward_flops_per_example": model.flops_per_example(),
+        "forward_flops_per_example": run.model.flops_per_example(),
         "noise_mix": {k: v / trained for k, v in sorted(state.noise.items())} if trained else {},
         "selection_chunks": {
             "mean_learnability_by_chunk": [x / state.selected_steps for x in state.chunk_diag],
@@ -475,8 +523,8 @@ def _summary(state: TrainState, stage, method, t, n_super, stats, device, dist, 
         "clean_fraction": state.noise.get("clean", 0) / trained if trained else float("nan"),
         "skipped": dict(stats.skipped),
         "wall_seconds": state.seconds,
-        "device": device,
-        "world_size": dist.world,
+        "device": run.device,
+        "world_size": run.dist.world,
         "curve": state.curve,
         "uid_log": state.uid_segments,
         **(extra or {}),
