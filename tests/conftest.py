@@ -9,6 +9,16 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/services.py
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+# Fixtures that train models or run the pipeline: a test that uses one is in the slow tier, whatever
+# its own marks say (`make test-fast` runs `-m "not slow"`).
+SLOW_FIXTURES = {"smoke_scored", "chain", "local_pipeline", "monitoring", "gcs"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def gen():

@@ -86,21 +86,24 @@ def prepare(
             demo_dir = demo_out.path  # the launcher uploads this folder to the URI when the step ends
         if not demo_complete(demo_dir):
             make_demo(demo_dir, cfg.demo)
+        # checked where it was written: a gs:// root holds nothing until the launcher uploads the
+        # artifact after this step returns (launcher_v2.go, executeV2 -> uploadOutputArtifacts)
+        _check_data(cfg, [storage.join(demo_dir, s) for s in ("curated", "pool", "eval")])
         curated_uri, pool_uri, eval_uri = (storage.join(root, s) for s in ("curated", "pool", "eval"))
-    if check_data or not given:  # the demo is small: always checked; a large pool only when asked
-        _check_data(cfg, {"curated": curated_uri, "pool": pool_uri, "eval": eval_uri})
+    elif check_data:  # your data, at its URIs: read every shard only when asked (a large pool takes long)
+        _check_data(cfg, [curated_uri, pool_uri, eval_uri])
     # Also on the config artifact: steps inside a ParallelFor read the pool from there (kfp.local 2.17
     # replaces a loop task's inputs that are other tasks' output parameters with the loop item).
     config_out.metadata.update({"curated": curated_uri, "pool": pool_uri, "eval": eval_uri})
     return curated_uri, pool_uri, eval_uri
 
 
-def _check_data(cfg: C.Config, splits: dict) -> None:
+def _check_data(cfg: C.Config, splits: list[str]) -> None:
     """`jestflow data check` on the run's splits: fail before any GPU is requested if one would fail later."""
     from ..data.check import check_split
 
     lines, bad = [], False
-    for uri in splits.values():
+    for uri in splits:
         r = check_split(uri, cfg.reference.max_bad_fraction, cfg.model.image_size)
         lines += r.lines(cfg.reference.max_bad_fraction)
         bad |= bool(r.problems)
