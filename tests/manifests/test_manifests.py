@@ -11,6 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from jestflow_components.image import CPU_IMAGE, GPU_IMAGE
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent
 OVERLAYS = ["base", "overlays/kind", "overlays/gke-gpu"]
@@ -147,8 +149,9 @@ def test_policy_check_catches_violations():
 def test_overlays_differ_where_they_should():
     kind, gke = render("overlays/kind"), render("overlays/gke-gpu")
     job = lambda objs: next(o for o in objs if o["kind"] == "Job")["spec"]["template"]["spec"]  # noqa: E731
-    assert job(kind)["containers"][0]["image"] == "ghcr.io/jestflow/jestflow:0.1.0"
-    assert job(gke)["containers"][0]["image"] == "ghcr.io/jestflow/jestflow-cuda:0.1.0"
+    # kustomize needs the tags written out: they must be the package's version (jestflow.__version__)
+    assert job(kind)["containers"][0]["image"] == CPU_IMAGE
+    assert job(gke)["containers"][0]["image"] == GPU_IMAGE
     sa = next(o for o in gke if o["kind"] == "ServiceAccount")
     assert "iam.gke.io/gcp-service-account" in sa["metadata"]["annotations"]
     claim = lambda objs: next(o for o in objs if o["kind"] == "PersistentVolumeClaim")["spec"]  # noqa: E731
