@@ -1,5 +1,9 @@
+import subprocess
+import sys
+
 import pytest
 
+from jestflow import config as C
 from jestflow.config import PRESETS, dump, from_dict, load_config, parse_overrides, to_dict
 
 
@@ -96,3 +100,39 @@ def test_reading_a_config_does_not_import_torch():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-1000:]
+
+
+# --- a --config FILE reaches every command that reads a configuration ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["run", "--out", "{tmp}/run", "--data", "{tmp}/data"], id="run"),
+        pytest.param(["bench", "curation", "--out", "{tmp}/bench"], id="bench-curation"),
+    ],
+)
+def test_config_file_is_read_by_run_and_bench(tmp_path, command):
+    """A bad value in the file must stop the command at once (it was ignored, and the run went ahead)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learner:\n  steps: -3\n")
+    args = [a.format(tmp=tmp_path) for a in command]
+    r = subprocess.run(
+        [sys.executable, "-m", "jestflow", *args, "--preset", "smoke", "--config", str(bad), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stderr.strip() == "jestflow: error: learner.steps=-3 must be positive"
+
+
+def test_config_file_travels_as_overrides(tmp_path):
+    """What `run` hands the pipeline and `bench` hands its workers resolves to what --config gives."""
+    f = tmp_path / "c.yaml"
+    f.write_text("model: {size: small, width: 96}\nlearner: {steps: 7, compile: off}\nselect: {method: flexi-jest}\n")
+    direct = C.load_config("smoke", str(f), ["learner.steps=9"])
+    via = C.load_config("smoke", None, [*C.file_overrides(str(f)), "learner.steps=9"])
+    assert via == direct
+    assert (direct.model.size, direct.model.width, direct.model.depth) == ("small", 96, 6)
+    assert (direct.learner.steps, direct.learner.compile, direct.select.method) == (9, "off", "flexi-jest")

@@ -1,8 +1,9 @@
 """One home each: exact versions only in constraints.txt, the package version only in jestflow/__init__.py."""
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 import jestflow
 

@@ -1,4 +1,5 @@
-"""Issue 16, newcomer friction: what the first commands on a fresh machine say and do."""
+"""What the first commands on a fresh machine say and do: the project venv, the announce line, help texts that
+name what a newcomer needs (issue 16), options generated from the registry, the device export runs on."""
 
 import os
 import subprocess
