@@ -62,7 +62,7 @@ format: $(STAMP)/installed ## ruff: fix what it can and format the code
 	$(PYTHON) -m ruff format .
 
 FAST_TESTS := tests/unit tests/components tests/pipelines/test_compiled.py tests/pipelines/test_submit.py
-test-fast: $(STAMP)/installed ## the edit-test loop: unit, component and pipeline-compile tests, no slow ones (no Docker, apt or npm)
+test-fast: $(STAMP)/installed ## the edit-test loop (~2 min): unit, component (every KFP step) and compile tests; no training fixtures, services, Docker
 	$(PYTHON) -m pytest -q -m "not slow" $(FAST_TESTS)
 
 test: $(STAMP)/installed $(STAMP)/services $(STAMP)/npm ## all tests (smoke preset): builds the CPU image (starts dockerd if needed); the tests start Prometheus, Pushgateway, a GCS emulator, headless Chromium
