@@ -16,6 +16,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import threading
 import uuid
 from http.server import ThreadingHTTPServer
@@ -180,7 +181,15 @@ class FakeCluster:
                 "PET_MASTER_ADDR": "127.0.0.1",
                 "PET_MASTER_PORT": str(port),
             }
-            proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if command[0] == "python":  # in the image `python` is jestflow's interpreter (PATH /opt/jestflow/bin)
+                command = [sys.executable, *command[1:]]
+            try:
+                proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            except OSError as e:  # what a kubelet reports as a failed container start: the job fails
+                self.pod_logs[pod] = f"container start failed: {e}"
+                with self._lock:
+                    job["status"]["conditions"].append(_outcome(plural, ns, name, [pod]))
+                return
             procs.append((pod, proc))
         self.procs[key] = [p for _, p in procs]
         if plural == "pytorchjobs":

@@ -261,7 +261,8 @@ def test_rendered_trainjob_passes_the_trainer_crd_schema(nodes, gpus):
     job = training_jobs.render_trainjob(spec)
     assert trainjob_schema.errors(job) == []
     t = job["spec"]["trainer"]
-    assert t["numNodes"] == nodes and t["numProcPerNode"] == max(1, gpus) and t["command"][0] == "torchrun"
+    assert t["numNodes"] == nodes and t["numProcPerNode"] == max(1, gpus)
+    assert t["command"][:3] == ["python", "-m", "torch.distributed.run"]  # the image's python, not a PATH torchrun
     assert t["resourcesPerNode"].get("limits", {}).get("nvidia.com/gpu") == (str(gpus) if gpus else None)
     (patch,) = job["spec"]["runtimePatches"]
     (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]

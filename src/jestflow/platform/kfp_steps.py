@@ -353,7 +353,7 @@ def train_learner_multinode(
     shared_roots=SHARED_ROOTS,
 ) -> dict:
     """Stage 3 on several nodes: a Kubeflow Trainer TrainJob (`job_kind="trainjob"`) or Training
-    Operator PyTorchJob (`"pytorchjob"`) runs `torchrun -m jestflow train` on every node.
+    Operator PyTorchJob (`"pytorchjob"`) runs torchrun (`training_jobs.LAUNCHER`) `-m jestflow train` on every node.
 
     `api` is a `kubernetes.client.CustomObjectsApi` (default: in-cluster configuration)."""
     from . import training_jobs

@@ -2,7 +2,8 @@
 Training Operator v1 PyTorchJob (clusters still on v1), create it with the `kubernetes` client,
 wait for it, surface its failure, and delete it when the step that owns it is cancelled.
 
-Both run `torchrun -m jestflow train ...` on every node; the controller tells torchrun the
+Both run `python -m torch.distributed.run -m jestflow train ...` (torchrun, see LAUNCHER) on every node;
+the controller tells it the
 rendezvous (PET_* variables) and jestflow's trainer does the rest (see training/distributed.py). All ranks
 read and write through jestflow's storage layer, so artifacts must live where every pod reaches
 them: gs:// URIs (a KFP pipeline root on GCS) or paths on a shared (ReadWriteMany) data claim.
@@ -29,6 +30,13 @@ from importlib import resources
 import yaml
 
 GPU_RESOURCE = "nvidia.com/gpu"
+# torchrun, as the image's own interpreter runs it. The `torchrun` script on PATH may belong to another
+# Python: in the CUDA image (a venv over the base image's site-packages) it is the base image's
+# /opt/conda/bin/torchrun, whose interpreter has no jestflow. `python` is the venv's (PATH starts with
+# /opt/jestflow/bin), and torch.distributed.run is the module the `torchrun` script calls
+# (torch/distributed/run.py), reading the same PET_* variables; Trainer's torch plugin injects those
+# for any command but torchtune's (kubeflow/trainer v2.3.0 pkg/runtime/framework/plugins/torch/torch.go).
+LAUNCHER = ("python", "-m", "torch.distributed.run")
 DNS1035 = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
@@ -97,7 +105,7 @@ class JobSpec:
     name: str
     namespace: str
     image: str
-    args: list  # torchrun's arguments: ["-m", "jestflow", "train", ...]
+    args: list  # the launcher's (torchrun's) arguments: ["-m", "jestflow", "train", ...]
     nodes: int = 2
     gpus_per_node: int = 1  # 0: CPU nodes, gloo backend
     cpu: str = "8"
@@ -184,7 +192,7 @@ def render_pytorchjob(spec: JobSpec) -> dict:
     pod = master["template"]["spec"]
     c = pod["containers"][0]
     _pod(spec, pod, c)
-    c["image"], c["args"] = spec.image, [str(a) for a in spec.args]
+    c["image"], c["command"], c["args"] = spec.image, list(LAUNCHER), [str(a) for a in spec.args]
     c["env"] += [{"name": k, "value": str(v)} for k, v in sorted(spec.env.items())]
     c["resources"] = _resources(spec)
     master["template"]["metadata"]["labels"] = {**job["metadata"]["labels"]}
@@ -205,7 +213,7 @@ def render_trainjob(spec: JobSpec) -> dict:
     t = job["spec"]["trainer"]
     t.update(
         image=spec.image,
-        command=["torchrun", *[str(a) for a in spec.args]],
+        command=[*LAUNCHER, *[str(a) for a in spec.args]],
         numNodes=spec.nodes,
         numProcPerNode=max(1, spec.gpus_per_node),
         resourcesPerNode=_resources(spec),
