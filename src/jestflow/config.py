@@ -42,7 +42,9 @@ def _positive(prefix: str, obj: Any, *names: str) -> None:
 
 
 DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist (all 70,000 images)
-DATASETS = ("fashion", "glyphs")  # the embedded demo datasets (data/demo.py, data/glyphs.py)
+# the embedded demo datasets (data/demo.py, data/glyphs.py); fashion-longtail: demo.py's scenes with a head of
+# concepts repeated many times and a long tail of rare ones
+DATASETS = ("fashion", "glyphs", "fashion-longtail")
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,7 @@ class DemoConfig:
     image_size: int = 32  # canvas side in pixels
     shard_size: int = 500  # samples per tar shard
     seed: int = 0
-    dataset: str = (
-        "fashion"  # fashion (Fashion-MNIST scenes) | glyphs (font glyphs with their Unicode names, glyphs.py)
-    )
+    dataset: str = "fashion"  # fashion (Fashion-MNIST scenes) | glyphs (font glyphs, Unicode names) | fashion-longtail
     fashion_mnist_dir: str = DEFAULT_IDX_DIR  # full dataset when present; else the shipped subset
     # Pool noise: fraction of each type; the rest is clean.
     mismatch: float = 0.20  # caption of another, different-class sample
@@ -64,6 +64,10 @@ class DemoConfig:
     off_distribution: float = 0.05  # shapes and textures, not clothing, with a clothing caption
     junk_caption: float = 0.10  # "IMG_0412.jpg", "click to enlarge", ...
     near_duplicate: float = 0.10  # jittered copy of an earlier pool sample
+    # fashion-longtail: a concept is a (class, colour) pair, 80 in all; `head_concepts` of them, drawn at
+    # random, make up `head_share` of the curated set and the pool, the rest share what is left; eval is balanced
+    head_concepts: int = 8
+    head_share: float = 0.6
 
     def noise_mix(self) -> dict[str, float]:
         mix = {
@@ -84,10 +88,12 @@ class DemoConfig:
 
     def validate(self, prefix: str = "demo.") -> None:
         if self.dataset not in DATASETS:
-            raise ValueError(f"{prefix}dataset={self.dataset!r} must be {' or '.join(DATASETS)}")
-        for name in ("n_curated", "n_pool", "n_eval", "image_size", "shard_size"):
+            raise ValueError(f"{prefix}dataset={self.dataset!r} must be {', '.join(DATASETS[:-1])} or {DATASETS[-1]}")
+        for name in ("n_curated", "n_pool", "n_eval", "image_size", "shard_size", "head_concepts"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{prefix}{name}={getattr(self, name)} must be positive")
+        if not 0 < self.head_share < 1:
+            raise ValueError(f"{prefix}head_share={self.head_share} must be in (0, 1)")
         self.noise_mix()
 
 

@@ -6,6 +6,11 @@ few templates. `curated/` is small and clean, `pool/` is noisy like web data (ev
 records its noise type), `eval/` is held out (Fashion-MNIST *test* images) and carries `classes.json`
 for zero-shot classification.
 
+`demo.dataset=fashion-longtail` draws the same scenes from a skewed mix of concepts ((class, colour)
+pairs, `ConceptMix`): a few head concepts make up most of the curated set and the pool, a long tail of
+rare ones the rest, while the eval split is balanced. Every sample's json records its `group` (head or
+tail), so training records the mix it chose and evaluation reports R@1 per group.
+
 Images: a class-balanced 5,000-image subset ships in ``assets/fashion_mnist_sample.npz`` (MIT
 licence, Zalando Research). When Debian's ``dataset-fashion-mnist`` is installed (or
 `fashion_mnist_dir` points to the four IDX files) all 70,000 are used instead.
@@ -93,20 +98,30 @@ def load_fashion_mnist(folder: str = DEFAULT_IDX_DIR):
 class Composer:
     """Draws scenes and captions; all randomness from one numpy Generator."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, size: int, rng: np.random.Generator):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, size: int, rng: np.random.Generator, concepts=None):
         self.images, self.labels, self.size, self.rng = images, labels, size, rng
+        self.concepts = concepts  # a ConceptMix to draw (class, colour) from; None: uniform
+        self.by_class = [np.flatnonzero(labels == c) for c in range(len(CLASSES))]
 
     def attributes(self, src: int | None = None) -> dict:
         r = self.rng
-        src = int(r.integers(len(self.images))) if src is None else src
-        return {
+        if src is None and self.concepts is not None:
+            label, color = self.concepts.draw(r)
+            src = int(r.choice(self.by_class[label]))
+        else:
+            src = int(r.integers(len(self.images))) if src is None else src
+            color = str(r.choice(list(COLORS)))
+        a = {
             "src": src,
             "label": int(self.labels[src]),
-            "color": str(r.choice(list(COLORS))),
+            "color": color,
             "size": str(r.choice(SIZES)),
             "pos": str(r.choice(POSITIONS)),
             "bg": str(r.choice(BACKGROUNDS)),
         }
+        if self.concepts is not None:
+            a["group"] = self.concepts.group(a["label"], a["color"])
+        return a
 
     def background(self, kind: str) -> np.ndarray:
         n = self.size
@@ -172,6 +187,31 @@ class Composer:
         return r.integers(0, 256, (n, n, 3), dtype=np.uint8)
 
 
+class ConceptMix:
+    """fashion-longtail's concepts: (class, colour) pairs, `head` of them (drawn with the seed) taking
+    `head_share` of the draws, the others sharing the rest evenly. `balanced` draws all alike (eval)."""
+
+    def __init__(self, cfg: DemoConfig, balanced: bool = False):
+        self.all = [(c, col) for c in range(len(CLASSES)) for col in COLORS]
+        order = np.random.default_rng([cfg.seed, 7]).permutation(len(self.all))
+        self.head = {self.all[i] for i in order[: cfg.head_concepts]}
+        n_head = len(self.head)
+        self.p = np.array(
+            [
+                1 / len(self.all)
+                if balanced
+                else (cfg.head_share / n_head if c in self.head else (1 - cfg.head_share) / (len(self.all) - n_head))
+                for c in self.all
+            ]  # fmt: skip
+        )
+
+    def draw(self, rng: np.random.Generator) -> tuple[int, str]:
+        return self.all[int(rng.choice(len(self.all), p=self.p))]
+
+    def group(self, label: int, color: str) -> str:
+        return "head" if (label, color) in self.head else "tail"
+
+
 def make_demo(out: str, cfg: DemoConfig) -> dict:
     """Write curated/, pool/ and eval/ under `out`; return a summary (also written as demo.json)."""
     cfg.validate()
@@ -188,14 +228,20 @@ def make_demo(out: str, cfg: DemoConfig) -> dict:
     quarter = len(perm) // 4
     cur_idx, pool_idx = perm[:quarter], perm[quarter:]
     sz = cfg.image_size
+    longtail = cfg.dataset == "fashion-longtail"
+    skewed = ConceptMix(cfg) if longtail else None
 
-    cur = Composer(xtr[cur_idx], ytr[cur_idx], sz, np.random.default_rng([cfg.seed, 1]))
+    def meta(a: dict, noise: str, label: int | None = None) -> dict:
+        m = {"label": a["label"] if label is None else label, "noise": noise}
+        return {**m, "group": a["group"]} if "group" in a else m
+
+    cur = Composer(xtr[cur_idx], ytr[cur_idx], sz, np.random.default_rng([cfg.seed, 1]), skewed)
 
     def curated(i):
         a = cur.attributes()
-        return cur.draw(a), cur.caption(a), {"label": a["label"], "noise": "clean"}
+        return cur.draw(a), cur.caption(a), meta(a, "clean")
 
-    pool = Composer(xtr[pool_idx], ytr[pool_idx], sz, np.random.default_rng([cfg.seed, 2]))
+    pool = Composer(xtr[pool_idx], ytr[pool_idx], sz, np.random.default_rng([cfg.seed, 2]), skewed)
     kinds = list(mix)
     probs = np.array([mix[k] for k in kinds])
     history: list[tuple[np.ndarray, str, int]] = []
@@ -224,18 +270,20 @@ def make_demo(out: str, cfg: DemoConfig) -> dict:
             image, label = pool.off_distribution(), -1
         elif noise == "junk-caption":
             caption = str(r.choice(JUNK_CAPTIONS))
-        elif noise == "near-duplicate":
-            image, caption, label = history[int(r.integers(len(history)))]
+        elif noise == "near-duplicate":  # a copy of an earlier sample: its concept too
+            image, caption, label, a = history[int(r.integers(len(history)))]
             image = np.clip(image.astype(np.int16) + r.integers(-6, 7, image.shape), 0, 255).astype(np.uint8)
         if noise in ("clean", "near-duplicate") and len(history) < 2000:
-            history.append((image, caption, label))
-        return image, caption, {"label": label, "noise": noise}
+            history.append((image, caption, label, a))
+        return image, caption, meta(a, noise, label)
 
-    ev = Composer(xte, yte, sz, np.random.default_rng([cfg.seed, 3]))
+    ev = Composer(
+        xte, yte, sz, np.random.default_rng([cfg.seed, 3]), ConceptMix(cfg, balanced=True) if longtail else None
+    )
 
     def evaluation(i):
         a = ev.attributes()
-        return ev.draw(a), ev.caption(a), {"label": a["label"], "noise": "clean"}
+        return ev.draw(a), ev.caption(a), meta(a, "clean")
 
     write_split(storage.join(out, "curated"), "curated", cfg.n_curated, cfg.shard_size, curated, "curated")
     write_split(storage.join(out, "pool"), "pool", cfg.n_pool, cfg.shard_size, pool_sample, "pool")
@@ -244,6 +292,8 @@ def make_demo(out: str, cfg: DemoConfig) -> dict:
         storage.join(out, "eval", "classes.json"), {"classes": CLASSES, "templates": list(ZERO_SHOT_TEMPLATES)}
     )
     summary = {"source": source, "config": cfg.__dict__, "noise_mix": mix}
+    if longtail:
+        summary["head_concepts"] = sorted(f"{CLASSES[c]}/{col}" for c, col in skewed.head)
     storage.write_json(storage.join(out, "demo.json"), summary)
     return summary
 

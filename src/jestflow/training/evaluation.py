@@ -27,6 +27,7 @@ class EvalSet:
     labels: torch.Tensor  # N, -1 where unknown
     classes: list | None
     templates: list | None
+    groups: list | None = None  # each sample's metadata `group` (e.g. head / tail), where the split records one
 
     @classmethod
     def load(cls, uri: str, image_size: int, max_bad_fraction: float = 0.01) -> EvalSet:
@@ -47,6 +48,7 @@ class EvalSet:
             labels,
             classes.names if classes else None,
             classes.templates if classes else None,
+            [str(s.meta["group"]) for s in samples] if all("group" in s.meta for s in samples) else None,
         )
 
 
@@ -59,22 +61,46 @@ def _embed(model: TwoTower, images, tokens, batch_size, device):
     return torch.cat(img), torch.cat(txt)
 
 
-def recall_at(sim: torch.Tensor, ks=(1, 5)) -> dict:
-    """Row i's correct column is i; recall@k = fraction of rows whose correct column is in the top k."""
-    correct = sim.diagonal().unsqueeze(1)
-    rank = (sim > correct).sum(1)  # strict: ties count in the query's favour
-    return {k: float((rank < k).float().mean()) for k in ks}
+def ranks(sim: torch.Tensor) -> torch.Tensor:
+    """Row i's correct column is i: its rank among the row's columns (0 = first; ties count in its favour)."""
+    return (sim > sim.diagonal().unsqueeze(1)).sum(1)
+
+
+def pack_hits(hit: torch.Tensor) -> str:
+    """Which queries were answered correctly, as base64 of the packed bits (what intervals resample)."""
+    import base64
+
+    return base64.b64encode(np.packbits(hit.cpu().numpy().astype(bool)).tobytes()).decode()
+
+
+def unpack_hits(packed: str, n: int) -> np.ndarray:
+    import base64
+
+    return np.unpackbits(np.frombuffer(base64.b64decode(packed), np.uint8))[:n].astype(bool)
 
 
 @torch.no_grad()
-def evaluate(model: TwoTower, tokenizer: Tokenizer, ev: EvalSet, batch_size: int = 256, device: str = "cpu") -> dict:
+def evaluate(
+    model: TwoTower, tokenizer: Tokenizer, ev: EvalSet, batch_size: int = 256, device: str = "cpu", hits: bool = False
+) -> dict:
+    """Retrieval recall@1/@5 both ways (and their mean, `retrieval_r1`), zero-shot top-1 where the split has
+    classes, R@1 per metadata group where it has groups. `hits`: also each query's R@1 outcome, packed
+    (`query_hits`), so intervals can resample queries."""
     was_training = model.training
     model.eval()
     img, txt = _embed(model, ev.images, tokenizer.encode(ev.captions), batch_size, device)
     sim = img @ txt.T
-    i2t, t2i = recall_at(sim), recall_at(sim.T)
-    out = {"n": len(ev.uid), "i2t_r1": i2t[1], "i2t_r5": i2t[5], "t2i_r1": t2i[1], "t2i_r5": t2i[5]}
+    r_i2t, r_t2i = ranks(sim), ranks(sim.T)
+    out = {"n": len(ev.uid)}
+    for name, r in (("i2t", r_i2t), ("t2i", r_t2i)):
+        out[f"{name}_r1"], out[f"{name}_r5"] = float((r < 1).float().mean()), float((r < 5).float().mean())
     out["retrieval_r1"] = (out["i2t_r1"] + out["t2i_r1"]) / 2
+    out["retrieval_chance"] = 1.0 / len(ev.uid)
+    for g in sorted(set(ev.groups or ())):  # a query of group g retrieves among all N
+        rows = torch.tensor([x == g for x in ev.groups], device=r_i2t.device)
+        out[f"retrieval_r1_{g}"] = float(((r_i2t[rows] < 1).float().mean() + (r_t2i[rows] < 1).float().mean()) / 2)
+    if hits:
+        out["query_hits"] = {"i2t": pack_hits(r_i2t < 1), "t2i": pack_hits(r_t2i < 1)}
     if ev.classes:
         prompts = [t.format(c) for c in ev.classes for t in ev.templates]
         with autocast(device):

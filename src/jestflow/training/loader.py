@@ -10,7 +10,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ class Batch:
     images: torch.Tensor  # B x H x W x 3 uint8
     tokens: torch.Tensor  # B x context
     noise: list  # the pool's recorded noise type per sample ("" when unknown)
+    groups: list = field(default_factory=list)  # the pool's recorded group per sample (e.g. head / tail), if any
 
     def take(self, idx: torch.Tensor) -> Batch:
         i = idx.cpu()
@@ -38,7 +39,13 @@ class Batch:
             )
         else:
             images = self.images[i]
-        return Batch([self.uids[k] for k in il], images, self.tokens[i], [self.noise[k] for k in il])
+        return Batch(
+            [self.uids[k] for k in il],
+            images,
+            self.tokens[i],
+            [self.noise[k] for k in il],
+            [self.groups[k] for k in il] if self.groups else [],
+        )
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -54,6 +61,7 @@ def make_batches(samples: Iterator[Sample], size: int, tokenizer: Tokenizer) -> 
             torch.from_numpy(np.stack([s.image for s in chunk])),
             tokenizer.encode([s.caption for s in chunk]),
             [str(s.meta.get("noise", "")) for s in chunk],
+            [str(s.meta["group"]) for s in chunk] if all("group" in s.meta for s in chunk) else [],
         )
 
 
@@ -85,7 +93,7 @@ class Prefetcher:
                 if self._stop:
                     return
                 if self.pin:
-                    b = Batch(b.uids, b.images.pin_memory(), b.tokens.pin_memory(), b.noise)
+                    b = Batch(b.uids, b.images.pin_memory(), b.tokens.pin_memory(), b.noise, b.groups)
                 if not self._put(b):
                     return
             self._put(StopIteration())

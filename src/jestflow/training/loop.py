@@ -188,6 +188,9 @@ def raise_recompile_limit(at_least: int, dynamo_config=None) -> None:
     setattr(dynamo_config, name, max(getattr(dynamo_config, name), at_least))
 
 
+COUNTERS = ("flops", "noise", "noise_window", "groups", "groups_window")  # TrainState's Counter fields
+
+
 @dataclass
 class TrainState:
     """A run's progress: everything a resumed run needs besides the weights, optimiser and RNG."""
@@ -198,6 +201,8 @@ class TrainState:
     flops: Counter = field(default_factory=Counter)  # by pass: scoring, selection, train
     noise: Counter = field(default_factory=Counter)  # recorded noise types of the examples trained on
     noise_window: Counter = field(default_factory=Counter)  # the same, since the last evaluation
+    groups: Counter = field(default_factory=Counter)  # recorded groups (head / tail) of the examples trained on
+    groups_window: Counter = field(default_factory=Counter)  # the same, since the last evaluation
     curve: list = field(default_factory=list)  # evaluation points
     seconds: float = 0.0  # wall time over all attempts
     uid_segments: list = field(default_factory=list)  # uid-log files written so far
@@ -214,6 +219,8 @@ class TrainState:
         noisy = [n for n in picked.batch.noise if n]
         self.noise.update(noisy)
         self.noise_window.update(noisy)
+        self.groups.update(picked.batch.groups)
+        self.groups_window.update(picked.batch.groups)
         chunks = picked.info.get("chunk_diag") or ()
         if chunks and all(x == x for x in chunks):  # online selection ran (no NaN)
             self.chunk_diag = [a + b for a, b in zip(self.chunk_diag or [0.0] * len(chunks), chunks)]
@@ -230,11 +237,11 @@ class TrainState:
         }
 
     def as_dict(self) -> dict:
-        return asdict(self) | {k: dict(getattr(self, k)) for k in ("flops", "noise", "noise_window")}
+        return asdict(self) | {k: dict(getattr(self, k)) for k in COUNTERS}
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainState:
-        return cls(**{**d, **{k: Counter(d.get(k, {})) for k in ("flops", "noise", "noise_window")}})
+        return cls(**{**d, **{k: Counter(d.get(k, {})) for k in COUNTERS}})
 
 
 class Checkpointer:
@@ -348,10 +355,20 @@ class Run:
         point = {
             "step": state.step,
             "flops": sum(state.flops.values()),
-            **evaluate(self.model, self.tokenizer, self.ev, self.cfg.eval.batch_size, self.device),
+            # the last point keeps each query's outcome: what the benchmark's intervals resample
+            **evaluate(
+                self.model,
+                self.tokenizer,
+                self.ev,
+                self.cfg.eval.batch_size,
+                self.device,
+                hits=state.step == self.t.steps,
+            ),  # fmt: skip
             "noise_window": dict(state.noise_window),
+            **({"groups_window": dict(state.groups_window)} if state.groups_window else {}),
         }
         state.noise_window.clear()
+        state.groups_window.clear()
         state.curve.append(point)
         self.notify("on_eval", point)
 
@@ -514,6 +531,7 @@ def _summary(run: Run, extra: dict | None) -> dict:
         "flops_total": float(sum(state.flops.values())),
         "forward_flops_per_example": run.model.flops_per_example(),
         "noise_mix": {k: v / trained for k, v in sorted(state.noise.items())} if trained else {},
+        "group_mix": {k: v / sum(state.groups.values()) for k, v in sorted(state.groups.items())},
         "selection_chunks": {
             "mean_learnability_by_chunk": [x / state.selected_steps for x in state.chunk_diag],
             "superbatch_mean_learnability": state.pool_diag / state.selected_steps,
