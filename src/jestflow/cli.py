@@ -414,6 +414,8 @@ def run(args) -> int:
             config_file=args.config,
         )
         print("\n" + table(res["rows"]))
+        for metric in res.get("at_chance", []):
+            print(f"{metric}: {res['baseline']} is under 2x chance: no speed-up given (see report.md)")
         for name, c in res["speedup_retrieval_r1"].items():
             if name != res["baseline"]:
                 if c["iteration_speedup"] is None:

@@ -14,6 +14,13 @@ from .. import storage
 from ..core.flops import break_even_words, fixed_total, payoff, payoff_curve, run_total
 
 PRIMARY = "retrieval_r1"
+CHANCE_FACTOR = 2.0  # a metric the baseline has not lifted to this many times chance gets no ratio
+
+
+def above_chance(value: float | None, chance: float | None, factor: float = CHANCE_FACTOR) -> bool:
+    """Whether the baseline's `value` is far enough above chance for a ratio against it to mean anything
+    (near chance a speed-up measures noise: the run that happens to touch the line first)."""
+    return value is not None and chance is not None and value >= factor * chance
 
 
 def curve_points(summary: dict, key: str, total: bool) -> tuple[list, list, list]:
@@ -101,14 +108,17 @@ def compare_targets(
     runs: dict[str, dict], baseline: str = "uniform", metric: str = PRIMARY, fractions=TARGET_FRACTIONS
 ) -> dict:
     """`compare` at several targets along the baseline's curve (its value after each fraction of its
-    steps), so a ranking does not rest on one point of one curve."""
+    steps), so a ranking does not rest on one point of one curve. The baseline is credited with the
+    step its own curve first reached each target, not the fraction of its run (a noisy curve may touch
+    it much earlier)."""
     it, _, ys = curve_points(runs[baseline]["summary"], metric, total=False)
     out = {}
     for f in fractions:
         steps = f * runs[baseline]["summary"]["steps"]
         target = value_at(it, ys, steps) if f < 1 else runs[baseline]["final"][metric]
         if target is not None:
-            out[f] = compare(runs, baseline, metric, target, steps)
+            reached = first_reaching(it, ys, target) if f < 1 else steps
+            out[f] = compare(runs, baseline, metric, target, reached or steps)
     return out
 
 
@@ -202,11 +212,21 @@ def inline_images(markdown: str, folder: str) -> str:
 def write_report(runs: dict[str, dict], out_dir: str, baseline: str = "uniform") -> dict:
     """Write results.json, report.md and the PNG plots (linked from the report) into `out_dir`."""
     rows = results_rows(runs)
-    cmp_primary = compare(runs, baseline, PRIMARY)
+    base = runs[baseline]["final"]
+    # a ratio only for a metric the baseline lifted to CHANCE_FACTOR x chance; below that it measures noise
+    meaningful = {
+        m: above_chance(base.get(m), base.get(chance))
+        for m, chance in ((PRIMARY, "retrieval_chance"), ("zeroshot_top1", "zeroshot_chance"))
+    }
+    if base.get("retrieval_chance") is None:  # results made before evaluation recorded the chance level
+        meaningful[PRIMARY] = True
+    cmp_primary = compare(runs, baseline, PRIMARY) if meaningful[PRIMARY] else {}
     cmp_zs = (
-        compare(runs, baseline, "zeroshot_top1") if all("zeroshot_top1" in r["final"] for r in runs.values()) else {}
+        compare(runs, baseline, "zeroshot_top1")
+        if meaningful["zeroshot_top1"] and all("zeroshot_top1" in r["final"] for r in runs.values())
+        else {}
     )
-    at_targets = compare_targets(runs, baseline, PRIMARY)
+    at_targets = compare_targets(runs, baseline, PRIMARY) if meaningful[PRIMARY] else {}
     payoffs = {
         name: payoff(runs[baseline]["summary"]["flops_total"], c["learner_flops_to_target"], c["fixed_flops"])
         for name, c in cmp_primary.items()
@@ -215,6 +235,7 @@ def write_report(runs: dict[str, dict], out_dir: str, baseline: str = "uniform")
     results = {
         "rows": rows,
         "baseline": baseline,
+        "at_chance": sorted(m for m, ok in meaningful.items() if not ok),
         "speedup_retrieval_r1": cmp_primary,
         "speedup_zeroshot_top1": cmp_zs,
         "speedup_retrieval_r1_at_targets": {str(f): c for f, c in at_targets.items()},
@@ -226,39 +247,55 @@ def write_report(runs: dict[str, dict], out_dir: str, baseline: str = "uniform")
         p = storage.join(out_dir, f"curve_{x}.png")
         plot_curves(runs, p, x)
         pngs[x] = p
-    md = [
-        "# jestflow run report",
-        "",
-        table(rows),
-        f"Speed-up to reach `{baseline}`'s final retrieval R@1 ({cmp_primary[baseline]['target']:.3f}):",
-        "",
-        "| run | iterations to target | iteration speed-up | total FLOPs to target | FLOPs speed-up |",
-        "|---|---|---|---|---|",
-    ]
-    for name, c in cmp_primary.items():
-        md.append(
-            f"| {name} | {_fmt(c['iterations_to_target'], '.0f', '')} | {speedup_text(c)} | "
-            f"{_fmt(c['flops_to_target'], '.3g', '')} | {speedup_text(c, 'flops_speedup')} |"
-        )
-    md += [
-        "",
-        "Speed-ups are read off the learning curves (linear interpolation between evaluations); ≥ marks a "
-        "run that beat the target at its first evaluation (a lower bound). Total FLOPs include the "
-        "reference's training and scoring for the methods that read it.",
-        "",
-        f"Iteration speed-up at several targets (`{baseline}`'s retrieval R@1 after a fraction of its run):",
-        "",
-        "| run | " + " | ".join(f"{f:.0%}" for f in at_targets) + " |",
-        "|---|" + "---|" * len(at_targets),
-    ]
-    for name in runs:
-        if name != baseline:
-            md.append(f"| {name} | " + " | ".join(speedup_text(c[name]) for c in at_targets.values()) + " |")
+    md = ["# jestflow run report", "", table(rows), *_chance_lines(base, results["at_chance"], baseline)]
+    if cmp_primary:
+        md += [
+            f"Speed-up to reach `{baseline}`'s final retrieval R@1 ({cmp_primary[baseline]['target']:.3f}), one "
+            "seed, read off the learning curves (linear interpolation between evaluations; ≥ marks a run that "
+            "beat the target at its first evaluation, a lower bound). Total FLOPs include the reference's "
+            "training and scoring for the methods that read it. `jestflow bench curation` measures speed-ups "
+            "the paper's way (complete baseline runs at several budgets, several seeds, intervals).",
+            "",
+            "| run | iterations to target | iteration speed-up | total FLOPs to target | FLOPs speed-up |",
+            "|---|---|---|---|---|",
+        ]
+        for name, c in cmp_primary.items():
+            md.append(
+                f"| {name} | {_fmt(c['iterations_to_target'], '.0f', '')} | {speedup_text(c)} | "
+                f"{_fmt(c['flops_to_target'], '.3g', '')} | {speedup_text(c, 'flops_speedup')} |"
+            )
+        md += [
+            "",
+            f"Iteration speed-up at several targets (`{baseline}`'s retrieval R@1 after a fraction of its run; "
+            f"`{baseline}` is credited with the step its own curve first reached each):",
+            "",
+            "| run | " + " | ".join(f"{f:.0%}" for f in at_targets) + " |",
+            "|---|" + "---|" * len(at_targets),
+        ]
+        for name in runs:
+            if name != baseline:
+                md.append(f"| {name} | " + " | ".join(speedup_text(c[name]) for c in at_targets.values()) + " |")
     md += ["", *payoff_markdown(payoffs, out_dir), ""]
     for x, p in pngs.items():
         md += [f"![eval vs {x}]({storage.basename(p)})", ""]
     storage.write_bytes(storage.join(out_dir, "report.md"), "\n".join(md).encode())
     return results
+
+
+def _chance_lines(final: dict, at_chance: list, baseline: str) -> list[str]:
+    """What chance is for each metric, and which ones the baseline has not lifted far enough above it."""
+    out = []
+    for key, chance, what in (
+        ("retrieval_r1", "retrieval_chance", "retrieval R@1 (one right caption among the eval split's)"),
+        ("zeroshot_top1", "zeroshot_chance", "zero-shot top-1 (one class of the split's classes.json)"),
+    ):
+        if final.get(chance) is None:
+            continue
+        line = f"Chance for {what}: {final[chance]:.4f}; {baseline} reached {final[key]:.4f}"
+        if key in at_chance:
+            line += f", under {CHANCE_FACTOR:g}x chance: no speed-up is given for it (it would measure noise)"
+        out.append(line + ".")
+    return [*out, ""] if out else []
 
 
 PAYOFF_SHARES = [1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000]  # learner runs sharing one reference
