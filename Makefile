@@ -78,17 +78,13 @@ KFP_HOST ?= http://localhost:8080
 submit: $(STAMP)/installed ## submit the GPU pipeline to KFP_HOST (PARAMS="steps=2000 pool_uri=gs://..." EXPERIMENT=jestflow)
 	$(JESTFLOW) submit --host $(KFP_HOST) --experiment $(or $(EXPERIMENT),jestflow) $(foreach p,$(PARAMS),--param $(p))
 
-bench: $(STAMP)/installed ## curation benchmark: every method vs uniform, 3 seeds (bench preset, ~50 min on 2 cores) -> BENCHMARKS.md
+bench: $(STAMP)/installed ## curation benchmark: uniform at 5 budgets, every method on that ruler, 3 seeds, 95% intervals (~90 min on 2 cores) -> BENCHMARKS.md
 	$(JESTFLOW) bench curation --preset bench --out bench/curation
-	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md $(if $(wildcard bench/curation-glyphs/results.json),--second glyphs=bench/curation-glyphs)
+	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md
 
-bench-extended: $(STAMP)/installed ## make bench plus the batch-size ablation (b = 32, 128, 512 at equal examples seen; reuses finished runs)
-	$(JESTFLOW) bench curation --preset bench --out bench/curation --batch-sizes 32,128,512
-	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md $(if $(wildcard bench/curation-glyphs/results.json),--second glyphs=bench/curation-glyphs)
-
-bench-glyphs: $(STAMP)/installed ## the same benchmark on the second dataset (font glyphs + Unicode names) -> BENCHMARKS.md section
-	$(JESTFLOW) bench curation --preset bench --set demo.dataset=glyphs --out bench/curation-glyphs
-	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md --second glyphs=bench/curation-glyphs
+bench-extended: $(STAMP)/installed ## make bench plus the LR sweep, reference strengths, a long-tail pool, selection precision and ablations (each timed; reuses finished runs)
+	$(JESTFLOW) bench curation --preset bench --out bench/curation --extended
+	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md
 
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/jestflow/__init__.py)
 BASE_IMAGE ?= jestflow-base:bookworm
@@ -153,4 +149,4 @@ bench-select: $(STAMP)/installed ## dense vs chunked selection: time and peak me
 clean: ## remove runs, data and caches made by these targets
 	rm -rf runs data bench $(STAMP) .pytest_cache
 
-.PHONY: help install data run lint format test-fast test compile submit wheelhouse base-image image-cpu image-cuda images deploy kind-up kind-run kind-down bench bench-extended bench-glyphs bench-gpu bench-select clean
+.PHONY: help install data run lint format test-fast test compile submit wheelhouse base-image image-cpu image-cuda images deploy kind-up kind-run kind-down bench bench-extended bench-gpu bench-select clean

@@ -248,28 +248,27 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True, metavar="SUBCOMMAND")
     bc = b.add_parser(
         "curation",
-        help="every curation method vs uniform, 3 seeds, on held-out data",
-        description="Train uniform, offline easy-reference filtering, independent, JEST, Flexi-JEST "
-        "and an oracle (clean samples only) with the same model and iteration budget over several "
-        "seeds, plus JEST ablations; report speed-ups against uniform, plots and diagnostics. "
-        "Resumable: finished runs in OUT are reused.",
+        help="does JEST pay off: every method against uniform trained at several budgets, with intervals",
+        description="Uniform trained to completion at several budgets (the ruler), JEST at 1x and the other "
+        "curated methods at JEST's total compute, every run over seeds; speed-ups read off the ruler the "
+        "paper's way, each with a 95%% interval (bootstrap over seeds and eval queries). --extended adds the "
+        "learning-rate sweep, references of several strengths, a long-tail pool, the selection-precision "
+        "study and two ablations, each timed. Resumable: finished runs in OUT are reused.",
     )
-    bc.add_argument("--out", required=True, help="output folder (data, reference, scores, runs, results, plots)")
+    bc.add_argument("--out", required=True, help="output folder (data, references, scores, runs, results, plots)")
     bc.add_argument("--seeds", type=int, default=3)
     bc.add_argument("--workers", type=int, default=2, help="learner runs in parallel (threads split among them)")
-    bc.add_argument("--no-ablations", action="store_true", help="skip the n_chunks / filter_ratio ablation runs")
+    bc.add_argument("--extended", action="store_true", help="also the parts of `make bench-extended`")
     bc.add_argument(
         "--batch-sizes",
-        default="",
+        default="32,128,512",
         metavar="B,B,...",
-        help="also run JEST, independent selection and the offline filter at these sub-batch sizes with "
-        "equal examples seen (seed 0), e.g. 32,128,512: does the joint term need large batches?",
+        help="--extended: sub-batch sizes of the batch-size ablation at equal examples seen (default %(default)s)",
     )
     bc.add_argument(
         "--render-only",
         action="store_true",
-        help="no training: recompute the tables and plots from "
-        "the finished runs in OUT (keeps their measured wall time)",
+        help="no training: recompute the results, tables and plots from the finished runs in OUT",
     )
     _common(bc, default_preset="bench")
 
@@ -499,7 +498,7 @@ def run(args) -> int:
             args.out,
             args.seeds,
             args.workers,
-            not args.no_ablations,
+            args.extended,
             command,
             config_file=args.config,
             batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",") if b.strip()),

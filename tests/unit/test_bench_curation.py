@@ -1,176 +1,174 @@
-"""The curation benchmark end to end at toy size: every method, aggregation, report, plots; the
-BENCHMARKS.md assembly script; resuming reuses finished runs."""
+"""The curation benchmark: its plan (the ladder, matched compute, learning rates), the interval and
+ladder arithmetic on exact cases, and the whole benchmark with every extended part at toy size (report,
+plots, BENCHMARKS.md assembly, resuming)."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from jestflow import config as C
-from jestflow.bench.curation import _run_job, bench_curation, plan
-from jestflow.bench.curation_report import (
-    BENCHMARKED,
-    PLOTS,
-    REPORTED,
-    _wall_words,
-    bench_seconds,
-    regime_targets,
-    targets,
+from jestflow.bench.curation import (
+    CURATED,
+    LADDER,
+    LEARNING_RATES,
+    SWEEP_LRS,
+    _run_job,
+    bench_curation,
+    learning_rate,
+    plan,
+    studies,
 )
+from jestflow.bench.curation_report import PLOTS, ratio, targets
+from jestflow.bench.intervals import Bootstrap, Hits, budget_to_match, interval, score_at, verdict
 from jestflow.config import load_config
-from jestflow.methods import METHODS
+from jestflow.core import flops
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERRIDES = [
+TOY = [
     "reference.steps=30",
     "learner.steps=12",
     "learner.eval_every=4",
     "demo.n_pool=800",
     "demo.n_curated=200",
     "demo.n_eval=100",
+    "demo.shard_size=200",
 ]
+INDEX = {"reference_flops": 3e11, "scoring_flops": 2e11}
+
+
+# ---- the arithmetic -------------------------------------------------------------------------------
+
+
+def test_budget_to_match_reads_between_complete_runs_in_log_budget():
+    budgets, scores = [0.5, 1, 2, 4, 8], [0.02, 0.04, 0.06, 0.07, 0.08]
+    assert budget_to_match(budgets, scores, 0.04) == pytest.approx(1.0)
+    assert budget_to_match(budgets, scores, 0.05) == pytest.approx(math.sqrt(2))  # halfway in log budget
+    assert budget_to_match(budgets, scores, 0.09) == math.inf  # beyond the longest run: known only as "> 8x"
+    assert budget_to_match(budgets, scores, 0.01) == -math.inf  # the shortest run already reaches it
+    # a noisy ladder: the first rung that reaches the score counts
+    assert budget_to_match([1, 2, 4], [0.05, 0.04, 0.06], 0.055) == pytest.approx(2 * 2**0.75)
+    assert score_at(budgets, scores, 2 * 2**0.5) == pytest.approx(0.065)
+    assert math.isnan(score_at(budgets, scores, 16))
+
+
+def test_bootstrap_is_paired_and_its_spread_is_the_binomial_one():
+    rng = np.random.default_rng(0)
+    n = 2000
+    bs = Bootstrap(n, 3, replicates=400)
+    perfect = Hits(np.ones(n, bool), np.ones(n, bool))
+    assert np.all(bs.r1(perfect) == 1.0)
+    p = 0.06
+    h = Hits(rng.random(n) < p, rng.random(n) < p)
+    se = bs.query_se(h)
+    expect = math.sqrt(p * (1 - p) / n / 2)  # two independent directions averaged
+    assert 0.8 * expect < se < 1.2 * expect
+    # the same query draw for every run: a copy's difference is exactly 0 in every replicate
+    assert np.all(bs.r1(h) - bs.r1(Hits(h.i2t.copy(), h.t2i.copy())) == 0)
+    # seed means resample seeds, the same draw for every method
+    a, b = [np.full(400, v) for v in (0.1, 0.2, 0.3)], [np.full(400, v) for v in (0.1, 0.2, 0.3)]
+    assert np.all(bs.seed_mean(a) == bs.seed_mean(b))
+
+
+def test_verdicts_and_open_ended_ratios():
+    assert verdict(interval(0.02, np.array([0.01, 0.03]))) == "beats"
+    assert verdict(interval(0.0, np.array([-0.01, 0.01]))) == "ties"
+    assert verdict(interval(-0.02, np.array([-0.03, -0.01]))) == "loses to"
+    iv = {**interval(3.0, np.array([2.0, 4.0, math.inf])), "top": 8.0, "bottom": 0.5}
+    assert ratio(iv) == "3.00× [2.00×, > 8.00×]"
+
+
+# ---- the plan -------------------------------------------------------------------------------------
+
+
+def test_plan_puts_uniform_on_a_ladder_and_the_others_at_jest_compute(tmp_path):
+    cfg = load_config("bench")
+    jobs = plan(cfg, 3, str(tmp_path), False, indexes={"main": INDEX})["main"]
+    by = {j.name: j for j in jobs}
+    assert len(jobs) == 3 * (len(LADDER) + len(CURATED))
+    for k in LADDER:  # complete runs at k x the budget, each with its own schedule
+        assert f"learner.steps={round(k * cfg.learner.steps)}" in by[f"uniform-x{k:g}-s2"].overrides
+    jest_total = flops.run_cost(cfg.with_method("jest"), INDEX)
+    for m in CURATED:
+        j = by[f"{m}-s0"]
+        c = load_config("bench", None, [f"select.method={m}", *j.overrides])
+        assert f"learner.optim.lr={learning_rate(m)}" in j.overrides
+        if m != "jest":  # at JEST's total compute, the reference's fixed cost counted where it is charged
+            step = flops.step_cost(c).total
+            assert jest_total - step < flops.run_cost(c, INDEX) <= jest_total + step, m
+    assert learning_rate("offline-easy-reference") == LEARNING_RATES["uniform"]
+    assert learning_rate("flexi-jest") == LEARNING_RATES["jest"]
+
+
+def test_extended_plan_has_every_part(tmp_path):
+    cfg = load_config("bench")
+    ix = {name: INDEX for name in studies(str(tmp_path), cfg)}
+    parts = plan(cfg, 3, str(tmp_path), True, (32, 128), ix)
+    assert set(parts) == {"main", "lr-sweep", "reference-strength", "long-tail", "ablations", "batch-sizes"}
+    assert len(parts["lr-sweep"]) == 2 * (len(SWEEP_LRS) - 1) * 2  # 2 methods, the main runs' rate joins
+    assert {j.study.name for j in parts["reference-strength"]} == {"reference-600", "reference-2400"}
+    assert all("demo.dataset=fashion-longtail" in j.study.sets for j in parts["long-tail"])
+    b = next(j for j in parts["batch-sizes"] if j.name == "jest-b128-s0")
+    assert "learner.steps=250" in b.overrides  # equal examples seen: 1000 x 32 = 250 x 128
+
+
+# ---- the whole benchmark at toy size ------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_bench_curation_toy(tmp_path):
+def test_bench_curation_toy_with_every_part(tmp_path):
     out = tmp_path / "bench"
-    res = bench_curation("smoke", OVERRIDES, str(out), seeds=1, workers=2, ablations=False, command="test")
-    assert set(res["per_method"]) == set(REPORTED)
-    flops = res["per_method"]["uniform@flops"]
-    assert flops["total_flops"]["mean"] >= 0.98 * res["per_method"]["jest"]["total_flops"]["mean"]
-    assert res["per_method"]["uniform"]["iteration_speedup_retrieval_r1"]["mean"] == 1.0
-    assert res["per_method"]["oracle"]["clean_fraction"]["mean"] == 1.0
-    assert res["per_method"]["jest"]["clean_fraction"]["mean"] > res["per_method"]["uniform"]["clean_fraction"]["mean"]
-    assert len(res["chunk_learnability"]["chosen"]) == 4  # smoke: 4 chunks
-    assert json.loads((out / "results.json").read_text())["seeds"] == 1
-    (inv,) = res["invocations"]
-    assert inv["trained"] == len(REPORTED) and inv["batch_size_runs"] == 0 and inv["seconds"] > 0
+    res = bench_curation("smoke", TOY, str(out), seeds=2, workers=2, extended=True, command="test",
+                         batch_sizes=(32, 64), reference_steps=(40,), precision_sizes=(8,))  # fmt: skip
+    main = res["main"]
+    assert list(main["ladder"]) == [f"{k:g}" for k in LADDER]
+    assert set(main["methods"]) == set(CURATED)
+    j = main["methods"]["jest"]
+    for key in ("iteration_speedup", "total_flops_speedup", "learner_flops_speedup", "retrieval_r1"):
+        assert j[key]["low"] <= j[key]["value"] <= j[key]["high"] or not math.isfinite(j[key]["value"]), key
+    assert main["methods"]["oracle"]["clean_fraction"] == 1.0
+    assert set(main["equal_compute"]) >= {"uniform", "offline-easy-reference", "oracle"}
+    assert set(res["lr_sweep"]) == {"uniform", "jest"} and len(res["lr_sweep"]["jest"]["rows"]) == len(SWEEP_LRS)
+    assert set(res["reference_strength"]) == {"30", "40"}
+    assert set(res["long_tail"]["methods"]) >= {"jest", "offline-easy-reference"}
+    assert 0 < res["long_tail"]["methods"]["jest"]["head_share"] < 1
+    assert res["precision"]["sizes"]["8"]["int8 cache"]["changed_mean"] >= 0
+    assert {r["batch_size"] for r in res["batch_ablation"]} == {32, 64}
+    assert set(res["timing"]) >= {"main", "lr-sweep", "long-tail", "precision"}
     names = [t[0] for t in targets(res)]
-    assert names[0].startswith("Uniform's final retrieval R@1 is ≥ 5× chance")
-    assert names[1].startswith("The learner's budget dominates the reference's")
-    assert any(n.startswith("JEST reaches uniform") for n in names)
+    assert names[0] == "Uniform's 1× retrieval R@1 ≥ 10× chance in every seed"
+    assert any(n.startswith("The benchmark runs each swept method at the sweep's best") for n in names)
+    assert "best_minus_used" in res["lr_sweep"]["jest"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["seeds"] == 2 and saved["reference_steps"] == [40]
 
     # scripts/benchmarks_md.py: the repository's report, plots beside it, findings and GPU section kept
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "bench-findings.md").write_text("Toy findings paragraph.")
     (tmp_path / "docs" / "bench-gpu.md").write_text("## GPU section kept")
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "benchmarks_md.py"), str(out), str(tmp_path / "BENCHMARKS.md")],
-        capture_output=True,
-        text=True,
-    )
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmarks_md.py"), str(out),
+                        str(tmp_path / "BENCHMARKS.md")], capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "BENCHMARKS.md").read_text()
     for name in PLOTS:
-        assert f"(docs/bench/{name})" in md and (tmp_path / "docs" / "bench" / name).exists()
+        assert f"(docs/bench/{name})" in md and (tmp_path / "docs" / "bench" / name).exists(), name
     assert "Toy findings paragraph." in md and "| target | met | measured |" in md
     assert md.rstrip().endswith("## GPU section kept")
-    # a second dataset's run as its own section, plots beside it in docs/bench/NAME/
-    r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "benchmarks_md.py"),
-            str(out),
-            str(tmp_path / "BENCHMARKS.md"),
-            "--second",
-            f"glyphs={out}",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
-    md = (tmp_path / "BENCHMARKS.md").read_text()
-    assert "## Second dataset (glyphs): does JEST pay off?" in md and "](docs/bench/glyphs/payoff.png)" in md
-    assert (tmp_path / "docs" / "bench" / "glyphs" / "payoff.png").exists()
-    assert md.count("\n## Targets\n") == 1 and md.count("\n### Targets\n") == 1
+    assert "## `make bench-extended`" in md and "### Learning-rate sweep" in md
 
-    # resumable: a finished run is returned as it is, not trained again
-    job = next(j for j in plan(load_config("smoke", None, OVERRIDES), 1, False) if j.name == "jest-s0")
+    # resumable: a finished run is returned as it is, not trained again; rendering again changes nothing
+    cfg = load_config("smoke", None, TOY)
+    index = json.loads((out / "scores" / "index.json").read_text())
+    job = next(j for j in plan(cfg, 2, str(out), False, indexes={"main": index})["main"] if j.name == "jest-s0")
     summary = out / "runs" / "jest-s0" / "train.json"
     mtime = summary.stat().st_mtime_ns
-    assert _run_job(job, "smoke", OVERRIDES, str(out / "data"), str(out / "scores"), str(out), 1) == str(summary.parent)
+    assert _run_job(job, "smoke", TOY, 1) == str(summary.parent)
     assert summary.stat().st_mtime_ns == mtime
+    from jestflow.bench.curation import rerender
 
-
-def test_benchmarked_methods_come_from_the_registry():
-    assert BENCHMARKED == tuple(n for n, m in METHODS.items() if m.benchmarked) and BENCHMARKED[0] == "uniform"
-    jobs = plan(load_config("smoke"), seeds=2, ablations=False)
-    assert sorted(j.name for j in jobs) == sorted(f"{m}-s{s}" for m in BENCHMARKED for s in range(2))
-
-
-def test_batch_size_ablation_keeps_examples_seen():
-    from jestflow.bench.curation import BATCH_METHODS, batch_rows
-    from jestflow.bench.curation_report import batch_lines
-
-    cfg = load_config("smoke")  # b = 32, 60 steps, warmup 20
-    jobs = {j.name: j for j in plan(cfg, 1, False, batch_sizes=(32, 128))}
-    assert {f"{m}-b128-s0" for m in BATCH_METHODS} <= set(jobs) and "jest-b32-s0" not in jobs  # b=32 is the main run
-    c = C.override(cfg.with_method("jest"), list(jobs["jest-b128-s0"].overrides))
-    assert (c.learner.batch_size, c.learner.steps, c.learner.optim.warmup_steps) == (128, 15, 5)
-    assert c.learner.steps * c.learner.batch_size == cfg.learner.steps * cfg.learner.batch_size
-
-    def run(r1):
-        return {
-            "steps": 1,
-            "examples_seen": 1,
-            "curve": [{"retrieval_r1": r1}],
-            "flops_total": 1.0,
-            "clean_fraction": 0.5,
-        }
-
-    runs = {
-        "jest-s0": run(0.10),
-        "independent-s0": run(0.08),
-        "jest-b128-s0": run(0.15),
-        "independent-b128-s0": run(0.09),
-    }
-    rows = batch_rows(runs, cfg, (128,))
-    assert [(r["method"], r["batch_size"]) for r in rows] == [
-        ("jest", 32),
-        ("independent", 32),
-        ("jest", 128),
-        ("independent", 128),
-    ]
-    text = "\n".join(batch_lines({"batch_ablation": rows}))
-    assert "b = 32: +0.020" in text and "b = 128: +0.060" in text
-
-
-def test_regime_targets_say_whether_the_benchmark_can_answer():
-    """Issue 14, point 2: uniform must end well above chance and its learner budget must exceed the
-    reference's training plus scoring; both are reported as targets, met or not, from the numbers."""
-
-    def results(r1, learner, reference, scoring):
-        return {
-            "config": {"demo": {"n_eval": 1000}},
-            "per_method": {"uniform": {"retrieval_r1": {"mean": r1}, "learner_flops": {"mean": learner}}},
-            "reference": {"flops_total": reference},
-            "scoring_flops": scoring,
-        }
-
-    chance, dominated = regime_targets(results(0.02, 5.3e12, 1.6e12, 1.1e12))
-    assert chance[1] is True and "20.0× chance" in chance[2]
-    assert dominated[1] is True and "1.96×" in dominated[2]
-    chance, dominated = regime_targets(results(0.004, 2.1e12, 6.3e12, 1.1e12))  # the previous preset's regime
-    assert chance[1] is False and dominated[1] is False and "0.28×" in dominated[2]
-
-
-def test_make_bench_time_leaves_out_the_batch_size_runs():
-    """`make bench-extended` adds the batch-size runs to `make bench`'s folder; the 60-minute target is
-    read from the invocations that trained no batch-size run, and the Setup line says both times."""
-    results = {
-        "wall_seconds": 3864.6,
-        "invocations": [
-            {"command": "make bench", "seconds": 3016.6, "trained": 25, "batch_size_runs": 0},
-            {"command": "make bench-extended", "seconds": 848.0, "trained": 6, "batch_size_runs": 6},
-        ],
-    }
-    assert bench_seconds(results) == (3016.6, "on this machine")
-    assert _wall_words(results).endswith("(`make bench` 50.3 min, then 6 batch-size runs 14.1 min)")
-    both = {"wall_seconds": 4000.0, "invocations": [{"seconds": 4000.0, "trained": 31, "batch_size_runs": 6}]}
-    assert bench_seconds(both)[1].endswith("batch-size runs included)")
-    assert bench_seconds({"wall_seconds": 100.0}) == (
-        100.0,
-        "on this machine (all invocations, batch-size runs included)",
-    )
+    before = (out / "bench.md").read_text()
+    rerender(str(out))
+    assert (out / "bench.md").read_text() == before

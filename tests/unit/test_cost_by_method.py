@@ -7,7 +7,6 @@ import math
 
 from cli import smoke_args
 from jestflow import config as C
-from jestflow import stages
 from jestflow.cli import main
 from jestflow.core import flops
 from jestflow.methods import METHODS
@@ -69,17 +68,14 @@ def test_uniform_at_equal_flops_matches_the_method_that_was_run():
     assert flops.matched_uniform_steps(cfg.with_method("jest"), index, reuse=True) < steps["jest"]
 
 
-def test_pipeline_and_benchmark_build_the_same_flops_matched_baseline(smoke_scored):
-    """One function makes the baseline for both; same steps and the same evaluation cadence."""
-    from jestflow.bench.curation import plan
+def test_pipeline_and_benchmark_match_compute_the_same_way():
+    """The pipeline's uniform@flops and the benchmark's runs at JEST's total compute come from one cost
+    model (flops.run_cost / steps_at_total): the same steps for the same budget."""
+    from jestflow.bench.curation import jest_total, steps_at
 
     cfg = C.load_config("smoke")
-    matched = stages.flops_matched(cfg, "jest", str(smoke_scored / "scores"))
-    job = next(j for j in plan(cfg, 1, False, matched) if j.name == "uniform@flops-s0")
-    assert job.overrides == (
-        f"learner.steps={matched.learner.steps}",
-        f"learner.eval_every={matched.learner.eval_every}",
-    )
-    assert matched.select.method == "uniform" and matched.learner.steps > cfg.learner.steps
+    index = {"reference_flops": 5e12, "scoring_flops": 1e12}
+    matched = flops.matched_uniform(cfg, "jest", index)
+    assert matched.learner.steps == steps_at(cfg, "uniform", jest_total(cfg, index), index) > cfg.learner.steps
     points = math.ceil(cfg.learner.steps / cfg.learner.eval_every)  # as many curve points as the matched run
     assert math.ceil(matched.learner.steps / matched.learner.eval_every) == points

@@ -1,34 +1,71 @@
-"""`jestflow bench curation`: does JEST pay off here? Every method, same model and budget, 3 seeds.
+"""`jestflow bench curation`: does JEST pay off here? Measured the paper's way, with intervals.
 
-One reference and one scoring pass serve every curated method. Then, per seed, learners train with
-`uniform`, `offline-easy-reference` (CLIP-score filtering with the reference), `independent`
-(per-example learnability, RHO-LOSS style), `jest`, `flexi-jest` and `oracle` (clean samples only:
-the upper bound of curation), plus JEST ablations of `n_chunks` and `filter_ratio` on seed 0. Runs
-are resumable (a finished run is not redone) and spread over worker processes.
+**Main (`make bench`).** One reference and one scoring pass serve every curated method. Uniform trains at
+`LADDER` budgets (multiples of the learner budget), each a complete run with its own schedule: the ruler
+every other method is read against. JEST trains at 1x; the other benchmarked methods (the offline
+CLIP-score filter, independent learnability, Flexi-JEST, the clean-only oracle) at JEST's total compute
+(the reference's training and scoring counted), so they also compare with it directly. Every run, 3
+seeds. A method's speed-up is the budget uniform needs to match its final retrieval R@1 (read between
+ladder runs in log budget, `intervals.budget_to_match`), in iterations, total FLOPs and learner FLOPs,
+each with a 95% interval from a bootstrap over seeds and eval queries (`intervals.Bootstrap`).
 
-Outputs in OUT: results.json (everything, with the machine, command, date and version), bench.md
-(tables), curve_iterations.png, curve_flops.png, noise_mix.png, chunk_learnability.png.
-`scripts/benchmarks_md.py OUT BENCHMARKS.md` assembles the repository's BENCHMARKS.md from them.
+**Extended (`make bench-extended`, after the main runs).** Each part answers one question and is timed:
+the learning-rate sweep behind `LEARNING_RATES`; references of several strengths (does a weak reference
+hurt JEST more than the filter?); a long-tail pool (`demo.dataset=fashion-longtail`) where clean pairs
+are not all equally useful; the precision of the int8 score cache and bf16 selection on trained
+embeddings (precision.py); JEST's `n_chunks` / `filter_ratio` ablation; sub-batch sizes at equal
+examples seen.
+
+Runs are resumable (a finished run is not redone) and spread over worker processes. Outputs in OUT:
+results.json (docs/bench-results.md documents it), bench.md, the plots; `scripts/benchmarks_md.py`
+assembles BENCHMARKS.md from them.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import platform
-import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import __version__, storage
 from .. import config as C
-from ..core.flops import step_cost
+from ..core import flops
 from ..methods import METHODS
-from .curation_report import BENCHMARKED, FLOPS_MATCHED, REPORTED
 
+LADDER = (0.5, 1, 2, 4, 8)  # uniform's complete runs, in multiples of the learner budget
+JEST = "jest"
+# The methods read against the ladder: every benchmarked method but uniform, in registry order.
+CURATED = tuple(name for name, m in METHODS.items() if m.benchmarked and name != "uniform")
+# Peak learning rates, from the sweep in `make bench-extended` (`SWEEP_LRS`, BENCHMARKS.md): uniform's and
+# JEST's best at the 1x budget; the other methods take the one of their sampler (uniform sampling: the
+# filter and the oracle; online selection: independent, Flexi-JEST), since only these two were swept.
+LEARNING_RATES = {"uniform": 2.5e-4, JEST: 2.5e-4}
+SWEEP_LRS = (1.25e-4, 2.5e-4, 5e-4, 1e-3)
+SWEEP_SEEDS = 2
 ABLATIONS = (("n_chunks", 1), ("n_chunks", 4), ("filter_ratio", 0.5), ("filter_ratio", 0.9))
-METRICS = ("retrieval_r1", "i2t_r1", "t2i_r1", "i2t_r5", "t2i_r5", "zeroshot_top1")
+REFERENCE_STEPS = (600, 2400)  # besides the preset's: the reference-strength axis
+LONGTAIL = ("oracle", "offline-easy-reference", "independent", JEST, "uniform")  # at JEST's total compute
+PARTS = ("main", "lr-sweep", "reference-strength", "long-tail", "precision", "ablations", "batch-sizes")
+
+
+def learning_rate(method: str) -> float:
+    if method in LEARNING_RATES:
+        return LEARNING_RATES[method]
+    return LEARNING_RATES["uniform" if not METHODS[method].online else JEST]
+
+
+@dataclass(frozen=True)
+class Study:
+    """A dataset with its reference and score cache; runs go under `runs`."""
+
+    name: str
+    data: str
+    reference: str
+    scores: str
+    runs: str
+    sets: tuple = ()  # config overrides this study adds (its dataset, its reference's steps)
 
 
 @dataclass(frozen=True)
@@ -36,261 +73,315 @@ class Job:
     name: str
     method: str
     seed: int
-    overrides: tuple
+    study: Study
+    part: str
+    overrides: tuple = field(default=())
+
+    @property
+    def folder(self) -> str:
+        return storage.join(self.study.runs, self.name)
+
+
+def _lr(method: str) -> str:
+    return f"learner.optim.lr={learning_rate(method)}"
+
+
+def steps_at(cfg: C.Config, method: str, total: float, index: dict) -> int:
+    """Steps of `method` that cost `total` FLOPs, its fixed costs included."""
+    return flops.steps_at_total(cfg.with_method(method), total, index)
+
+
+def jest_total(cfg: C.Config, index: dict) -> float:
+    """Total FLOPs of a 1x JEST run on the study whose score cache has `index`."""
+    return flops.run_cost(cfg.with_method(JEST), index)
+
+
+def at_budget(cfg: C.Config, steps: int) -> tuple:
+    """Overrides for a run of `steps` (the same number of log-spaced evaluations, checkpoints by size)."""
+    return (f"learner.steps={steps}", f"learner.checkpoint_every={max(1, steps // 4)}")
+
+
+def main_jobs(cfg: C.Config, seeds: int, study: Study, index: dict) -> list[Job]:
+    """The ladder, JEST at 1x, and the other curated methods at JEST's total compute."""
+    b = cfg.learner.steps
+    total = jest_total(cfg, index)
+    jobs = []
+    for s in range(seeds):
+        for k in LADDER:
+            knobs = (_lr("uniform"), *at_budget(cfg, round(k * b)))
+            jobs.append(Job(f"uniform-x{k:g}-s{s}", "uniform", s, study, "main", knobs))
+        jobs.append(Job(f"{JEST}-s{s}", JEST, s, study, "main", (_lr(JEST),)))
+        for m in CURATED:
+            if m != JEST:
+                steps = steps_at(cfg, m, total, index)
+                jobs.append(Job(f"{m}-s{s}", m, s, study, "main", (_lr(m), *at_budget(cfg, steps))))
+    return jobs
+
+
+def sweep_jobs(cfg: C.Config, study: Study) -> list[Job]:
+    """Uniform and JEST at 1x with each `SWEEP_LRS` value but the one the main runs use (those join in)."""
+    return [
+        Job(f"{m}-lr{lr:g}-s{s}", m, s, study, "lr-sweep", (f"learner.optim.lr={lr}",))
+        for m in ("uniform", JEST)
+        for lr in SWEEP_LRS
+        if lr != learning_rate(m)
+        for s in range(SWEEP_SEEDS)
+    ]
+
+
+def ablation_jobs(study: Study) -> list[Job]:
+    return [Job(f"jest-{k}{v}-s0", JEST, 0, study, "ablations", (_lr(JEST), f"select.{k}={v}")) for k, v in ABLATIONS]
 
 
 # The batch-size ablation's methods: one of each way to curate with the reference (joint selection,
 # per-example selection, the offline filter: JEST first), at one image resolution (no Flexi-JEST).
 BATCH_METHODS = tuple(
-    reversed([name for name in BENCHMARKED if METHODS[name].uses_reference and not METHODS[name].low_res_scoring])
+    reversed([name for name in CURATED if METHODS[name].uses_reference and not METHODS[name].low_res_scoring])
 )
 
 
-def batch_job(cfg: C.Config, method: str, b: int) -> Job:
-    """`method` at sub-batch `b` with as many examples seen as cfg's learner (and its warmup, in examples)."""
-    t = cfg.learner
-    steps = max(1, round(t.steps * t.batch_size / b))
-    warmup = max(1, round(t.optim.warmup_steps * t.batch_size / b))
-    knobs = (
-        f"learner.batch_size={b}",
-        f"learner.steps={steps}",
-        f"learner.optim.warmup_steps={warmup}",
-        f"learner.checkpoint_every={max(1, steps // 2)}",
-        f"learner.eval_every={max(1, steps // 10)}",
-    )
-    return Job(f"{method}-b{b}-s0", method, 0, knobs)
+def batch_jobs(cfg: C.Config, study: Study, batch_sizes) -> list[Job]:
+    """Each of BATCH_METHODS at sub-batch `b` with as many examples seen as cfg's learner (warmup too), seed 0."""
+    t, jobs = cfg.learner, []
+    for b in batch_sizes:  # at the preset's b too: the main runs of all but JEST are at JEST's compute, not 1x
+        steps = max(1, round(t.steps * t.batch_size / b))
+        warmup = max(1, round(t.optim.warmup_steps * t.batch_size / b))
+        for m in BATCH_METHODS:
+            if m == JEST and b == t.batch_size:
+                continue  # the main run jest-s0
+            knobs = (_lr(m), f"learner.batch_size={b}", *at_budget(cfg, steps), f"learner.optim.warmup_steps={warmup}")
+            jobs.append(Job(f"{m}-b{b}-s0", m, 0, study, "batch-sizes", knobs))
+    return jobs
 
 
-def plan(
-    cfg: C.Config,
-    seeds: int,
-    ablations: bool = True,
-    matched: C.Config | None = None,
-    batch_sizes: tuple[int, ...] = (),
-) -> list[Job]:
-    """Every benchmarked method per seed, uniform at JEST's total compute (`matched`, from
-    flops.matched_uniform), the ablations, and (`batch_sizes`) JEST, independent selection and the
-    offline filter at other sub-batch sizes with equal examples seen; the costliest runs first, so both
-    workers stay busy."""
-    jobs = [Job(f"{m}-s{s}", m, s, ()) for s in range(seeds) for m in BENCHMARKED]
-    if matched is not None:
-        knobs = (f"learner.steps={matched.learner.steps}", f"learner.eval_every={matched.learner.eval_every}")
-        jobs += [Job(f"{FLOPS_MATCHED}-s{s}", "uniform", s, knobs) for s in range(seeds)]
-    if ablations:
-        for key, value in ABLATIONS:
-            jobs.append(Job(f"jest-{key}{value}-s0", "jest", 0, (f"select.{key}={value}",)))
-    jobs += [batch_job(cfg, m, b) for b in batch_sizes for m in BATCH_METHODS if b != cfg.learner.batch_size]
-
-    def flops(job: Job) -> float:
-        c = C.override(cfg.with_method(job.method), list(job.overrides))
-        return c.learner.steps * step_cost(c).total
-
-    return sorted(jobs, key=lambda j: -flops(j))
+def reference_jobs(cfg: C.Config, seeds: int, study: Study, index: dict) -> list[Job]:
+    """JEST at 1x and the filter at JEST's total compute, with one reference (study)."""
+    total = jest_total(cfg, index)
+    filt = "offline-easy-reference"
+    steps = steps_at(cfg, filt, total, index)
+    return [
+        j
+        for s in range(seeds)
+        for j in (
+            Job(f"{JEST}-s{s}", JEST, s, study, "reference-strength", (_lr(JEST),)),
+            Job(f"{filt}-s{s}", filt, s, study, "reference-strength", (_lr(filt), *at_budget(cfg, steps))),
+        )
+    ]
 
 
-def _run_job(job: Job, preset: str, overrides: list, data: str, scores: str, out: str, threads: int) -> str:
+def longtail_jobs(cfg: C.Config, seeds: int, study: Study, index: dict) -> list[Job]:
+    """JEST at 1x and oracle, filter, independent and uniform at its total compute, on the long-tail pool."""
+    total = jest_total(cfg, index)
+    jobs = []
+    for s in range(seeds):
+        for m in LONGTAIL:
+            extra = () if m == JEST else at_budget(cfg, steps_at(cfg, m, total, index))
+            jobs.append(Job(f"{m}-s{s}", m, s, study, "long-tail", (_lr(m), *extra)))
+    return jobs
+
+
+def _cost(cfg: C.Config, job: Job) -> float:
+    c = C.override(cfg.with_method(job.method), list(job.overrides))
+    return c.learner.steps * flops.step_cost(c).total
+
+
+def _run_job(job: Job, preset: str, overrides: list, threads: int) -> str:
     """One learner in a worker process (its own torch threads); returns the run folder."""
     import torch
 
     from .. import stages
 
     torch.set_num_threads(threads)
-    run_dir = storage.join(out, "runs", job.name)
-    if storage.exists(storage.join(run_dir, "train.json")):
-        return run_dir
-    cfg = C.load_config(
-        preset,
-        None,
-        [
-            *overrides,
-            f"select.method={job.method}",
-            f"learner.seed={job.seed}",
-            f"learner.threads={threads}",
-            *job.overrides,
-        ],
+    if storage.exists(storage.join(job.folder, "train.json")):
+        return job.folder
+    sets = [*overrides, *job.study.sets, f"select.method={job.method}", f"learner.seed={job.seed}"]
+    cfg = C.load_config(preset, None, [*sets, f"learner.threads={threads}", *job.overrides])
+    pool, ev = storage.join(job.study.data, "pool"), storage.join(job.study.data, "eval")
+    stages.train_learner(cfg, pool, job.folder, job.study.scores, ev, progress=False)
+    return job.folder
+
+
+def prepare(study: Study, cfg: C.Config) -> dict:
+    """The study's demo data, reference and score cache (each made once); returns the cache's index."""
+    from .. import stages
+    from ..data.demo import demo_complete, make_demo
+
+    if not demo_complete(study.data):
+        print(f"[bench] {study.name}: writing the demo data ({cfg.demo.dataset})", flush=True)
+        make_demo(study.data, cfg.demo)
+    if not storage.exists(storage.join(study.reference, "train.json")):
+        print(f"[bench] {study.name}: training the reference ({cfg.reference.steps} steps)", flush=True)
+        stages.train_reference(cfg, storage.join(study.data, "curated"), study.reference, progress=False)
+    if not storage.exists(storage.join(study.scores, "index.json")):
+        print(f"[bench] {study.name}: scoring the pool", flush=True)
+        stages.score(cfg, study.reference, storage.join(study.data, "pool"), study.scores, progress=False)
+    return storage.read_json(storage.join(study.scores, "index.json"))
+
+
+def run_jobs(jobs: list[Job], cfg: C.Config, preset: str, overrides: list, workers: int, label: str) -> float:
+    """Train the jobs not yet done, the costliest first so the workers stay busy; returns the seconds."""
+    t0 = time.time()
+    todo = sorted(
+        (j for j in jobs if not storage.exists(storage.join(j.folder, "train.json"))), key=lambda j: -_cost(cfg, j)
     )
-    stages.train_learner(cfg, storage.join(data, "pool"), run_dir, scores, storage.join(data, "eval"), progress=False)
-    return run_dir
+    threads = max(1, (os.cpu_count() or 2) // workers)
+    print(f"[bench] {label}: {len(todo)} of {len(jobs)} runs to train on {workers} workers x {threads} threads")
+    with ProcessPoolExecutor(workers) as pool:
+        futs = {pool.submit(_run_job, j, preset, overrides, threads): j for j in todo}
+        for n, f in enumerate(as_completed(futs), 1):
+            f.result()
+            print(f"[bench] {label}: {n}/{len(todo)} {futs[f].name} ({time.time() - t0:.0f} s)", flush=True)
+    return time.time() - t0 if todo else 0.0
 
 
-def _stat(values: list) -> dict:
-    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+def studies(out: str, cfg: C.Config, reference_steps=REFERENCE_STEPS) -> dict[str, Study]:
+    """Where each study keeps its data, reference, scores and runs (under OUT)."""
+    main = Study("main", storage.join(out, "data"), storage.join(out, "reference"), storage.join(out, "scores"),
+                 storage.join(out, "runs"))  # fmt: skip
+    out_studies = {"main": main}
+    for steps in reference_steps:
+        name = f"reference-{steps}"
+        out_studies[name] = Study(name, main.data, storage.join(out, name), storage.join(out, f"scores-{name}"),
+                                  storage.join(out, f"runs-{name}"), (f"reference.steps={steps}",))  # fmt: skip
+    lt = storage.join(out, "longtail")
+    out_studies["long-tail"] = Study("long-tail", storage.join(lt, "data"), storage.join(lt, "reference"),
+                                     storage.join(lt, "scores"), storage.join(lt, "runs"),
+                                     ("demo.dataset=fashion-longtail",))  # fmt: skip
+    return out_studies
 
 
-def aggregate(runs: dict[str, dict], seeds: int) -> dict:
-    """Per method: mean and spread over seeds of final metrics, speed-ups against uniform, oracle share."""
-    from ..core.flops import payoff, run_total
-    from ..reporting.run_report import TARGET_FRACTIONS, compare, compare_targets
-
-    per_method: dict[str, dict] = {}
-    for m in REPORTED:
-        names = [f"{m}-s{s}" for s in range(seeds) if f"{m}-s{s}" in runs]
-        rows = []
-        for n in names:
-            s = runs[n]
-            seed = n.rsplit("-s", 1)[1]
-            uni = runs.get(f"uniform-s{seed}")
-            final = s["curve"][-1]
-            entry = {
-                "final": {k: final.get(k) for k in METRICS},
-                "total_flops": run_total(s),
-                "learner_flops": s["flops_total"],
-                "clean_fraction": s["clean_fraction"],
-                "wall_seconds": s["wall_seconds"],
-                "steps": s["steps"],
-            }
-            if uni is not None:
-                pair = {"uniform": {"summary": uni, "final": uni["curve"][-1]}, m: {"summary": s, "final": final}}
-                for metric in ("retrieval_r1", "zeroshot_top1"):
-                    entry[f"speedup_{metric}"] = compare(pair, "uniform", metric)[m]
-                entry["targets"] = {f: c[m] for f, c in compare_targets(pair, "uniform", "retrieval_r1").items()}
-                c = entry["speedup_retrieval_r1"]
-                if c["learner_flops_to_target"]:
-                    uniform_flops = uni["flops_total"]  # uniform reaches its own final score at its last step
-                    entry["payoff"] = payoff(uniform_flops, c["learner_flops_to_target"], c["fixed_flops"])
-            rows.append(entry)
-        if not rows:
-            continue
-        agg = {k: _stat([r["final"][k] for r in rows]) for k in METRICS}
-        for k in ("total_flops", "learner_flops", "clean_fraction", "wall_seconds"):
-            agg[k] = _stat([r[k] for r in rows])
-        for metric in ("retrieval_r1", "zeroshot_top1"):
-            key = f"speedup_{metric}"
-            agg[f"iteration_speedup_{metric}"] = _stat([r[key]["iteration_speedup"] for r in rows if key in r])
-            agg[f"flops_speedup_{metric}"] = _stat([r[key]["flops_speedup"] for r in rows if key in r])
-            agg[f"reached_{metric}"] = sum(1 for r in rows if key in r and r[key]["iteration_speedup"])
-            agg[f"lower_bound_{metric}"] = sum(1 for r in rows if key in r and r[key]["lower_bound"])
-        agg["learner_flops_speedup_retrieval_r1"] = _stat(
-            [r["speedup_retrieval_r1"]["learner_flops_speedup"] for r in rows if "speedup_retrieval_r1" in r]
-        )
-        agg["targets"] = {
-            str(f): {
-                "iteration_speedup": _stat(
-                    [r["targets"][f]["iteration_speedup"] for r in rows if f in r.get("targets", {})]
-                ),
-                "learner_flops_speedup": _stat(
-                    [r["targets"][f]["learner_flops_speedup"] for r in rows if f in r.get("targets", {})]
-                ),
-                "lower_bound": sum(1 for r in rows if r.get("targets", {}).get(f, {}).get("lower_bound")),
-            }
-            for f in TARGET_FRACTIONS
-        }
-        pays = [r["payoff"] for r in rows if "payoff" in r]
-        agg["payoff"] = {k: _stat([p[k] for p in pays]) for k in pays[0]} if pays else {}
-        agg["seeds"] = len(rows)
-        per_method[m] = agg
-    if "uniform" in per_method and "oracle" in per_method:
-        u, o = per_method["uniform"]["retrieval_r1"]["mean"], per_method["oracle"]["retrieval_r1"]["mean"]
-        for agg in per_method.values():
-            agg["oracle_gain_share"] = (agg["retrieval_r1"]["mean"] - u) / (o - u) if o != u else None
-    return per_method
+def plan(
+    cfg: C.Config, seeds: int, out: str, extended: bool, batch_sizes=(), indexes=None, reference_steps=REFERENCE_STEPS
+) -> dict:
+    """Part -> its jobs. `indexes`: each study's score-cache index (the fixed costs matched runs count)."""
+    st = studies(out, cfg, reference_steps)
+    ix = indexes or {}
+    parts = {"main": main_jobs(cfg, seeds, st["main"], ix["main"])}
+    if extended:
+        parts["lr-sweep"] = sweep_jobs(cfg, st["main"])
+        parts["reference-strength"] = [
+            j
+            for steps in reference_steps
+            for j in reference_jobs(cfg, seeds, st[f"reference-{steps}"], ix[f"reference-{steps}"])  # fmt: skip
+        ]
+        parts["long-tail"] = longtail_jobs(cfg, seeds, st["long-tail"], ix["long-tail"])
+        parts["ablations"] = ablation_jobs(st["main"])
+        parts["batch-sizes"] = batch_jobs(cfg, st["main"], batch_sizes)
+    return parts
 
 
-def equal_flops_comparison(runs: dict, seeds: int) -> dict:
-    """Each method's retrieval R@1 at the total compute of JEST's final point, read off its curve."""
-    from ..reporting.run_report import curve_points, value_at
+def bench_curation(
+    preset: str,
+    overrides: list,
+    out: str,
+    seeds: int = 3,
+    workers: int = 2,
+    extended: bool = False,
+    command: str = "",
+    config_file: str | None = None,
+    batch_sizes: tuple[int, ...] = (32, 128, 512),
+    reference_steps: tuple[int, ...] = REFERENCE_STEPS,
+    precision_sizes: tuple[int, ...] | None = None,
+) -> dict:
+    """The main part, then (`extended`) the other parts one after another, each timed. `reference_steps`
+    and `precision_sizes` size the reference-strength and precision parts (tests make them small)."""
+    from . import precision
 
-    out = {}
-    for s in range(seeds):
-        jest = runs.get(f"jest-s{s}")
-        if not jest:
-            continue
-        budget = curve_points(jest, "retrieval_r1", True)[1][-1]
-        for m in REPORTED:
-            r = runs.get(f"{m}-s{s}")
-            if r is None:
+    overrides = [*(C.file_overrides(config_file) if config_file else []), *overrides]
+    cfg = C.load_config(preset, None, overrides)
+    st = studies(out, cfg, reference_steps)
+    earlier = storage.join(out, "results.json")
+    previous = storage.read_json(earlier) if storage.exists(earlier) else {}
+    timing = dict(previous.get("timing", {}))
+    t0 = time.time()
+    indexes = {"main": prepare(st["main"], cfg)}
+    parts = plan(cfg, seeds, out, False, indexes=indexes, reference_steps=reference_steps)
+    seconds = run_jobs(parts["main"], cfg, preset, overrides, workers, "main")
+    if seconds:
+        timing["main"] = {"seconds": time.time() - t0, "runs": len(parts["main"]), "command": command}
+    if extended:
+        for name, study in st.items():
+            if name != "main":
+                tp = time.time()
+                scfg = C.override(cfg, list(study.sets))
+                indexes[name] = prepare(study, scfg)
+                timing.setdefault(f"prepare:{name}", {"seconds": time.time() - tp})
+        parts = plan(cfg, seeds, out, True, batch_sizes, indexes, reference_steps)
+        for part, jobs in parts.items():
+            if part == "main":
                 continue
-            _, fl, ys = curve_points(r, "retrieval_r1", True)
-            v = value_at(fl, ys, budget)
-            out.setdefault(m, []).append(v if v is not None else (ys[-1] if fl and fl[-1] <= budget else None))
-    return {m: _stat(v) for m, v in out.items()}
+            scfg = C.override(cfg, list(jobs[0].study.sets)) if jobs else cfg
+            s = run_jobs(jobs, scfg, preset, overrides, workers, part)
+            if s:
+                timing[part] = {"seconds": s, "runs": len(jobs)}
+        if not storage.exists(storage.join(out, "precision.json")):
+            tp = time.time()
+            sizes = precision_sizes or precision.SIZES
+            storage.write_json(storage.join(out, "precision.json"), precision.study(cfg, st["main"], sizes))
+            timing["precision"] = {"seconds": time.time() - tp}
+    extended = extended or bool(previous.get("extended"))
+    results = finish(out, cfg, preset, overrides, seeds, command, extended, batch_sizes, timing, reference_steps)
+    return publish(results, out)
 
 
-def chunk_diagnostics(cfg: C.Config, data: str, scores: str, model_dir: str, n_batches: int = 8) -> dict:
-    """Mean pairwise learnability of the chosen set after each chunk, against random sets of the same
-    size from the same super-batches, with the trained JEST learner (dense matrices: N is small)."""
-    import torch
+def finish(out, cfg, preset, overrides, seeds, command, extended, batch_sizes, timing, reference_steps) -> dict:
+    """Analyse every finished run (analysis.py) into results.json's content."""
+    from . import analysis
 
-    from ..core.selection import DenseScorer, Embeds, dense_score_matrix, sample_chunks, score_terms
-    from ..data.shards import ReadStats, stream
-    from ..model.tokenizer import Tokenizer
-    from ..model.two_tower import load_model
-    from ..training.loader import make_batches
-    from ..training.score_cache import ScoreCache
-
-    model = load_model(storage.join(model_dir, "model.pt")).eval()
-    tok = Tokenizer.load(storage.join(model_dir, "tokenizer.json"))
-    cache = ScoreCache(scores)
-    b, n = cfg.learner.batch_size, cfg.super_batch_size()
-    c = b // cfg.select.n_chunks
-    gen = torch.Generator().manual_seed(123)
-    samples = stream(storage.join(data, "pool"), 999, 1000, ReadStats(max_bad_fraction=1.0), cfg.model.image_size)
-    chosen_curves, random_curves = [], []
-    for _, batch in zip(range(n_batches), make_batches(samples, n, tok)):
-        with torch.no_grad():
-            u, v = model(batch.images, batch.tokens)
-        lrn = Embeds(u, v, model.log_t.detach(), model.bias.detach())
-        A = dense_score_matrix(score_terms("learnability", lrn, cache.lookup(batch.uids)))
-        idx = sample_chunks(DenseScorer(A), b, cfg.select.n_chunks, gen)
-        rnd = torch.randperm(n, generator=gen)[:b]
-
-        def mean_score(sub):
-            return float(A[sub][:, sub].mean())
-
-        chosen_curves.append([mean_score(idx[: (k + 1) * c]) for k in range(cfg.select.n_chunks)])
-        random_curves.append([mean_score(rnd[: (k + 1) * c]) for k in range(cfg.select.n_chunks)])
-    mean = lambda rows: [statistics.fmean(col) for col in zip(*rows)]  # noqa: E731
-    return {"chunk_size": c, "chosen": mean(chosen_curves), "random": mean(random_curves), "batches": n_batches}
+    st = studies(out, cfg, reference_steps)
+    indexes = {n: storage.read_json(storage.join(s.scores, "index.json")) for n, s in st.items()
+               if storage.exists(storage.join(s.scores, "index.json"))}  # fmt: skip
+    parts = plan(cfg, seeds, out, extended, batch_sizes, indexes, reference_steps)
+    runs = {part: _finished(jobs, prefixed=part == "reference-strength") for part, jobs in parts.items()}
+    return {
+        "preset": preset,
+        "overrides": overrides,
+        "seeds": seeds,
+        "ladder": list(LADDER),
+        "learning_rates": {m: learning_rate(m) for m in ("uniform", *CURATED)},
+        "version": __version__,
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": command,
+        "extended": extended,
+        "timing": timing,
+        "batch_sizes": list(batch_sizes),
+        "reference_steps": list(reference_steps),
+        "config": C.to_dict(cfg),
+        **analysis.analyse(cfg, runs, seeds, st, indexes, out),
+    }
 
 
-def batch_rows(runs: dict, cfg: C.Config, batch_sizes) -> list[dict]:
-    """Final retrieval R@1 per method and sub-batch size at equal examples seen (seed 0)."""
-    from ..core.flops import run_total
-
-    rows = []
-    for b in sorted({cfg.learner.batch_size, *batch_sizes}):
-        for m in BATCH_METHODS:
-            r = runs.get(f"{m}-s0" if b == cfg.learner.batch_size else f"{m}-b{b}-s0")
-            if r:
-                rows.append(
-                    {
-                        "method": m,
-                        "batch_size": b,
-                        "steps": r["steps"],
-                        "examples_seen": r["examples_seen"],
-                        "retrieval_r1": r["curve"][-1]["retrieval_r1"],
-                        "total_flops": run_total(r),
-                        "clean_fraction": r["clean_fraction"],
-                    }
-                )
-    return rows
+def _finished(jobs: list[Job], prefixed: bool = False) -> dict[str, dict]:
+    """Run name -> train.json of the finished jobs (`prefixed`: "study/name", for a part over several studies)."""
+    return {
+        (f"{j.study.name}/{j.name}" if prefixed else j.name): storage.read_json(storage.join(j.folder, "train.json"))
+        for j in jobs
+        if storage.exists(storage.join(j.folder, "train.json"))
+    }
 
 
-def ablation_rows(runs: dict) -> list[dict]:
-    rows = []
-    base = runs.get("jest-s0")
-    if base:
-        rows.append({"setting": "n_chunks=16, filter_ratio=0.8 (default)", "run": base})
-    for key, value in ABLATIONS:
-        r = runs.get(f"jest-{key}{value}-s0")
-        if r:
-            rows.append({"setting": f"{key}={value}", "run": r})
-    from ..core.flops import run_total
+def publish(results: dict, out: str) -> dict:
+    """results.json, the plots and bench.md in OUT (scripts/benchmarks_md.py turns them into BENCHMARKS.md)."""
+    from .curation_report import plots, render
 
-    return [
-        {
-            "setting": x["setting"],
-            "retrieval_r1": x["run"]["curve"][-1]["retrieval_r1"],
-            "zeroshot_top1": x["run"]["curve"][-1].get("zeroshot_top1"),
-            "clean_fraction": x["run"]["clean_fraction"],
-            "total_flops": run_total(x["run"]),
-            "wall_seconds": x["run"]["wall_seconds"],
-        }
-        for x in rows
-    ]
+    storage.write_json(storage.join(out, "results.json"), results)
+    plots(results, out)
+    md = render(results)
+    storage.write_bytes(storage.join(out, "bench.md"), md.encode())
+    print(md)
+    return results
+
+
+def rerender(out: str) -> dict:
+    """Recompute results, tables and plots from the finished runs in OUT (no training), keeping the
+    measured times, command and date."""
+    old = storage.read_json(storage.join(out, "results.json"))
+    cfg = C.from_dict(old["config"])
+    new = finish(out, cfg, old["preset"], old["overrides"], old["seeds"], old["command"], old["extended"],
+                 tuple(old["batch_sizes"]), old["timing"], tuple(old["reference_steps"]))  # fmt: skip
+    new.update({k: old[k] for k in ("date", "machine") if k in old})
+    return publish(new, out)
 
 
 def machine() -> str:
@@ -304,130 +395,3 @@ def machine() -> str:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, torch {torch.__version__}"
-
-
-def bench_curation(
-    preset: str,
-    overrides: list,
-    out: str,
-    seeds: int = 3,
-    workers: int = 2,
-    ablations: bool = True,
-    command: str = "",
-    config_file: str | None = None,
-    batch_sizes: tuple[int, ...] = (),
-) -> dict:
-    """`config_file` applies before `overrides` (as in every command); both reach every worker.
-    `batch_sizes` adds the batch-size ablation (`plan`)."""
-    from .. import stages
-    from ..data.demo import demo_complete, make_demo
-
-    t0 = time.time()
-    overrides = [*(C.file_overrides(config_file) if config_file else []), *overrides]
-    cfg = C.load_config(preset, None, overrides)
-    data = storage.join(out, "data")
-    if not demo_complete(data):
-        print(f"[bench] writing {preset} demo data", flush=True)
-        make_demo(data, cfg.demo)
-    ref, scores = storage.join(out, "reference"), storage.join(out, "scores")
-    if not storage.exists(storage.join(ref, "train.json")):
-        print("[bench] training the reference", flush=True)
-        stages.train_reference(cfg, storage.join(data, "curated"), ref, progress=False)
-    if not storage.exists(storage.join(scores, "index.json")):
-        print("[bench] scoring the pool", flush=True)
-        stages.score(cfg, ref, storage.join(data, "pool"), scores, progress=False)
-    jobs = plan(cfg, seeds, ablations, stages.flops_matched(cfg, "jest", scores), batch_sizes)
-    # Wall time adds up over the invocations that trained these runs (a resumed bench reuses finished ones).
-    earlier = storage.join(out, "results.json")
-    todo = [j for j in jobs if not storage.exists(storage.join(out, "runs", j.name, "train.json"))]
-    reused = len(todo) < len(jobs)
-    previous = storage.read_json(earlier) if reused and storage.exists(earlier) else {}
-    extras = {batch_job(cfg, m, b).name for b in batch_sizes for m in BATCH_METHODS}
-    threads = max(1, (os.cpu_count() or 2) // workers)
-    print(f"[bench] {len(jobs)} learner runs on {workers} workers x {threads} threads", flush=True)
-    done = 0
-    with ProcessPoolExecutor(workers) as pool:
-        futs = {pool.submit(_run_job, j, preset, overrides, data, scores, out, threads): j for j in jobs}
-        for f in as_completed(futs):
-            f.result()
-            done += 1
-            print(f"[bench] {done}/{len(jobs)} done: {futs[f].name} ({time.time() - t0:.0f} s)", flush=True)
-    results = finish(out, jobs, cfg, preset, overrides, seeds, command, data, scores, ref, batch_sizes=batch_sizes)
-    seconds = time.time() - t0
-    results["wall_seconds"] = previous.get("wall_seconds", 0.0) + seconds
-    # Each invocation's time and what it trained: `make bench`'s own time is that of the invocations
-    # that trained no batch-size runs (those belong to `make bench-extended`).
-    invocation = {
-        "command": command,
-        "seconds": seconds,
-        "trained": len(todo),
-        "batch_size_runs": sum(j.name in extras for j in todo),
-    }
-    results["invocations"] = [*previous.get("invocations", []), invocation]
-    return publish(results, out, jobs, seeds)
-
-
-def finish(
-    out, jobs, cfg, preset, overrides, seeds, command, data, scores, ref, diagnostics=None, batch_sizes=()
-) -> dict:
-    runs = {j.name: storage.read_json(storage.join(out, "runs", j.name, "train.json")) for j in jobs}
-    per_method = aggregate(runs, seeds)
-    return {
-        "preset": preset,
-        "overrides": overrides,
-        "seeds": seeds,
-        "version": __version__,
-        "machine": machine(),
-        "date": time.strftime("%Y-%m-%d"),
-        "command": command,
-        "per_method": per_method,
-        "equal_flops_retrieval_r1": equal_flops_comparison(runs, seeds),
-        "ablations": ablation_rows(runs),
-        "batch_sizes": list(batch_sizes),
-        "batch_ablation": batch_rows(runs, cfg, batch_sizes),
-        "chunk_learnability": diagnostics or chunk_diagnostics(cfg, data, scores, storage.join(out, "runs", "jest-s0")),
-        "reference": {k: storage.read_json(storage.join(ref, "train.json"))[k] for k in ("steps", "flops_total")},
-        "scoring_flops": storage.read_json(storage.join(scores, "index.json"))["scoring_flops"],
-        "config": C.to_dict(cfg),
-    }
-
-
-def publish(results: dict, out: str, jobs, seeds: int) -> dict:
-    """results.json, the plots and bench.md in OUT (scripts/benchmarks_md.py turns them into BENCHMARKS.md)."""
-    from .curation_report import plots, render
-
-    runs = {j.name: storage.read_json(storage.join(out, "runs", j.name, "train.json")) for j in jobs}
-    plots(runs, results, seeds, out)
-    storage.write_json(storage.join(out, "results.json"), results)
-    md = render(results)
-    storage.write_bytes(storage.join(out, "bench.md"), md.encode())
-    print(md)
-    return results
-
-
-def rerender(out: str) -> dict:
-    """Recompute tables and plots from the finished runs of an earlier `bench curation` in OUT, keeping
-    its measured wall time, command and date (no training)."""
-    from .. import stages
-
-    old = storage.read_json(storage.join(out, "results.json"))
-    cfg = C.from_dict(old["config"])
-    scores = storage.join(out, "scores")
-    batch_sizes = tuple(old.get("batch_sizes", ()))
-    jobs = plan(cfg, old["seeds"], bool(old["ablations"]), stages.flops_matched(cfg, "jest", scores), batch_sizes)
-    new = finish(
-        out,
-        jobs,
-        cfg,
-        old["preset"],
-        old["overrides"],
-        old["seeds"],
-        old["command"],
-        storage.join(out, "data"),
-        scores,
-        storage.join(out, "reference"),
-        old["chunk_learnability"],
-        batch_sizes=batch_sizes,
-    )
-    new.update({k: old[k] for k in ("wall_seconds", "date", "machine", "invocations") if k in old})
-    return publish(new, out, jobs, old["seeds"])

@@ -134,15 +134,25 @@ def run_total(summary: dict) -> float:
     return summary["flops_total"] + fixed_total(summary)
 
 
-def matched_uniform_steps(cfg: Config, score_index: dict, reuse: bool = False) -> int:
-    """Uniform steps whose total FLOPs equal a run of cfg's method: its steps at its per-step cost
-    (with activation reuse if it uses it) plus the fixed costs it is charged (`score_index` is the
-    score cache's index.json, which records the reference's costs)."""
+def run_cost(cfg: Config, score_index: dict, reuse: bool = False) -> float:
+    """Total FLOPs of a run of cfg's learner: its steps at its per-step cost (with activation reuse if it
+    uses it) plus the fixed costs its method is charged (`score_index` is the score cache's index.json,
+    which records the reference's costs)."""
     m = cfg.select.method_info
     charged = fixed(m, score_index.get("reference_flops", 0.0), score_index.get("scoring_flops", 0.0))
-    total = cfg.learner.steps * step_cost(cfg, reuse=reuse).total + sum(charged.values())
-    uniform = step_cost(cfg.with_method("uniform")).total
-    return max(1, math.ceil(total / uniform))
+    return cfg.learner.steps * step_cost(cfg, reuse=reuse).total + sum(charged.values())
+
+
+def steps_at_total(cfg: Config, total: float, score_index: dict, reuse: bool = False) -> int:
+    """How many steps of cfg's learner make a run of `total` FLOPs, its fixed costs included (at least 1)."""
+    m = cfg.select.method_info
+    charged = fixed(m, score_index.get("reference_flops", 0.0), score_index.get("scoring_flops", 0.0))
+    return max(1, math.ceil((total - sum(charged.values())) / step_cost(cfg, reuse=reuse).total))
+
+
+def matched_uniform_steps(cfg: Config, score_index: dict, reuse: bool = False) -> int:
+    """Uniform steps whose total FLOPs equal a run of cfg's method (`run_cost`)."""
+    return steps_at_total(cfg.with_method("uniform"), run_cost(cfg, score_index, reuse), score_index)
 
 
 def matched_eval_every(cfg: Config, steps: int) -> int:
