@@ -8,9 +8,17 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
+
+
+def find_binary(name: str) -> str | None:
+    """A console script installed beside the running interpreter (the venv's bin/, which `make test`
+    does not put on PATH), else one on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), name)
+    return here if os.access(here, os.X_OK) else shutil.which(name)
 
 
 def free_port() -> int:
@@ -124,13 +132,14 @@ class GCSEmulator:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        if shutil.which("gcp-storage-emulator") is None:
+        emulator = find_binary("gcp-storage-emulator")
+        if emulator is None:
             raise RuntimeError("gcp-storage-emulator is not installed (pip install gcp-storage-emulator)")
         port = free_port()
         log = open(os.path.join(self.workdir, "gcs-emulator.log"), "ab")
         self.proc = subprocess.Popen(
             [
-                "gcp-storage-emulator",
+                emulator,
                 "start",
                 "--host",
                 "127.0.0.1",
