@@ -172,3 +172,19 @@ def test_bench_curation_toy_with_every_part(tmp_path):
     before = (out / "bench.md").read_text()
     rerender(str(out))
     assert (out / "bench.md").read_text() == before
+
+
+def test_payoff_is_decided_by_the_intervals_not_the_point_estimate():
+    """A learner-only speed-up of 1.01× [0.52×, 1.59×] once read "pays for itself once 21 runs share it"."""
+    from jestflow.bench.curation_report import payoff_verdict
+
+    def e(total, learner, runs=21):
+        iv = lambda v, lo, hi: {"value": v, "low": lo, "high": hi, "top": 8, "bottom": 0.5}  # noqa: E731
+        p = {"break_even_runs": runs, "fixed_flops": 1.0, "method_flops": 10.0}
+        return {"total_flops_speedup": iv(*total), "learner_flops_speedup": iv(*learner), "payoff": p}
+
+    assert "may or may not" in payoff_verdict(e((0.85, 0.44, 1.34), (1.01, 0.52, 1.59)))
+    assert "within a single run" in payoff_verdict(e((2.2, 1.7, 2.5), (2.6, 2.1, 3.0), 1))
+    assert "never pays" in payoff_verdict(e((0.5, 0.3, 0.7), (0.6, 0.4, 0.9), None))
+    slow = payoff_verdict(e((0.9, 0.7, 1.1), (1.2, 1.05, 1.4), 1))
+    assert "at the point estimate" in slow and "2 at the interval's low end" in slow

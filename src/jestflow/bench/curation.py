@@ -218,9 +218,14 @@ def prepare(study: Study, cfg: C.Config) -> dict:
     return storage.read_json(storage.join(study.scores, "index.json"))
 
 
-def run_jobs(jobs: list[Job], cfg: C.Config, preset: str, overrides: list, workers: int, label: str) -> float:
-    """Train the jobs not yet done, the costliest first so the workers stay busy; returns the seconds."""
+def run_jobs(jobs: list[Job], cfg: C.Config, preset: str, overrides: list, workers: int, label: str) -> dict:
+    """Train the jobs not yet done, the costliest first so the workers stay busy. Returns what this call
+    took: wall and CPU seconds (the workers'), how many runs it trained and of how many (fewer when an
+    interrupted invocation left finished runs, which are reused and not timed again)."""
+    import resource
+
     t0 = time.time()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     todo = sorted(
         (j for j in jobs if not storage.exists(storage.join(j.folder, "train.json"))), key=lambda j: -_cost(cfg, j)
     )
@@ -231,7 +236,9 @@ def run_jobs(jobs: list[Job], cfg: C.Config, preset: str, overrides: list, worke
         for n, f in enumerate(as_completed(futs), 1):
             f.result()
             print(f"[bench] {label}: {n}/{len(todo)} {futs[f].name} ({time.time() - t0:.0f} s)", flush=True)
-    return time.time() - t0 if todo else 0.0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers, reaped when the pool closed
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    return {"seconds": time.time() - t0, "cpu_seconds": cpu, "runs": len(todo), "of": len(jobs)} if todo else {}
 
 
 def studies(out: str, cfg: C.Config, reference_steps=REFERENCE_STEPS) -> dict[str, Study]:
@@ -296,9 +303,9 @@ def bench_curation(
     t0 = time.time()
     indexes = {"main": prepare(st["main"], cfg)}
     parts = plan(cfg, seeds, out, False, indexes=indexes, reference_steps=reference_steps)
-    seconds = run_jobs(parts["main"], cfg, preset, overrides, workers, "main")
-    if seconds:
-        timing["main"] = {"seconds": time.time() - t0, "runs": len(parts["main"]), "command": command}
+    took = run_jobs(parts["main"], cfg, preset, overrides, workers, "main")
+    if took:
+        timing["main"] = {**took, "seconds": time.time() - t0, "command": command}
     if extended:
         for name, study in st.items():
             if name != "main":
@@ -311,9 +318,9 @@ def bench_curation(
             if part == "main":
                 continue
             scfg = C.override(cfg, list(jobs[0].study.sets)) if jobs else cfg
-            s = run_jobs(jobs, scfg, preset, overrides, workers, part)
-            if s:
-                timing[part] = {"seconds": s, "runs": len(jobs)}
+            took = run_jobs(jobs, scfg, preset, overrides, workers, part)
+            if took:
+                timing[part] = took
         if not storage.exists(storage.join(out, "precision.json")):
             tp = time.time()
             sizes = precision_sizes or precision.SIZES
