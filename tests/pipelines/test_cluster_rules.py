@@ -215,3 +215,52 @@ def test_prepare_can_check_the_data_before_any_gpu_is_requested(tmp_path):
     kfp_steps.prepare(*given, "", "smoke", overrides=[], config_out=config, **knobs)  # not asked: not checked
     with pytest.raises(ValueError, match=rf"data check failed: PROBLEM: {shard}: truncated tar"):
         kfp_steps.prepare(*given, "", "smoke", overrides=[], config_out=config, check_data=True, **knobs)
+
+
+# --- issue 25: images, requests and monitoring settings ------------------------------------------------
+
+PLACEHOLDER = re.compile(r"\{\{\$\.inputs\.parameters\['(.+)'\]\}\}")
+
+
+def _resolves_to(spec, task, placeholder: str) -> str:
+    """The root parameter a task's placeholder resolves to: the driver looks the placeholder's name up in the
+    task's executor input (backend/src/v2/driver/resolve.go, resolvePodSpecInputRuntimeParameter: "executorInput
+    did not contain container Image input parameter" otherwise), which holds the task's input parameters."""
+    name = PLACEHOLDER.fullmatch(placeholder)
+    assert name, placeholder
+    return tasks(spec)[task]["inputs"]["parameters"][name[1]]["componentInputParameter"]
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_images_and_training_requests_are_parameters_the_driver_resolves(fresh, name):
+    """Was: images hard-coded to ghcr.io/jestflow (never published) and 4 CPU / 16 Gi per step, which a
+    laptop's kind node cannot schedule. Rules (backend/src/v2/driver at 2.17): the image goes through
+    resolvePodSpecInputRuntimeParameter, requests through getPodResource (resourceCpuRequest /
+    resourceMemoryRequest), both resolving `{{$.inputs.parameters[...]}}` from the executor input."""
+    spec, _ = docs(fresh / name)
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for t in tasks(spec):
+        c = executor(spec, t)["container"]
+        root = _resolves_to(spec, t, c["image"])
+        assert root.endswith("train_image" if t in TRAINING else "image"), (t, root)
+        if t in TRAINING:
+            assert _resolves_to(spec, t, c["resources"]["resourceCpuRequest"]).endswith("train_cpu"), t
+            assert _resolves_to(spec, t, c["resources"]["resourceMemoryRequest"]).endswith("train_memory"), t
+        else:
+            assert float(c["resources"]["resourceCpuRequest"]) <= 1, t
+    if name == "jest_pipeline_cpu.yaml":  # kind-sized, and one image
+        assert params["train_cpu"]["defaultValue"] == "1" and params["train_memory"]["defaultValue"] == "4Gi"
+        assert params["train_image"]["defaultValue"] == params["image"]["defaultValue"]
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_monitoring_comes_from_the_configmap_not_the_cache_key(fresh, name):
+    """Was: the Pushgateway URL was a pipeline input of every cached step, so turning monitoring on or off
+    missed the cache (cacheutils/cache.go hashes every input parameter). Now every task maps it from the
+    ConfigMap `jestflow-config` (optional: none, no pushes) into $JESTFLOW_PUSHGATEWAY."""
+    spec, k8s = docs(fresh / name)
+    assert "pushgateway" not in json.dumps(spec["root"]["inputDefinitions"])
+    for t in tasks(spec):
+        (cm,) = k8s[_executor_label(spec, t)]["configMapAsEnv"]
+        assert cm["configMapName"] == "jestflow-config" and cm["optional"] is True
+        assert {"configMapKey": "JESTFLOW_PUSHGATEWAY", "envVar": "JESTFLOW_PUSHGATEWAY"} in cm["keyToEnv"]

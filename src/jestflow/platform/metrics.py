@@ -32,6 +32,28 @@ ENV_RUN_ID = "JESTFLOW_RUN_ID"
 JOB, RESULTS_JOB = "jestflow", "jestflow_results"  # live groups while a stage runs; its outcome after
 
 
+def delete_run_results(gateway: str, run_id: str, timeout: float = 5.0) -> int:
+    """Delete every `jestflow_results` group of `run_id` from the gateway (the run's report step does, once
+    the results are in its KFP metrics and Prometheus has scraped them), so finished runs do not pile up
+    there. Returns how many groups went; an unreachable gateway is logged once and skipped."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{gateway.rstrip('/')}/api/v1/metrics", timeout=timeout) as r:
+            groups = json.load(r).get("data") or []
+    except Exception as e:  # the report goes on; the groups stay until the next run's report
+        log.warning("could not list the Pushgateway's groups at %s (%s); the run's results stay there", gateway, e)
+        return 0
+    n = 0
+    for g in groups:
+        labels = dict(g.get("labels") or {})
+        if labels.pop("job", None) == RESULTS_JOB and labels.get("run_id") == run_id:
+            delete_from_gateway(gateway, job=RESULTS_JOB, grouping_key=labels, timeout=timeout)
+            n += 1
+    return n
+
+
 def default_run_id() -> str:
     return os.environ.get(ENV_RUN_ID) or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 

@@ -111,7 +111,7 @@ class JobSpec:
     cpu: str = "8"
     memory: str = "32Gi"
     data_claim: str = ""  # a ReadWriteMany claim mounted at /data on every node; "" for none (gs:// data)
-    service_account: str = "jestflow-runner"
+    service_account: str = "jestflow-trainer"  # manifests/base/rbac.yaml: no rights, no token
     accelerator: str = GPU_RESOURCE
     node_selector: dict = field(default_factory=dict)
     owner: Owner | None = None
@@ -158,7 +158,7 @@ def _template(name: str) -> dict:
 
 def _pod(spec: JobSpec, pod: dict, container: dict) -> None:
     """What both job kinds share: the service account, the data claim, GPUs, scheduling."""
-    pod["serviceAccountName"] = spec.service_account
+    pod["serviceAccountName"] = spec.service_account  # its own automountServiceAccountToken is false
     if spec.data_claim:
         pod["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": spec.data_claim}})
         container["volumeMounts"].append({"name": "data", "mountPath": "/data"})
