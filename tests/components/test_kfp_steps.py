@@ -177,7 +177,7 @@ def test_score_files_travel_by_reference_not_inside_artifacts(steps):
     from jestflow.platform.kfp_steps import beside
 
     for part in steps["parts"]:
-        assert sorted(p.name for p in Path(part.uri).iterdir()) == ["index.json", "tokenizer.json"]
+        assert sorted(p.name for p in Path(part.uri).iterdir()) == ["index.json", "score-config.yaml", "tokenizer.json"]
         assert list(Path(beside(part, "shards")).glob("*.npz"))
     merged = Path(steps["scores"].uri)
     assert sorted(p.name for p in merged.iterdir()) == ["index.json", "tokenizer.json"]

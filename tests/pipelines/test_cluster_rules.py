@@ -239,7 +239,7 @@ def test_images_and_training_requests_are_parameters_the_driver_resolves(fresh, 
     resourceMemoryRequest), both resolving `{{$.inputs.parameters[...]}}` from the executor input."""
     spec, _ = docs(fresh / name)
     params = spec["root"]["inputDefinitions"]["parameters"]
-    for t in tasks(spec):
+    for t in containers(spec):
         c = executor(spec, t)["container"]
         root = _resolves_to(spec, t, c["image"])
         assert root.endswith("train_image" if t in TRAINING else "image"), (t, root)
@@ -260,7 +260,7 @@ def test_monitoring_comes_from_the_configmap_not_the_cache_key(fresh, name):
     ConfigMap `jestflow-config` (optional: none, no pushes) into $JESTFLOW_PUSHGATEWAY."""
     spec, k8s = docs(fresh / name)
     assert "pushgateway" not in json.dumps(spec["root"]["inputDefinitions"])
-    for t in tasks(spec):
+    for t in containers(spec):
         (cm,) = k8s[_executor_label(spec, t)]["configMapAsEnv"]
         assert cm["configMapName"] == "jestflow-config" and cm["optional"] is True
         assert {"configMapKey": "JESTFLOW_PUSHGATEWAY", "envVar": "JESTFLOW_PUSHGATEWAY"} in cm["keyToEnv"]

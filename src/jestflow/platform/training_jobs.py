@@ -100,6 +100,9 @@ class Owner:
         return {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid}
 
 
+TRAINER_ACCOUNT = "jestflow-trainer"  # what the jobs' pods run as: manifests/base/rbac.yaml, no rights, no token
+
+
 @dataclass(frozen=True)
 class JobSpec:
     name: str
@@ -111,7 +114,7 @@ class JobSpec:
     cpu: str = "8"
     memory: str = "32Gi"
     data_claim: str = ""  # a ReadWriteMany claim mounted at /data on every node; "" for none (gs:// data)
-    service_account: str = "jestflow-trainer"  # manifests/base/rbac.yaml: no rights, no token
+    service_account: str = TRAINER_ACCOUNT
     accelerator: str = GPU_RESOURCE
     node_selector: dict = field(default_factory=dict)
     owner: Owner | None = None
