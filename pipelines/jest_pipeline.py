@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Markdown
+from kfp.dsl import pipeline_channel
 
 from jestflow_components.evaluate.component import evaluate
 from jestflow_components.image import CPU_IMAGE, GPU_IMAGE
@@ -44,11 +45,19 @@ CONFIG_MAP = "jestflow-config"
 ENV_FROM_CONFIG = {"JESTFLOW_PUSHGATEWAY": "JESTFLOW_PUSHGATEWAY", "JESTFLOW_PUSH_INTERVAL": "JESTFLOW_PUSH_INTERVAL"}
 
 
+def _register(task, *values) -> None:
+    task.register_pipeline_channels([v for v in values if isinstance(v, pipeline_channel.PipelineChannel)])
+
+
 def _common(task, cpu, memory, cache: bool, image, claim=None):
     """Image, requests (pipeline parameters or constants), caching, the pod's identity and the
     monitoring settings as env vars, and (CPU variant) the data claim."""
     task.set_container_image(image)  # the driver resolves a parameter at run time (v2/driver/resolve.go)
     task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(cache)
+    # SDK 2.17.3 registers a channel given to set_container_image as a task input, but not one given to
+    # set_cpu_request / set_memory_request / set_accelerator_type (kfp/dsl/pipeline_task.py): inside the
+    # scoring ParallelFor the loop's sub-DAG then lacks the parameter and the driver cannot resolve it.
+    _register(task, cpu, memory)
     for env, path in ENV_FROM_POD.items():
         kubernetes.use_field_path_as_env(task, env_name=env, field_path=path)
     kubernetes.use_config_map_as_env(task, CONFIG_MAP, ENV_FROM_CONFIG, optional=True)
@@ -63,6 +72,7 @@ def _accelerated(task, gpu, cpu, memory, cache: bool, image, claim=None):
     if gpu is not None:
         accelerator, node_selector = gpu
         task.set_accelerator_type(accelerator).set_accelerator_limit(1)
+        _register(task, accelerator)
         kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
         # `{}` by default: the GPU request alone schedules onto GPU nodes on GKE, EKS and GPU-operator
         # clusters alike; a label is a choice among them (GKE: cloud.google.com/gke-accelerator).

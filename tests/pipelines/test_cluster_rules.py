@@ -264,3 +264,29 @@ def test_monitoring_comes_from_the_configmap_not_the_cache_key(fresh, name):
         (cm,) = k8s[_executor_label(spec, t)]["configMapAsEnv"]
         assert cm["configMapName"] == "jestflow-config" and cm["optional"] is True
         assert {"configMapKey": "JESTFLOW_PUSHGATEWAY", "envVar": "JESTFLOW_PUSHGATEWAY"} in cm["keyToEnv"]
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_every_parameter_a_task_reads_is_an_input_of_its_dag(fresh, name):
+    """Found running the pipeline: SDK 2.17.3 registers a channel given to set_container_image as a task
+    input but not one given to set_cpu_request / set_memory_request / set_accelerator_type
+    (kfp/dsl/pipeline_task.py), so the scoring ParallelFor's sub-DAG lacked `train_cpu`: kfp.local
+    stopped with "Parent pipeline input argument 'pipelinechannel--train_cpu' not found", and the
+    cluster's driver resolves a task's componentInputParameter from its DAG's inputs the same way
+    (backend/src/v2/driver/resolve.go, resolveInputs). Rule: every componentInputParameter a task maps is
+    an input of the DAG that holds the task, and every placeholder its container uses is a task input."""
+    spec, _ = docs(fresh / name)
+    dags = {"root": spec["root"], **{k: c for k, c in spec["components"].items() if "dag" in c}}
+    for dag_name, dag in dags.items():
+        have = set(dag.get("inputDefinitions", {}).get("parameters", {}))
+        for t, task in dag["dag"]["tasks"].items():
+            for p, src in task.get("inputs", {}).get("parameters", {}).items():
+                if "componentInputParameter" in src:
+                    assert src["componentInputParameter"] in have, (dag_name, t, p)
+            ex = executor(spec, t)
+            if ex is None:
+                continue
+            c = ex["container"]
+            used = [c["image"], *c.get("resources", {}).values(), *c.get("resources", {}).get("accelerator", {}).values()]
+            for placeholder in (u for u in used if isinstance(u, str) and u.startswith("{{$.inputs")):
+                assert PLACEHOLDER.fullmatch(placeholder)[1] in task["inputs"]["parameters"], (dag_name, t, placeholder)
