@@ -118,7 +118,7 @@ image-cpu: wheelhouse ## build the CPU image $(IMAGE):VERSION on BASE_IMAGE (def
 	@[ "$(BASE_IMAGE)" != "jestflow-base:bookworm" ] || images/base-image.sh $(BASE_IMAGE)
 	tar -c images/Dockerfile dist/$(WHEEL) dist/wheels | $(DOCKER_BUILD) --build-arg FLAVOUR=cpu -t $(IMAGE):$(VERSION) -
 
-image-cuda: wheelhouse-cuda ## build the CUDA image $(IMAGE)-cuda:VERSION: the same base, torch $(TORCH)'s CUDA build (~10 GB; not in CI)
+image-cuda: wheelhouse-cuda ## build the CUDA image $(IMAGE)-cuda:VERSION: the same base, torch $(TORCH)'s CUDA build (5.3 GB image; not in CI)
 	images/docker-engine.sh
 	@[ "$(BASE_IMAGE)" != "jestflow-base:bookworm" ] || images/base-image.sh $(BASE_IMAGE)
 	tar -c images/Dockerfile dist/$(WHEEL) dist/wheels dist/wheels-cuda | $(DOCKER_BUILD) --build-arg FLAVOUR=cuda -t $(IMAGE)-cuda:$(VERSION) -

@@ -16,8 +16,7 @@ puts it on every pod: backend/src/apiserver/template/v2_template.go, SetPodMetad
 from typing import NamedTuple
 
 from kfp import dsl, kubernetes
-from kfp.dsl import HTML, Artifact, Markdown
-from kfp.dsl import pipeline_channel
+from kfp.dsl import HTML, Artifact, Markdown, pipeline_channel
 
 from jestflow_components.evaluate.component import evaluate
 from jestflow_components.image import CPU_IMAGE, GPU_IMAGE

@@ -66,14 +66,18 @@ def test_torchrun_runs_jestflow_with_the_images_python(image, smoke_scored, tmp_
     out = tmp_path / "out"
     out.mkdir()
     subprocess.run(["chmod", "a+rwX", str(out)], check=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(smoke_scored)], check=True)  # the image's user is 10001
     launcher = ["python", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    r = _docker("run", "--rm", "--network", "none", "-v", f"{smoke_scored}:/data:ro", "-v", f"{out}:/out", image,
+    # --network none leaves the container's own hostname unresolvable and torchrun's rendezvous store
+    # waits on it forever; a pod resolves its hostname, so name the container `localhost` here.
+    net = ["--network", "none", "--hostname", "localhost"]
+    r = _docker("run", "--rm", *net, "-v", f"{smoke_scored}:/data:ro", "-v", f"{out}:/out", image,
                 *launcher, "-m", "jestflow", "--help")  # fmt: skip
     assert r.returncode == 0 and "usage: jestflow" in r.stdout, r.stderr[-2000:]
     train = ["-m", "jestflow", "train", "--method", "jest", "--data", "/data/data/pool", "--scores", "/data/scores",
              "--out", "/out/jest", "--preset", "smoke", "--quiet", "--set", "learner.steps=2",
              "--set", "learner.eval_every=0", "--set", "learner.decode_workers=1"]  # fmt: skip
-    r = _docker("run", "--rm", "--network", "none", "-v", f"{smoke_scored}:/data:ro", "-v", f"{out}:/out", image,
+    r = _docker("run", "--rm", *net, "-v", f"{smoke_scored}:/data:ro", "-v", f"{out}:/out", image,
                 *launcher, *train)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "jest" / "train.json").read_text())

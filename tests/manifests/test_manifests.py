@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from jestflow.platform.training_jobs import TRAINER_ACCOUNT as TRAINER_SA
-from jestflow_components.image import CPU_IMAGE, GPU_IMAGE
+from jestflow_components.image import CPU_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent

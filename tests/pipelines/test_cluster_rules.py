@@ -287,6 +287,10 @@ def test_every_parameter_a_task_reads_is_an_input_of_its_dag(fresh, name):
             if ex is None:
                 continue
             c = ex["container"]
-            used = [c["image"], *c.get("resources", {}).values(), *c.get("resources", {}).get("accelerator", {}).values()]
+            used = [
+                c["image"],
+                *c.get("resources", {}).values(),
+                *c.get("resources", {}).get("accelerator", {}).values(),
+            ]
             for placeholder in (u for u in used if isinstance(u, str) and u.startswith("{{$.inputs")):
                 assert PLACEHOLDER.fullmatch(placeholder)[1] in task["inputs"]["parameters"], (dag_name, t, placeholder)

@@ -189,7 +189,9 @@ def test_multinode_variant_trains_the_curated_learner_as_a_cluster_job(fresh):
     assert spec["root"]["inputDefinitions"]["parameters"]["job_kind"]["defaultValue"] == "trainjob"
     assert ins["node_selector"] == {"componentInputParameter": "gpu_node_selector"}
     assert ins["image"] == {"componentInputParameter": "train_image"}  # the job's pods run the training image
-    assert spec["root"]["inputDefinitions"]["parameters"]["train_image"]["defaultValue"].endswith(f"-cuda:{__version__}")
+    assert spec["root"]["inputDefinitions"]["parameters"]["train_image"]["defaultValue"].endswith(
+        f"-cuda:{__version__}"
+    )
     assert "accelerator" not in executor(spec, "train-learner-multinode")["container"].get("resources", {})
     env = k8s[spec["components"][comp]["executorLabel"]]["fieldPathAsEnv"]
     for name, path in (("JESTFLOW_NAMESPACE", "metadata.namespace"), ("JESTFLOW_POD_UID", "metadata.uid")):

@@ -67,7 +67,13 @@ def test_int8_cache_barely_changes_the_chosen_sets(smoke_scored, int8_cache):
         chosen = [
             set(
                 select(
-                    "jest", learner, cache.lookup(batch.uids, batch.shards), 32, 4, torch.Generator().manual_seed(7), kernel="torch"
+                    "jest",
+                    learner,
+                    cache.lookup(batch.uids, batch.shards),
+                    32,
+                    4,
+                    torch.Generator().manual_seed(7),
+                    kernel="torch",
                 ).indices.tolist()
             )
             for cache in (fp16, int8)
