@@ -88,16 +88,26 @@ bench-extended: $(STAMP)/installed ## make bench plus the LR sweep, reference st
 
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/jestflow/__init__.py)
 BASE_IMAGE ?= jestflow-base:bookworm
-CUDA_BASE_IMAGE ?= pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 IMAGE ?= ghcr.io/jestflow/jestflow
 WHEEL = jestflow-$(VERSION)-py3-none-any.whl
 DOCKER_BUILDKIT ?= 0
-DOCKER_BUILD = DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) docker build --network none -f images/Dockerfile --build-arg JESTFLOW_WHEEL=$(WHEEL)
+# The build context is a tar of exactly what a flavour needs (so the CPU build never sends the CUDA wheels).
+DOCKER_BUILD = DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) docker build --network none -f images/Dockerfile --build-arg JESTFLOW_WHEEL=$(WHEEL) --build-arg BASE_IMAGE=$(BASE_IMAGE)
+TORCH = $(shell sed -n 's/^torch==\([^ ]*\).*/\1/p' constraints.txt)
 
-wheelhouse: $(STAMP)/installed ## dist/: the jestflow wheel and every dependency's wheel (offline image builds)
-	rm -rf dist && $(PYTHON) -m pip wheel -q --no-deps -w dist .
+wheelhouse: $(STAMP)/installed ## dist/: the jestflow wheel and every dependency's wheel, CPU torch (offline image builds)
+	rm -rf dist/*.whl dist/wheels && $(PYTHON) -m pip wheel -q --no-deps -w dist .  # dist/wheels-cuda is kept
 	$(PYTHON) -m pip wheel -q -w dist/wheels -c constraints.txt "dist/$(WHEEL)[pipelines]"
-	grep -v '^torch' constraints.txt > dist/wheels/constraints.txt
+	cp constraints.txt dist/wheels/constraints.txt
+
+# The CUDA build of constraints.txt's torch and the CUDA libraries it needs, from PyPI (several GB). The
+# machine's pip configuration may point at a local CPU wheel; PIP_CONFIG_FILE=/dev/null reads PyPI alone.
+# `===` pins the version exactly: the CPU wheel's 2.13.0+cpu would satisfy `==` (and sort higher).
+wheelhouse-cuda: wheelhouse ## dist/wheels-cuda: torch $(TORCH) built for CUDA, with its nvidia-* and triton wheels, from PyPI
+	mkdir -p dist/wheels-cuda
+	PIP_CONFIG_FILE=/dev/null $(PYTHON) -m pip download -q --only-binary :all: -d dist/wheels-cuda "torch===$(TORCH)"
+	grep -v -e '^torch' -e '^triton' constraints.txt > dist/wheels-cuda/constraints.txt
+	echo "torch===$(TORCH)" >> dist/wheels-cuda/constraints.txt
 
 base-image: ## a Debian bookworm + python3 base image made with debootstrap (no registry needed)
 	images/docker-engine.sh
@@ -106,13 +116,20 @@ base-image: ## a Debian bookworm + python3 base image made with debootstrap (no 
 image-cpu: wheelhouse ## build the CPU image $(IMAGE):VERSION on BASE_IMAGE (default: make base-image's)
 	images/docker-engine.sh
 	@[ "$(BASE_IMAGE)" != "jestflow-base:bookworm" ] || images/base-image.sh $(BASE_IMAGE)
-	$(DOCKER_BUILD) --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg FLAVOUR=cpu -t $(IMAGE):$(VERSION) .
+	tar -c images/Dockerfile dist/$(WHEEL) dist/wheels | $(DOCKER_BUILD) --build-arg FLAVOUR=cpu -t $(IMAGE):$(VERSION) -
 
-image-cuda: wheelhouse ## build the CUDA image $(IMAGE)-cuda:VERSION on CUDA_BASE_IMAGE (CUDA PyTorch >= 2.4)
+image-cuda: wheelhouse-cuda ## build the CUDA image $(IMAGE)-cuda:VERSION: the same base, torch $(TORCH)'s CUDA build (5.3 GB image; not in CI)
 	images/docker-engine.sh
-	$(DOCKER_BUILD) --build-arg BASE_IMAGE=$(CUDA_BASE_IMAGE) --build-arg FLAVOUR=cuda -t $(IMAGE)-cuda:$(VERSION) .
+	@[ "$(BASE_IMAGE)" != "jestflow-base:bookworm" ] || images/base-image.sh $(BASE_IMAGE)
+	tar -c images/Dockerfile dist/$(WHEEL) dist/wheels dist/wheels-cuda | $(DOCKER_BUILD) --build-arg FLAVOUR=cuda -t $(IMAGE)-cuda:$(VERSION) -
 
 images: image-cpu image-cuda ## both images, tagged with the package version (what components/image.py names)
+
+REGISTRY ?=
+push: ## tag both images for REGISTRY (e.g. REGISTRY=us-docker.pkg.dev/PROJECT/jestflow) and push them
+	@[ -n "$(REGISTRY)" ] || { echo "give REGISTRY=host/path (e.g. us-docker.pkg.dev/PROJECT/jestflow)" >&2; exit 2; }
+	for i in jestflow jestflow-cuda; do docker tag $(IMAGE:/jestflow=)/$$i:$(VERSION) $(REGISTRY)/$$i:$(VERSION) && docker push $(REGISTRY)/$$i:$(VERSION); done
+	@echo "submit with --param image=$(REGISTRY)/jestflow:$(VERSION) --param train_image=$(REGISTRY)/jestflow-cuda:$(VERSION)"
 
 OVERLAY ?= kind
 deploy: ## kubectl apply -k manifests/overlays/OVERLAY (kind | gke-gpu)
@@ -125,9 +142,7 @@ kind-up: image-cpu ## create the kind cluster, install KFP $(KFP_VERSION), load 
 	kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=$(KFP_VERSION)"
 	kubectl wait --for condition=established --timeout=120s crd/applications.app.k8s.io
 	kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref=$(KFP_VERSION)"
-	@# kind has no GPUs: the training steps' CUDA tag is served by the CPU image (its torch runs on CPU).
-	docker image inspect $(IMAGE)-cuda:$(VERSION) >/dev/null 2>&1 || docker tag $(IMAGE):$(VERSION) $(IMAGE)-cuda:$(VERSION)
-	kind load docker-image --name jestflow $(IMAGE):$(VERSION) $(IMAGE)-cuda:$(VERSION)
+	kind load docker-image --name jestflow $(IMAGE):$(VERSION)  # the CPU variant's one image (image, train_image)
 	$(MAKE) deploy OVERLAY=kind
 	kubectl -n kubeflow wait --for=condition=available --timeout=900s deployment/ml-pipeline
 
@@ -135,10 +150,15 @@ kind-run: ## port-forward the KFP API, submit the CPU pipeline on the smoke pres
 	kubectl -n kubeflow wait --for=condition=complete --timeout=600s job/jestflow-demo-data
 	kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80 >/dev/null 2>&1 & echo $$! > $(STAMP)/port-forward.pid
 	sleep 3; $(JESTFLOW) submit --cpu --watch --host http://127.0.0.1:8080 --param preset=smoke \
-	  --param pushgateway_url=http://jestflow-pushgateway.kubeflow.svc:9091; rc=$$?; kill $$(cat $(STAMP)/port-forward.pid); exit $$rc
+	  --timeout 3600; rc=$$?; kill $$(cat $(STAMP)/port-forward.pid); exit $$rc
 
 kind-down: ## delete the kind cluster
 	kind delete cluster --name jestflow
+
+bench-scale: $(STAMP)/installed ## the cluster data path at 100k, 300k and 1M samples on a local GCS emulator: memory, bytes read, speed per step -> BENCHMARKS.md
+	$(JESTFLOW) bench scale --out bench/scale
+	cp bench/scale/scale.md docs/bench-scale.md
+	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md
 
 bench-gpu: $(STAMP)/installed ## GPU: training MFU, scoring, selection, JEST/Flexi-JEST iteration vs uniform, data wait, each vs a plain PyTorch peer -> bench/gpu/gpu.md
 	$(JESTFLOW) bench gpu --out bench/gpu
@@ -149,4 +169,4 @@ bench-select: $(STAMP)/installed ## dense vs chunked selection: time and peak me
 clean: ## remove runs, data and caches made by these targets
 	rm -rf runs data bench $(STAMP) .pytest_cache
 
-.PHONY: help install data run lint format test-fast test compile submit wheelhouse base-image image-cpu image-cuda images deploy kind-up kind-run kind-down bench bench-extended bench-gpu bench-select clean
+.PHONY: help install data run lint format test-fast test compile submit wheelhouse wheelhouse-cuda base-image image-cpu image-cuda images push deploy kind-up kind-run kind-down bench bench-extended bench-scale bench-gpu bench-select clean

@@ -16,10 +16,10 @@ puts it on every pod: backend/src/apiserver/template/v2_template.go, SetPodMetad
 from typing import NamedTuple
 
 from kfp import dsl, kubernetes
-from kfp.dsl import HTML, Artifact, Markdown
+from kfp.dsl import HTML, Artifact, Markdown, pipeline_channel
 
 from jestflow_components.evaluate.component import evaluate
-from jestflow_components.image import GPU_IMAGE
+from jestflow_components.image import CPU_IMAGE, GPU_IMAGE
 from jestflow_components.merge_scores.component import merge_scores
 from jestflow_components.multinode.component import train_learner_multinode
 from jestflow_components.prepare.component import prepare
@@ -28,7 +28,7 @@ from jestflow_components.score.component import score
 from jestflow_components.train_learner.component import train_learner
 from jestflow_components.train_reference.component import train_reference
 
-DATA_CLAIM = "jestflow-data"  # manifests/base/storage.yaml; mounted by the CPU variant only
+DATA_CLAIM = "jestflow-data"  # manifests/components/data-claim; mounted by the CPU variant only
 DATA_MOUNT = "/data"
 RUN_ID_LABEL = "pipeline/runid"  # set on every pipeline pod by the KFP API server
 ENV_FROM_POD = {  # env var -> downward-API field path (env vars may read single labels)
@@ -37,24 +37,41 @@ ENV_FROM_POD = {  # env var -> downward-API field path (env vars may read single
     "JESTFLOW_POD_NAME": "metadata.name",
     "JESTFLOW_POD_UID": "metadata.uid",
 }
+# Monitoring settings from the cluster's ConfigMap (manifests/base/config.yaml), as env vars: not pipeline
+# inputs, so turning monitoring on or off leaves every cache key as it was. Optional: without the
+# ConfigMap (or the key) a step pushes nothing.
+CONFIG_MAP = "jestflow-config"
+ENV_FROM_CONFIG = {"JESTFLOW_PUSHGATEWAY": "JESTFLOW_PUSHGATEWAY", "JESTFLOW_PUSH_INTERVAL": "JESTFLOW_PUSH_INTERVAL"}
 
 
-def _common(task, cpu: str, memory: str, cache: bool, claim=None):
-    """Requests, caching, the pod's identity as env vars, and (CPU variant) the data claim."""
+def _register(task, *values) -> None:
+    task.register_pipeline_channels([v for v in values if isinstance(v, pipeline_channel.PipelineChannel)])
+
+
+def _common(task, cpu, memory, cache: bool, image, claim=None):
+    """Image, requests (pipeline parameters or constants), caching, the pod's identity and the
+    monitoring settings as env vars, and (CPU variant) the data claim."""
+    task.set_container_image(image)  # the driver resolves a parameter at run time (v2/driver/resolve.go)
     task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(cache)
+    # SDK 2.17.3 registers a channel given to set_container_image as a task input, but not one given to
+    # set_cpu_request / set_memory_request / set_accelerator_type (kfp/dsl/pipeline_task.py): inside the
+    # scoring ParallelFor the loop's sub-DAG then lacks the parameter and the driver cannot resolve it.
+    _register(task, cpu, memory)
     for env, path in ENV_FROM_POD.items():
         kubernetes.use_field_path_as_env(task, env_name=env, field_path=path)
+    kubernetes.use_config_map_as_env(task, CONFIG_MAP, ENV_FROM_CONFIG, optional=True)
     if claim is not None:
         kubernetes.mount_pvc(task, pvc_name=claim, mount_path=DATA_MOUNT)
     return task
 
 
-def _accelerated(task, gpu, cpu: str, memory: str, cache: bool, claim=None):
+def _accelerated(task, gpu, cpu, memory, cache: bool, image, claim=None):
     """`gpu`: None (CPU variant) or (accelerator_type, gpu_node_selector) pipeline parameters."""
-    _common(task, cpu, memory, cache, claim)
+    _common(task, cpu, memory, cache, image, claim)
     if gpu is not None:
         accelerator, node_selector = gpu
         task.set_accelerator_type(accelerator).set_accelerator_limit(1)
+        _register(task, accelerator)
         kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
         # `{}` by default: the GPU request alone schedules onto GPU nodes on GKE, EKS and GPU-operator
         # clusters alike; a label is a choice among them (GKE: cloud.google.com/gke-accelerator).
@@ -84,8 +101,13 @@ PARAMETERS = {
     "seed": (int, 0, ALL),
     "overrides": (list, [], ALL),
     "check_data": (bool, False, ALL),  # read every shard first (`jestflow data check`); always for the demo
-    "pushgateway_url": (str, "", ALL),
     "score_parts": (list, [0, 1, 2, 3], ALL),
+    # images and the training and scoring steps' requests: parameters the driver resolves at run time
+    # (backend/src/v2/driver: resolvePodSpecInputRuntimeParameter for the image, getPodResource for requests)
+    "image": (str, CPU_IMAGE, ALL),  # prepare, merge, evaluation, report and the multi-node launcher
+    "train_image": (str, GPU_IMAGE, ALL),  # reference, scoring, learners (and the multi-node job's pods)
+    "train_cpu": (str, "4", ALL),
+    "train_memory": (str, "16Gi", ALL),
     "accelerator_type": (str, "nvidia.com/gpu", (GPU, MULTI)),
     "gpu_node_selector": (dict, {}, (GPU, MULTI)),
     "learner_nodes": (int, 2, (MULTI,)),
@@ -93,7 +115,9 @@ PARAMETERS = {
     "job_kind": (str, "trainjob", (MULTI,)),  # or "pytorchjob" (Training Operator v1)
     "learner_claim": (str, "", (MULTI,)),  # a ReadWriteMany claim for the job's pods; "": none (gs:// data)
 }
-CPU_DEFAULTS = {"demo_dir": f"{DATA_MOUNT}/demo"}  # the CPU variant's demo lives on the data claim
+# the CPU variant: the demo on the data claim, its one image, and requests a laptop's kind node has room for
+CPU_DEFAULTS = {"demo_dir": f"{DATA_MOUNT}/demo", "train_image": CPU_IMAGE, "train_cpu": "1", "train_memory": "4Gi"}
+LIGHT = ("1", "2Gi")  # prepare, merge, evaluation, report, launcher: one CPU, 2 GiB in every variant
 CPU_ONLY = {"data_claim": (str, DATA_CLAIM)}  # the claim mounted at /data
 
 
@@ -106,10 +130,14 @@ def signature(variant: str) -> list[tuple[str, type, object]]:
     return out
 
 
-def build(gpu: bool = True, multinode: bool = False):
+def build(gpu: bool = True, multinode: bool = False, fixed_images: tuple[str, str] | None = None):
     """A pipeline variant: `gpu` for real clusters; `multinode`: the curated learner trains as a
     Kubeflow Trainer TrainJob (or Training Operator PyTorchJob) over `learner_nodes` x `gpus_per_node`
-    ranks (needs a gs:// pipeline root or a ReadWriteMany claim; see docs/distributed.md)."""
+    ranks (needs a gs:// pipeline root or a ReadWriteMany claim; see docs/distributed.md).
+
+    `fixed_images` = (image, train_image) writes the images into the spec instead of taking them from the
+    `image` / `train_image` parameters: for KFP's local DockerRunner, which runs `container.image` as
+    written (kfp 2.17 kfp/local/task_dispatcher.py) where a cluster's driver resolves the parameter."""
     import inspect
 
     variant = MULTI if multinode else (GPU if gpu else CPU)
@@ -120,35 +148,30 @@ def build(gpu: bool = True, multinode: bool = False):
         p = dict(zip([n for n, _, _ in params], args))  # this variant's parameters, as KFP passes them
         claim = p["data_claim"] if variant == CPU else None
         accel = (p["accelerator_type"], p["gpu_node_selector"]) if variant != CPU else None
+        image, train_image = fixed_images or (p["image"], p["train_image"])
+        light = {"cpu": LIGHT[0], "memory": LIGHT[1], "image": image, "claim": claim}
+        heavy = {"cpu": p["train_cpu"], "memory": p["train_memory"], "image": train_image, "claim": claim}
         # A pure function of its parameters (the demo is seeded): cached, so later steps can hit too.
-        prep = _common(
-            prepare(**{k: p[k] for k in prepare.component_spec.inputs}), "1", "4Gi", cache=True, claim=claim
-        ).set_display_name("prepare")
+        prep = _common(prepare(**{k: p[k] for k in prepare.component_spec.inputs}), cache=True, **light)
+        prep.set_display_name("prepare")
         cfg = prep.outputs["config"]
-        # Metrics of every stage go to the Pushgateway grouped by this run's id (empty URL: no pushes).
-        mon = {"pushgateway": p["pushgateway_url"]}
         # Expensive and deterministic given config and data: cached, so re-runs reuse the reference.
-        ref = _accelerated(
-            train_reference(config=cfg, curated_uri=prep.outputs["curated"], **mon), accel, "4", "16Gi", True, claim
-        ).set_display_name("train reference")
+        ref = _accelerated(train_reference(config=cfg, curated_uri=prep.outputs["curated"]), accel, cache=True,
+                           **heavy).set_display_name("train reference")  # fmt: skip
         # Scoring fans out over pool shards, one branch per item of score_parts (branch p scores shards
-        # p, p + n, p + 2n, ...), then the partial caches merge.
+        # p, p + n, p + 2n, ...), then the partial caches merge (an index naming the parts' score files).
         with dsl.ParallelFor(items=p["score_parts"], name="score-shards") as part:
             # The pool URI travels on the config artifact's metadata (see kfp_steps.prepare).
             part_task = _accelerated(
-                score(config=cfg, reference=ref.outputs["reference"], part=part, parts=p["score_parts"], **mon),
+                score(config=cfg, reference=ref.outputs["reference"], part=part, parts=p["score_parts"]),
                 accel,
-                "4",
-                "16Gi",
                 cache=True,
-                claim=claim,
+                **heavy,
             ).set_display_name("score pool shards")
         scr = _common(
             merge_scores(parts=dsl.Collected(part_task.outputs["scores"]), pool_uri=prep.outputs["pool"]),
-            "1",
-            "4Gi",
             cache=True,
-            claim=claim,
+            **light,
         ).set_display_name("merge scores")
         data = {
             "config": cfg,
@@ -168,35 +191,24 @@ def build(gpu: bool = True, multinode: bool = False):
                         method=meth,
                         nodes=p["learner_nodes"],
                         gpus_per_node=p["gpus_per_node"],
-                        image=GPU_IMAGE,
+                        image=train_image,
                         job_kind=p["job_kind"],
                         namespace="",
                         accelerator_type=p["accelerator_type"],
                         node_selector=p["gpu_node_selector"],
                         data_claim=p["learner_claim"],
                         **data,
-                        **mon,
                     ),
-                    "1",
-                    "2Gi",
                     cache=False,
+                    **{**light, "claim": None},
                 ).set_display_name(f"learner: {label} (multi-node)")
             else:
                 t = _accelerated(
-                    train_learner(method=meth, match_flops_of=match_flops_of, **data, **mon),
-                    accel,
-                    "4",
-                    "16Gi",
-                    cache=False,
-                    claim=claim,
+                    train_learner(method=meth, match_flops_of=match_flops_of, **data), accel, cache=False, **heavy
                 ).set_display_name(f"learner: {label}")
             # Pure function of the model: cached.
             e = _common(
-                evaluate(config=cfg, model=t.outputs["model"], eval_uri=prep.outputs["eval"], **mon),
-                "2",
-                "8Gi",
-                cache=True,
-                claim=claim,
+                evaluate(config=cfg, model=t.outputs["model"], eval_uri=prep.outputs["eval"]), cache=True, **light
             ).set_display_name(f"evaluate: {label}")
             return t.outputs["model"], e.outputs["results"]
 
@@ -217,10 +229,8 @@ def build(gpu: bool = True, multinode: bool = False):
                 scores=scr.outputs["scores"],
                 pool_uri=prep.outputs["pool"],
             ),
-            "1",
-            "2Gi",
             cache=False,
-            claim=claim,
+            **light,
         ).set_display_name("report")
         outputs = NamedTuple("Outputs", summary=Artifact, report=Markdown, report_html=HTML)  # noqa: UP014 (KFP's form)
         return outputs(rep.outputs["summary"], rep.outputs["report"], rep.outputs["report_html"])

@@ -3,8 +3,9 @@
     python scripts/benchmarks_md.py bench/curation BENCHMARKS.md
 
 Renders the report from OUT/results.json with the findings of docs/bench-findings.md, copies the
-plots and results.json to docs/bench/ (the report links them there), and appends docs/bench-gpu.md, the
-GPU section written from `jestflow bench gpu` runs, so re-rendering keeps it.
+plots and results.json to docs/bench/ (the report links them there), and appends docs/bench-scale.md (the
+scale rehearsal, `make bench-scale`) and docs/bench-gpu.md (written from `jestflow bench gpu` runs), so
+re-rendering keeps them.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         if (out / name).exists():  # a main-only run has no long-tail plot
             shutil.copy2(out / name, docs / "bench" / name)
     md = md.replace("](", "](docs/bench/")
-    gpu = docs / "bench-gpu.md"
-    if gpu.exists():
-        md += "\n" + gpu.read_text()
+    for extra in ("bench-scale.md", "bench-gpu.md"):  # written by `make bench-scale` and from `bench gpu` runs
+        if (docs / extra).exists():
+            md += "\n" + (docs / extra).read_text()
     tmp = target.with_name(f".{target.name}.partial")
     tmp.write_text(md)
     tmp.replace(target)

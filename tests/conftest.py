@@ -52,7 +52,7 @@ def monitoring(tmp_path_factory):
 def local_pipeline(tmp_path_factory, monitoring):
     """The whole pipeline through kfp.local on the smoke preset, pushing metrics to the gateway."""
     root = tmp_path_factory.mktemp("localrun")
-    env = {**os.environ, "JESTFLOW_PUSH_INTERVAL": "1"}
+    env = {**os.environ, "JESTFLOW_PUSH_INTERVAL": "1", "JESTFLOW_RESULTS_GRACE": "3"}
     from cli import run_jestflow
 
     r = run_jestflow(

@@ -5,9 +5,8 @@ from jestflow_components.image import GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def train_reference(config: Input[Artifact], curated_uri: str, reference: Output[Model], metrics: Output[Metrics],
-                    pushgateway: str):
+def train_reference(config: Input[Artifact], curated_uri: str, reference: Output[Model], metrics: Output[Metrics]):
     """Stage 1: train the reference model on the curated split."""
     from jestflow.platform import kfp_steps
 
-    kfp_steps.train_reference(config, curated_uri, reference, metrics, pushgateway)
+    kfp_steps.train_reference(config, curated_uri, reference, metrics)

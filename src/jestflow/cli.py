@@ -212,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--watch", action="store_true", help="follow the run to its end; exit non-zero if it fails or is cancelled"
     )
     sm.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="with --watch: give up (exit 2, the run goes on) if it has not ended after this long (default: wait)",
+    )
+    sm.add_argument(
         "--param",
         action="append",
         default=[],
@@ -271,6 +277,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="no training: recompute the results, tables and plots from the finished runs in OUT",
     )
     _common(bc, default_preset="bench")
+
+    bsc = b.add_parser(
+        "scale",
+        help="the cluster data path at several pool sizes on a local GCS emulator: memory, bytes read, speed",
+        description="Write pools of small synthetic pairs to gcp-storage-emulator (127.0.0.1), then score them "
+        "in parallel parts, merge, and train a JEST learner on the pool and cache by URI, each step in its own "
+        "process; report peak memory, bytes read, samples/s and wall time per step and size (scale.md).",
+    )
+    bsc.add_argument("--out", default="bench/scale", help="folder for the emulator's files, scale.json and scale.md")
+    bsc.add_argument("--sizes", default="100000,300000,1000000", help="pool sizes, comma-separated")
+    bsc.add_argument("--shards", default="64,128,256", help="shards per pool size, comma-separated")
+    bsc.add_argument("--parts", type=int, default=2, help="parallel scoring parts")
+    bsc.add_argument("--steps", type=int, default=100, help="JEST learner steps per size")
 
     bs = b.add_parser(
         "select",
@@ -453,7 +472,7 @@ def run(args) -> int:
         )
         print(run_url(args.host, run_id), flush=True)
         if args.watch:
-            return watch(args.host, run_id, args.namespace, args.token)
+            return watch(args.host, run_id, args.namespace, args.token, timeout=args.timeout)
     elif args.cmd == "report":
         from . import storage
         from .reporting.html_report import write_html
@@ -503,6 +522,13 @@ def run(args) -> int:
             config_file=args.config,
             batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",") if b.strip()),
         )
+    elif args.cmd == "bench" and args.bench_cmd == "scale":
+        from .bench.scale import bench_scale
+
+        ints = lambda text: tuple(int(x) for x in text.split(",") if x.strip())  # noqa: E731
+        if len(ints(args.sizes)) != len(ints(args.shards)):
+            raise ValueError(f"--sizes {args.sizes} and --shards {args.shards} must list as many values")
+        bench_scale(args.out, ints(args.sizes), ints(args.shards), args.parts, args.steps)
     elif args.cmd == "bench" and args.bench_cmd == "select":
         from .bench.select import bench_select
 

@@ -42,14 +42,17 @@ def train_reference(
     callbacks: list[Callback] = (),
     progress: bool = True,
     metrics=None,
+    checkpoint_dir: str | None = None,
 ) -> dict:
-    """Stage 1: build the tokenizer from the curated captions and train the reference on them."""
+    """Stage 1: build the tokenizer from the curated captions and train the reference on them.
+    `checkpoint_dir`: durable storage for the checkpoint where `out` is not (training.loop.train)."""
     _write_config(cfg, out)
     stats = ReadStats(max_bad_fraction=cfg.reference.max_bad_fraction)
     captions = (s.caption for s in iter_split(curated, stats, cfg.model.image_size))
     tokenizer = Tokenizer.build(captions, cfg.model.context_length)
     callbacks = [*callbacks, *([metrics] if metrics else [])]
-    return train(cfg, "reference", curated, out, tokenizer, eval_uri=eval_uri, callbacks=callbacks, progress=progress)
+    return train(cfg, "reference", curated, out, tokenizer, eval_uri=eval_uri, callbacks=callbacks, progress=progress,
+                 checkpoint_dir=checkpoint_dir)  # fmt: skip
 
 
 def score(
@@ -60,14 +63,18 @@ def score(
     progress: bool = True,
     shards: list[str] | None = None,
     metrics=None,
+    data_uri: str | None = None,
+    reference_uri: str | None = None,
 ) -> dict:
-    """Stage 2: run the reference once over the pool and cache embeddings and losses by uid."""
+    """Stage 2: run the reference once over the pool and cache embeddings and losses by uid. `data_uri`:
+    where the score files go (default `out`); `reference_uri`: the reference as the index records it
+    (default `reference`, e.g. the artifact's URI where `reference` is its local copy)."""
     _write_config(cfg, out, "score-config.yaml")
     device = resolve_device(cfg.reference.device)
     model = load_model(storage.join(reference, "model.pt"), device)
     tokenizer = Tokenizer.load(storage.join(reference, "tokenizer.json"))
     ref_summary = storage.read_json(storage.join(reference, "train.json"))
-    extra = {"reference": reference, "reference_flops": ref_summary["flops_total"]}
+    extra = {"reference": reference_uri or reference, "reference_flops": ref_summary["flops_total"]}
     if metrics:
         metrics.start()
     index = score_pool(
@@ -84,6 +91,7 @@ def score(
         on_shard=metrics.scored if metrics else None,
         dtype=cfg.score.dtype,
         reference_id=storage.fingerprint(storage.join(reference, "model.pt")),
+        data_uri=data_uri,
     )
     if metrics:
         metrics.end()
@@ -100,8 +108,10 @@ def train_learner(
     callbacks: list[Callback] = (),
     progress: bool = True,
     metrics=None,
+    checkpoint_dir: str | None = None,
 ) -> dict:
-    """Stage 3: train the learner on the pool with `cfg.select.method` choosing each sub-batch."""
+    """Stage 3: train the learner on the pool with `cfg.select.method` choosing each sub-batch.
+    `checkpoint_dir`: durable storage for the checkpoint where `out` is not (training.loop.train)."""
     _write_config(cfg, out)
     m = cfg.select.method_info
     # A method that reads no reference is neither given its scores nor charged its costs.
@@ -125,7 +135,18 @@ def train_learner(
     )
     callbacks = [*callbacks, *([metrics] if metrics else [])]
     return train(
-        cfg, "learner", pool, out, tokenizer, cache, eval_uri, callbacks, progress, extra, offline_filter(cfg, cache)
+        cfg,
+        "learner",
+        pool,
+        out,
+        tokenizer,
+        cache,
+        eval_uri,
+        callbacks,
+        progress,
+        extra,
+        offline_filter(cfg, cache),
+        checkpoint_dir,
     )
 
 
@@ -134,8 +155,9 @@ def offline_filter(cfg: C.Config, cache: ScoreCache | None):
 
     "reference-clip" (offline-easy-reference): keep the top fraction of the pool by the reference's
     CLIP score (cosine similarity of a sample's own image and text embeddings), as CLIP-score
-    filtering does. "clean" (oracle): keep the samples whose recorded noise type is "clean" (an upper
-    bound; needs the demo's noise records)."""
+    filtering does; the threshold comes from the cache's histogram, each sample's score from its
+    shard's score file as the stream reaches it. "clean" (oracle): keep the samples whose recorded noise
+    type is "clean" (an upper bound; needs the demo's noise records)."""
     kind = cfg.select.method_info.offline_filter
     if kind == "clean":
 
@@ -150,12 +172,8 @@ def offline_filter(cfg: C.Config, cache: ScoreCache | None):
     if kind != "reference-clip":
         return None
     keep_frac = cfg.select.offline_keep or (1 - cfg.select.filter_ratio)
-    img, txt = cache.embeddings()
-    score = (img * txt).sum(1)
-    n_keep = max(1, int(round(keep_frac * len(score))))
-    cut = float(score.topk(n_keep).values[-1])
-    uids = {u for u, i in cache.row.items() if float(score[i]) >= cut}
-    return lambda sample: sample.uid in uids
+    cut = cache.clip_threshold(keep_frac)  # from the index's histogram: no score file read to find it
+    return lambda sample: cache.clip_score(sample.uid, sample.shard) >= cut
 
 
 def flops_matched(cfg: C.Config, method: str, scores_path: str) -> C.Config:

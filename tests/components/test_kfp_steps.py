@@ -45,14 +45,12 @@ def steps(tmp_path_factory):
     out["config"], out["demo"] = config, demo
     cfg = la.input(config)
     ref, ref_metrics = la.output(dsl.Model, "reference"), la.output(dsl.Metrics, "metrics")
-    la.run(train_reference, config=cfg, curated_uri=out["prepare"][0], reference=ref, metrics=ref_metrics,
-           pushgateway="")  # fmt: skip
+    la.run(train_reference, config=cfg, curated_uri=out["prepare"][0], reference=ref, metrics=ref_metrics)  # fmt: skip
     out["reference"], out["reference_metrics"] = ref, ref_metrics
     parts = []
     for p in (0, 1):
         part = la.output(dsl.Dataset, "scores")
-        la.run(score, config=la.input(config), reference=la.input(ref), part=p, parts=[0, 1], scores=part,
-               pushgateway="")  # fmt: skip
+        la.run(score, config=la.input(config), reference=la.input(ref), part=p, parts=[0, 1], scores=part)  # fmt: skip
         parts.append(part)
     out["parts"] = parts
     merged = la.output(dsl.Dataset, "scores")
@@ -63,10 +61,10 @@ def steps(tmp_path_factory):
         model, metrics, results = la.output(dsl.Model, "model"), la.output(dsl.Metrics, "metrics"), None
         la.run(train_learner, config=la.input(config), method=method, match_flops_of=match, pool_uri=out["prepare"][1],
                eval_uri=out["prepare"][2], scores=la.input(merged), reference=la.input(ref), model=model,
-               metrics=metrics, pushgateway="")  # fmt: skip
+               metrics=metrics)  # fmt: skip
         results, ev_metrics = la.output(dsl.Artifact, "results"), la.output(dsl.Metrics, "metrics")
         la.run(evaluate, config=la.input(config), model=la.input(model), eval_uri=out["prepare"][2],
-               metrics=ev_metrics, results=results, pushgateway="")  # fmt: skip
+               metrics=ev_metrics, results=results)  # fmt: skip
         runs[name] = (model, metrics, results, ev_metrics)
     out["runs"] = runs
     md, html, summary = la.output(dsl.Markdown, "report"), la.output(dsl.HTML, "report_html"), la.output()
@@ -125,3 +123,66 @@ def test_report_writes_markdown_html_and_the_curation_table(steps):
         p.name for p in Path(summary.uri).iterdir()
     }
     assert summary.metadata["runs"] == ["jest", "uniform", "uniform@flops"]
+
+
+def test_a_retried_step_resumes_from_its_durable_checkpoint(steps, capsys):
+    """A retry is a new pod: a new local output folder, the same output URI (the driver ran once; the
+    retryStrategy sits on the executor template: backend/src/v2/compiler/argocompiler/container.go).
+    Preempted (SIGTERM) after a checkpoint, the step's second attempt resumes there, not at step 0,
+    because checkpoints live beside the output URI (kfp_steps.beside), not in the lost local folder."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from jestflow.platform.kfp_steps import beside
+
+    la = steps["launcher"]
+    cfg_overrides = [*TINY, "reference.steps=60", "reference.checkpoint_every=5"]
+    config = la.output(dsl.Artifact, "config")
+    la.run(prepare, **{**PARAMS, "overrides": cfg_overrides}, config=config, demo=la.output(dsl.Dataset, "demo"))
+    first, metrics = la.output(dsl.Model, "reference"), la.output(dsl.Metrics, "metrics")
+    ckpt = Path(beside(first, "checkpoint"), "checkpoint.pt")
+
+    def preempt():  # what Kubernetes does to a pod: SIGTERM, once a checkpoint exists
+        deadline = time.time() + 120
+        while not ckpt.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=preempt, daemon=True).start()
+    late = signal.signal(signal.SIGTERM, lambda *a: None)  # a signal after training ended must not end pytest
+    try:
+        with pytest.raises(SystemExit, match="SIGTERM received; checkpoint written at step"):
+            train_reference.python_func(config=la.input(config), curated_uri=steps["prepare"][0], reference=first,
+                                        metrics=metrics)  # fmt: skip
+    finally:
+        signal.signal(signal.SIGTERM, late)
+    assert not Path(first.uri).exists()  # the failed attempt uploaded nothing
+    retry = dsl.Model(name="reference", uri=first.uri, metadata={})
+    retry.set_path(str(Path(first.path).parent / "retry-pod" / "reference"))  # a fresh pod's local folder
+    capsys.readouterr()
+    la.run(train_reference, config=la.input(config), curated_uri=steps["prepare"][0], reference=retry,
+           metrics=la.output(dsl.Metrics, "metrics"))  # fmt: skip
+    said = capsys.readouterr().out
+    assert "reference: resuming from step " in said and " of 60 (" in said
+    assert json.loads(Path(first.uri, "train.json").read_text())["steps"] == 60
+
+
+def test_score_files_travel_by_reference_not_inside_artifacts(steps):
+    """KFP's launcher downloads a step's input artifacts whole (launcher_v2.go, downloadArtifacts): the
+    merge, the three learners and the report would each copy the whole cache (31 TB at paper scale).
+    Score files live beside each scoring part (kfp_steps.beside); the artifacts hold an index naming
+    them, so what is downloaded is a few kilobytes, and a learner that reads no reference reads none."""
+    from jestflow.platform.kfp_steps import beside
+
+    for part in steps["parts"]:
+        assert sorted(p.name for p in Path(part.uri).iterdir()) == ["index.json", "score-config.yaml", "tokenizer.json"]
+        assert list(Path(beside(part, "shards")).glob("*.npz"))
+    merged = Path(steps["scores"].uri)
+    assert sorted(p.name for p in merged.iterdir()) == ["index.json", "tokenizer.json"]
+    files = [e["file"] for e in json.loads((merged / "index.json").read_text())["shards"]]
+    assert all(Path(f).is_file() and not Path(f).is_relative_to(merged) for f in files)
+    summaries = {n: json.loads(Path(m.uri, "train.json").read_text()) for n, (m, *_) in steps["runs"].items()}
+    assert 0 < summaries["jest"]["score_cache_read"]["files"] <= summaries["jest"]["score_cache_read"]["of"]
+    assert "score_cache_read" not in summaries["uniform"] and "score_cache_read" not in summaries["uniform@flops"]

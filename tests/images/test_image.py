@@ -1,5 +1,6 @@
-"""The CPU image built from images/ (make image-cpu; `make test` builds it): its facts, and pipeline
-components run inside it by KFP's own DockerRunner."""
+"""The images built from images/ (`make image-cpu`, which `make test` runs; `make image-cuda`, too big for
+CI: its tests run where it was built and skip elsewhere): their facts, torchrun with the image's own
+Python, and the pipeline's steps run inside them by KFP's own DockerRunner."""
 
 import json
 import os
@@ -10,42 +11,48 @@ from pathlib import Path
 import pytest
 
 from jestflow import __version__
-from jestflow_components.image import CPU_IMAGE
+from jestflow_components.image import CPU_IMAGE, GPU_IMAGE
+
+TORCH = next(
+    line.split("==")[1].split()[0]
+    for line in (Path(__file__).resolve().parents[2] / "constraints.txt").read_text().splitlines()
+    if line.startswith("torch==")
+)
 
 
 def _docker(*args, **kw):
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=600, **kw)
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=900, **kw)
 
 
-@pytest.fixture(scope="module")
-def image():
-    ok = shutil.which("docker") and _docker("image", "inspect", CPU_IMAGE).returncode == 0
-    if not ok:
-        if os.environ.get("CI"):
+def _built(image: str) -> bool:
+    return bool(shutil.which("docker")) and _docker("image", "inspect", image).returncode == 0
+
+
+@pytest.fixture(scope="module", params=[CPU_IMAGE, GPU_IMAGE], ids=["cpu", "cuda"])
+def image(request):
+    if not _built(request.param):
+        if request.param == CPU_IMAGE and os.environ.get("CI"):
             pytest.fail(
                 f"{CPU_IMAGE} is not built: `make test` builds it with `make image-cpu` (needs a Docker engine)"
             )
-        pytest.skip(f"{CPU_IMAGE} not built here (make image-cpu)")
-    return CPU_IMAGE
+        pytest.skip(f"{request.param} not built here (make image-{request.param == CPU_IMAGE and 'cpu' or 'cuda'})")
+    return request.param
 
 
-def test_image_runs_as_non_root_with_jestflow_of_this_version(image):
+def test_image_runs_as_non_root_with_jestflow_and_the_one_torch(image):
     cfg = json.loads(_docker("image", "inspect", image).stdout)[0]["Config"]
     assert cfg["User"] == "10001:10001"
     assert not [e for e in cfg["Env"] if any(s in e.split("=")[0] for s in ("KEY", "TOKEN", "SECRET", "PASSWORD"))]
-    r = _docker(
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        image,
-        "python3",
-        "-c",
-        "import os, jestflow, torch, kfp; print(os.getuid(), jestflow.__version__, torch.__version__, kfp.__version__)",
+    code = (
+        "import os, jestflow, torch, kfp; print(os.getuid(), jestflow.__version__, torch.__version__, "
+        "torch.version.cuda, kfp.__version__)"
     )
+    r = _docker("run", "--rm", "--network", "none", image, "python3", "-c", code)
     assert r.returncode == 0, r.stderr
-    uid, version, torch_version, kfp_version = r.stdout.split()
-    assert (uid, version, kfp_version) == ("10001", __version__, "2.17.3") and "cpu" in torch_version
+    uid, version, torch_version, cuda, kfp_version = r.stdout.split()
+    assert (uid, version, kfp_version) == ("10001", __version__, "2.17.3")
+    assert torch_version.split("+")[0] == TORCH  # constraints.txt's torch in both images
+    assert (cuda == "None") == (image == CPU_IMAGE), (torch_version, cuda)
 
 
 def test_no_wheel_left_in_the_image(image):
@@ -53,9 +60,33 @@ def test_no_wheel_left_in_the_image(image):
     assert r.returncode == 0 and r.stdout.strip() == ""
 
 
+def test_torchrun_runs_jestflow_with_the_images_python(image, smoke_scored, tmp_path):
+    """What the training jobs run (training_jobs.LAUNCHER): `python -m torch.distributed.run` with two
+    gloo ranks training JEST for 2 steps on the smoke data, inside the image, as its non-root user."""
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(["chmod", "a+rwX", str(out)], check=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(smoke_scored)], check=True)  # the image's user is 10001
+    launcher = ["python", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    # --network none leaves the container's own hostname unresolvable and torchrun's rendezvous store
+    # waits on it forever; a pod resolves its hostname, so name the container `localhost` here.
+    net = ["--network", "none", "--hostname", "localhost"]
+    r = _docker("run", "--rm", *net, "-v", f"{smoke_scored}:/data:ro", "-v", f"{out}:/out", image,
+                *launcher, "-m", "jestflow", "--help")  # fmt: skip
+    assert r.returncode == 0 and "usage: jestflow" in r.stdout, r.stderr[-2000:]
+    train = ["-m", "jestflow", "train", "--method", "jest", "--data", "/data/data/pool", "--scores", "/data/scores",
+             "--out", "/out/jest", "--preset", "smoke", "--quiet", "--set", "learner.steps=2",
+             "--set", "learner.eval_every=0", "--set", "learner.decode_workers=1"]  # fmt: skip
+    r = _docker("run", "--rm", *net, "-v", f"{smoke_scored}:/data:ro", "-v", f"{out}:/out", image,
+                *launcher, *train)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "jest" / "train.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 2
+
+
 def test_components_run_inside_the_image_with_kfp_docker_runner(image, smoke_scored, tmp_path):
-    """prepare (writes the demo data) and evaluate (torch: loads a model, embeds, scores) run in the CPU
-    image; the model comes in through an importer (the CUDA image that trains it is not built here)."""
+    """prepare (writes the demo data) and evaluate (torch: loads a model, embeds, scores) run in the image
+    by KFP's DockerRunner; the model comes in through an importer."""
     import kfp.local
     from kfp import dsl
 
@@ -69,30 +100,12 @@ def test_components_run_inside_the_image_with_kfp_docker_runner(image, smoke_sco
 
     @dsl.pipeline(name="image-check")
     def image_check(demo_dir: str, reference_uri: str) -> dsl.Artifact:
-        prep = prepare(
-            curated_uri="",
-            pool_uri="",
-            eval_uri="",
-            demo_dir=demo_dir,
-            preset="smoke",
-            model_size="",
-            reference_steps=0,
-            steps=0,
-            batch_size=0,
-            filter_ratio=0.0,
-            n_chunks=0,
-            seed=0,
-            overrides=[],
-            check_data=False,
-        )
+        prep = prepare(curated_uri="", pool_uri="", eval_uri="", demo_dir=demo_dir, preset="smoke", model_size="",
+                       reference_steps=0, steps=0, batch_size=0, filter_ratio=0.0, n_chunks=0, seed=0, overrides=[],
+                       check_data=False).set_container_image(image)  # fmt: skip
         model = dsl.importer(artifact_uri=reference_uri, artifact_class=dsl.Model, reimport=False)
-        ev = evaluate(
-            config=prep.outputs["config"],
-            model=model.output,
-            eval_uri=prep.outputs["eval"],
-            pushgateway="",
-        )
-        return ev.outputs["results"]
+        ev = evaluate(config=prep.outputs["config"], model=model.output, eval_uri=prep.outputs["eval"])
+        return ev.set_container_image(image).outputs["results"]
 
     task = image_check(demo_dir=str(root / "demo"), reference_uri=str(root / "reference"))
     out = Path(task.output.path)
@@ -100,3 +113,22 @@ def test_components_run_inside_the_image_with_kfp_docker_runner(image, smoke_sco
     assert 0.0 <= results["zeroshot_top1"] <= 1.0 and results["n"] == 200
     assert out.stat().st_uid == 10001  # written inside the container, by its non-root user
     assert (root / "demo" / "pool").stat().st_uid == 10001
+
+
+@pytest.mark.skipif(not _built(GPU_IMAGE), reason=f"{GPU_IMAGE} not built here (make image-cuda)")
+def test_the_whole_smoke_pipeline_runs_in_the_cuda_image(tmp_path):
+    """Every step of the CPU variant, in the CUDA image (its torch runs on CPU where no GPU is), by KFP's
+    DockerRunner, with the images fixed in the spec (the local runner does not resolve an image
+    parameter: jest_pipeline.build's `fixed_images`)."""
+    import kfp.local
+
+    from jestflow_pipelines.jest_pipeline import build
+
+    root = tmp_path / "root"
+    root.mkdir()
+    subprocess.run(["chmod", "a+rwX", str(root)], check=True)
+    kfp.local.init(runner=kfp.local.DockerRunner(network_mode="none"), pipeline_root=str(root), raise_on_error=True)
+    pipeline = build(gpu=False, fixed_images=(GPU_IMAGE, GPU_IMAGE))
+    task = pipeline(demo_dir=str(root / "demo"), preset="smoke", overrides=["learner.decode_workers=1"])
+    results = json.loads(Path(task.outputs["summary"].path, "results.json").read_text())
+    assert {r["run"] for r in results["rows"]} == {"jest", "uniform", "uniform@flops"}

@@ -35,17 +35,13 @@ def documented():
 @pytest.fixture(scope="module")
 def series(local_pipeline, monitoring):
     """{(name, stage, method): [samples]} once Prometheus has scraped every group's final push."""
-    deadline = time.time() + 30
-    while True:
-        running = monitoring.query('jestflow_stage_running{job="jestflow_results"}')
-        done = {(r["metric"]["stage"], r["metric"]["method"]) for r in running if r["value"][1] == "0"}
-        if set(GROUPS) <= done or time.time() > deadline:
-            break
-        time.sleep(1)
+    # The report step deletes the run's result groups from the gateway once they are its KFP metrics
+    # (after JESTFLOW_RESULTS_GRACE, 3 s here, so the 1 s scrape has them): read each series' last
+    # value from Prometheus' history, as a dashboard over finished runs does.
     out = {}
-    for r in monitoring.query('{__name__=~"jestflow_.+", job="jestflow_results"}'):
+    for r in monitoring.query('{__name__=~"jestflow_.+", job="jestflow_results"}[1h]'):
         m = r["metric"]
-        out.setdefault((m["__name__"], m["stage"], m["method"]), []).append((m, float(r["value"][1])))
+        out.setdefault((m["__name__"], m["stage"], m["method"]), []).append((m, float(r["values"][-1][1])))
     return out
 
 
@@ -131,14 +127,33 @@ def groups(gateway: str) -> list[dict]:
         return [g["labels"] for g in json.load(r)["data"]]
 
 
-def test_no_live_group_outlives_its_stage(series, monitoring):
+def test_no_group_outlives_its_run(series, monitoring):
     """Issue 15 defect 9: groups were never deleted, so a finished (or killed) stage kept
-    `jestflow_stage_running` in the gateway forever. Every stage of the finished pipeline has its result
-    group and no live one."""
-    left = groups(monitoring.gateway)
-    assert [g for g in left if g["job"] == "jestflow"] == []
-    results = {(g["stage"], g["method"]) for g in left if g["job"] == "jestflow_results"}
-    assert set(GROUPS) <= results
+    `jestflow_stage_running` in the gateway forever. Issue 25: result groups then piled up, ~11 per run,
+    forever. Every stage of the finished pipeline reached Prometheus as a finished result group
+    (`jestflow_stage_running` 0), and the gateway keeps no group of the run, live or result."""
+    done = {k[1:] for k, v in series.items() if k[0] == "jestflow_stage_running" and v[0][1] == 0}
+    assert set(GROUPS) <= done
+    runs = {m["run_id"] for samples in series.values() for m, _ in samples}
+    assert len(runs) == 1
+    assert [g for g in groups(monitoring.gateway) if g.get("run_id") in runs] == []
+
+
+def test_result_groups_are_deleted_only_after_their_grace(monitoring):
+    """Deleting a group Prometheus has not scraped yet would lose the run's final values: the report
+    step waits until the run's last push is `grace` seconds old (three 15 s scrapes by default)."""
+    from jestflow.platform.metrics import StageMetrics, delete_run_results
+
+    m = StageMetrics("evaluate", "jest", run_id="grace-1", gateway=monitoring.gateway, push_interval=0)
+    m.start()
+    m.end()
+    pushed = _push_time(monitoring.gateway, job="jestflow_results", run_id="grace-1")
+    assert delete_run_results(monitoring.gateway, "other-run", grace=2.0) == 0  # another run's: untouched
+    assert _push_time(monitoring.gateway, job="jestflow_results", run_id="grace-1") == pushed
+    assert delete_run_results(monitoring.gateway, "grace-1", grace=2.0) == 1
+    assert time.time() - pushed >= 2.0
+    assert _push_time(monitoring.gateway, job="jestflow_results", run_id="grace-1") is None
+    assert delete_run_results("http://127.0.0.1:9", "grace-1", grace=2.0) == 0  # unreachable: logged, skipped
 
 
 def _push_time(gateway: str, **labels) -> float | None:

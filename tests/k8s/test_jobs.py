@@ -268,7 +268,8 @@ def test_rendered_trainjob_passes_the_trainer_crd_schema(nodes, gpus):
     (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
     assert node["name"] == "node"  # the torch-distributed runtime's replicated job
     pod = node["template"]["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == "jestflow-runner" and pod["securityContext"]["runAsNonRoot"]
+    assert pod["serviceAccountName"] == "jestflow-trainer"  # no rights, no token (manifests/base/rbac.yaml)
+    assert pod["securityContext"]["runAsNonRoot"]
     assert ("nodeSelector" in pod) == bool(gpus) and ("tolerations" in pod) == bool(gpus)
     assert {"name": "data", "mountPath": "/data"} in pod["containers"][0]["volumeMounts"]
 

@@ -11,7 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from jestflow_components.image import CPU_IMAGE, GPU_IMAGE
+from jestflow.platform.training_jobs import TRAINER_ACCOUNT as TRAINER_SA
+from jestflow_components.image import CPU_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent
@@ -146,59 +147,44 @@ def test_policy_check_catches_violations():
     assert any("requests" in v for v in found)
 
 
-def test_overlays_differ_where_they_should():
+def render_with(components: list[str], tmp_path) -> list[dict]:
+    """The gke-gpu overlay plus opt-in components, as a user's own overlay would add them."""
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(ROOT / "manifests" / "overlays" / "gke-gpu", tmp_path)],
+                "components": [os.path.relpath(ROOT / "manifests" / "components" / c, tmp_path) for c in components],
+            }
+        )
+    )
+    r = subprocess.run(["kubectl", "kustomize", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def test_overlays_differ_where_they_should(tmp_path):
+    """Issue 25: the gke overlay provisioned a 1 TiB Filestore claim (billed at its minimum) and a demo
+    Job that the GPU variants never mount; both are opt-in components now. kind keeps the CPU
+    variant's claim and the demo Job, in the locally built image."""
     kind, gke = render("overlays/kind"), render("overlays/gke-gpu")
     job = lambda objs: next(o for o in objs if o["kind"] == "Job")["spec"]["template"]["spec"]  # noqa: E731
     # kustomize needs the tags written out: they must be the package's version (jestflow.__version__)
     assert job(kind)["containers"][0]["image"] == CPU_IMAGE
-    assert job(gke)["containers"][0]["image"] == GPU_IMAGE
-    sa = next(o for o in gke if o["kind"] == "ServiceAccount")
-    assert "iam.gke.io/gcp-service-account" in sa["metadata"]["annotations"]
+    assert job(kind)["serviceAccountName"] == "jestflow-trainer"  # writes files: needs no API rights
     claim = lambda objs: next(o for o in objs if o["kind"] == "PersistentVolumeClaim")["spec"]  # noqa: E731
     assert claim(kind)["accessModes"] == ["ReadWriteOnce"]  # kind's local-path provisioner: RWO only
+    assert {o["kind"] for o in gke} & {"Job", "PersistentVolumeClaim"} == set()
+    for sa in (o for o in gke if o["kind"] == "ServiceAccount"):  # Workload Identity for both identities
+        assert "iam.gke.io/gcp-service-account" in sa["metadata"]["annotations"], sa["metadata"]["name"]
+    shared = render_with(["filestore-claim"], tmp_path)
     # GKE's Filestore CSI classes give ReadWriteMany (GKE docs, "Access Filestore instances with the
     # Filestore CSI driver": standard-rwx, premium-rwx, enterprise-rwx)
-    assert claim(gke)["accessModes"] == ["ReadWriteMany"] and claim(gke)["storageClassName"].endswith("-rwx")
-
-
-def test_one_namespace_and_service_account_model():
-    """Issue 15 defect 3: the gke-gpu overlay deployed into `jestflow`, where standalone KFP runs no
-    pipeline pod, and nothing made the pods run as jestflow-runner. The model now: standalone KFP runs
-    pipeline pods in `kubeflow` (kubeflow/pipelines manifests/kustomize/env/platform-agnostic installs
-    into `kubeflow`), every jestflow object goes there, and runs use the service account `jestflow
-    submit` passes (default jestflow-runner; the API server sets it on the whole workflow:
-    backend/src/apiserver/template/template.go, setDefaultServiceAccount). KFP's driver and launcher in
-    those pods need KFP's Role `pipeline-runner` (manifests/kustomize/base/pipeline/pipeline-runner-role.yaml,
-    a namespaced Role), so jestflow-runner is bound to it as well as to jestflow's own Role."""
-    import inspect
-
-    from jestflow.platform import submit
-    from jestflow_pipelines.jest_pipeline import DATA_CLAIM, signature
-
-    default_sa = inspect.signature(submit.submit).parameters["service_account"].default
-    for overlay in ("overlays/kind", "overlays/gke-gpu"):
-        objs = render(overlay)
-        assert {o["metadata"].get("namespace") for o in objs} == {"kubeflow"}, overlay
-        assert "Namespace" not in {o["kind"] for o in objs}  # kubeflow is KFP's; not ours to create or delete
-        sa = [o["metadata"]["name"] for o in objs if o["kind"] == "ServiceAccount"]
-        assert sa == [default_sa]
-        bound = {
-            (b["roleRef"]["kind"], b["roleRef"]["name"])
-            for b in objs
-            if b["kind"] == "RoleBinding"
-            and any(x["kind"] == "ServiceAccount" and x["name"] == default_sa for x in b["subjects"])
-        }
-        assert bound == {("Role", "pipeline-runner"), ("Role", default_sa)}, overlay
-        role = next(o for o in objs if o["kind"] == "Role")
-        rights = {
-            (g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-        }
-        for api in (("trainer.kubeflow.org", "trainjobs"), ("kubeflow.org", "pytorchjobs")):
-            assert {"create", "get", "delete"} <= rights[api], api
-        config = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "jestflow-config")
-        assert ".kubeflow.svc:" in config["data"]["JESTFLOW_PUSHGATEWAY"]
-        claims = [o["metadata"]["name"] for o in objs if o["kind"] == "PersistentVolumeClaim"]
-        assert claims == [DATA_CLAIM] == [d for n, _, d in signature("cpu") if n == "data_claim"]
+    assert claim(shared)["accessModes"] == ["ReadWriteMany"] and claim(shared)["storageClassName"].endswith("-rwx")
+    assert {o["metadata"]["namespace"] for o in shared} == {"kubeflow"}
+    with_demo = render_with(["data-claim"], tmp_path)  # its Job's image is named by the overlay's `images:`
+    assert claim(with_demo)["accessModes"] == ["ReadWriteOnce"] and job(with_demo)["serviceAccountName"] == TRAINER_SA
 
 
 def test_kind_overlay_needs_no_crds():
@@ -265,12 +251,15 @@ def test_kind_recipe_is_consistent():
     r = subprocess.run(["make", "-n", "kind-up", "kind-run", "kind-down"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     plan = r.stdout
-    from jestflow_components.image import CPU_IMAGE, GPU_IMAGE
+    from jestflow_pipelines.jest_pipeline import signature
 
     assert "kind create cluster --config manifests/kind/cluster.yaml" in plan
     assert f"--name {cluster['name']}" in plan and f"kind delete cluster --name {cluster['name']}" in plan
     assert "?ref=2." in plan and "?ref=master" not in plan  # KFP pinned to a release
-    assert CPU_IMAGE in plan and GPU_IMAGE in plan  # both tags the CPU pipeline's components use are loaded
+    # the CPU variant runs every step in one image (its `image` and `train_image` defaults): that is loaded
+    images = {d for n, _, d in signature("cpu") if n in ("image", "train_image")}
+    assert images == {CPU_IMAGE} and f"kind load docker-image --name {cluster['name']} $(IMAGE):$(VERSION)" not in plan
+    assert f"kind load docker-image --name {cluster['name']} {CPU_IMAGE}" in plan
     assert "kubectl apply -k manifests/overlays/kind" in plan or "deploy OVERLAY=kind" in plan
     assert "jestflow submit --cpu" in plan
 

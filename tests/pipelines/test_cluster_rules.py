@@ -215,3 +215,82 @@ def test_prepare_can_check_the_data_before_any_gpu_is_requested(tmp_path):
     kfp_steps.prepare(*given, "", "smoke", overrides=[], config_out=config, **knobs)  # not asked: not checked
     with pytest.raises(ValueError, match=rf"data check failed: PROBLEM: {shard}: truncated tar"):
         kfp_steps.prepare(*given, "", "smoke", overrides=[], config_out=config, check_data=True, **knobs)
+
+
+# --- issue 25: images, requests and monitoring settings ------------------------------------------------
+
+PLACEHOLDER = re.compile(r"\{\{\$\.inputs\.parameters\['(.+)'\]\}\}")
+
+
+def _resolves_to(spec, task, placeholder: str) -> str:
+    """The root parameter a task's placeholder resolves to: the driver looks the placeholder's name up in the
+    task's executor input (backend/src/v2/driver/resolve.go, resolvePodSpecInputRuntimeParameter: "executorInput
+    did not contain container Image input parameter" otherwise), which holds the task's input parameters."""
+    name = PLACEHOLDER.fullmatch(placeholder)
+    assert name, placeholder
+    return tasks(spec)[task]["inputs"]["parameters"][name[1]]["componentInputParameter"]
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_images_and_training_requests_are_parameters_the_driver_resolves(fresh, name):
+    """Was: images hard-coded to ghcr.io/jestflow (never published) and 4 CPU / 16 Gi per step, which a
+    laptop's kind node cannot schedule. Rules (backend/src/v2/driver at 2.17): the image goes through
+    resolvePodSpecInputRuntimeParameter, requests through getPodResource (resourceCpuRequest /
+    resourceMemoryRequest), both resolving `{{$.inputs.parameters[...]}}` from the executor input."""
+    spec, _ = docs(fresh / name)
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for t in containers(spec):
+        c = executor(spec, t)["container"]
+        root = _resolves_to(spec, t, c["image"])
+        assert root.endswith("train_image" if t in TRAINING else "image"), (t, root)
+        if t in TRAINING:
+            assert _resolves_to(spec, t, c["resources"]["resourceCpuRequest"]).endswith("train_cpu"), t
+            assert _resolves_to(spec, t, c["resources"]["resourceMemoryRequest"]).endswith("train_memory"), t
+        else:
+            assert float(c["resources"]["resourceCpuRequest"]) <= 1, t
+    if name == "jest_pipeline_cpu.yaml":  # kind-sized, and one image
+        assert params["train_cpu"]["defaultValue"] == "1" and params["train_memory"]["defaultValue"] == "4Gi"
+        assert params["train_image"]["defaultValue"] == params["image"]["defaultValue"]
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_monitoring_comes_from_the_configmap_not_the_cache_key(fresh, name):
+    """Was: the Pushgateway URL was a pipeline input of every cached step, so turning monitoring on or off
+    missed the cache (cacheutils/cache.go hashes every input parameter). Now every task maps it from the
+    ConfigMap `jestflow-config` (optional: none, no pushes) into $JESTFLOW_PUSHGATEWAY."""
+    spec, k8s = docs(fresh / name)
+    assert "pushgateway" not in json.dumps(spec["root"]["inputDefinitions"])
+    for t in containers(spec):
+        (cm,) = k8s[_executor_label(spec, t)]["configMapAsEnv"]
+        assert cm["configMapName"] == "jestflow-config" and cm["optional"] is True
+        assert {"configMapKey": "JESTFLOW_PUSHGATEWAY", "envVar": "JESTFLOW_PUSHGATEWAY"} in cm["keyToEnv"]
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_every_parameter_a_task_reads_is_an_input_of_its_dag(fresh, name):
+    """Found running the pipeline: SDK 2.17.3 registers a channel given to set_container_image as a task
+    input but not one given to set_cpu_request / set_memory_request / set_accelerator_type
+    (kfp/dsl/pipeline_task.py), so the scoring ParallelFor's sub-DAG lacked `train_cpu`: kfp.local
+    stopped with "Parent pipeline input argument 'pipelinechannel--train_cpu' not found", and the
+    cluster's driver resolves a task's componentInputParameter from its DAG's inputs the same way
+    (backend/src/v2/driver/resolve.go, resolveInputs). Rule: every componentInputParameter a task maps is
+    an input of the DAG that holds the task, and every placeholder its container uses is a task input."""
+    spec, _ = docs(fresh / name)
+    dags = {"root": spec["root"], **{k: c for k, c in spec["components"].items() if "dag" in c}}
+    for dag_name, dag in dags.items():
+        have = set(dag.get("inputDefinitions", {}).get("parameters", {}))
+        for t, task in dag["dag"]["tasks"].items():
+            for p, src in task.get("inputs", {}).get("parameters", {}).items():
+                if "componentInputParameter" in src:
+                    assert src["componentInputParameter"] in have, (dag_name, t, p)
+            ex = executor(spec, t)
+            if ex is None:
+                continue
+            c = ex["container"]
+            used = [
+                c["image"],
+                *c.get("resources", {}).values(),
+                *c.get("resources", {}).get("accelerator", {}).values(),
+            ]
+            for placeholder in (u for u in used if isinstance(u, str) and u.startswith("{{$.inputs")):
+                assert PLACEHOLDER.fullmatch(placeholder)[1] in task["inputs"]["parameters"], (dag_name, t, placeholder)

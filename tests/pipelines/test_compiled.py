@@ -75,8 +75,8 @@ def test_cpu_variant_requests_no_gpu(fresh):
 def test_every_task_sets_requests_and_chooses_caching(fresh, name):
     spec, k8s = docs(fresh / name)
     for t, task in containers(spec).items():
-        res = executor(spec, t)["container"]["resources"]
-        assert res["cpuRequest"] > 0 and res["memoryRequest"] > 0, t
+        res = executor(spec, t)["container"]["resources"]  # constants, or a parameter's placeholder
+        assert res["resourceCpuRequest"] and res["resourceMemoryRequest"], t
         assert "cachingOptions" in task, t
     caching = {t: task["cachingOptions"].get("enableCache", False) for t, task in containers(spec).items()}
     assert caching["prepare"] and caching["train-reference"] and caching["score"] and caching["merge-scores"]
@@ -85,10 +85,15 @@ def test_every_task_sets_requests_and_chooses_caching(fresh, name):
 
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_images_are_versioned_and_nothing_is_pip_installed(fresh, name):
+    """Images are the parameters `image` and `train_image` (test_cluster_rules checks the driver resolves
+    them); their defaults carry the package's version."""
     spec, _ = docs(fresh / name)
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for p in ("image", "train_image"):
+        assert params[p]["defaultValue"].endswith(f":{__version__}"), p
     for label, ex in spec["deploymentSpec"]["executors"].items():
         c = ex["container"]
-        assert c["image"].endswith(f":{__version__}") and ":latest" not in c["image"], label
+        assert c["image"].startswith("{{$.inputs.parameters[") and ":latest" not in c["image"], label
         assert "pip install" not in " ".join(c.get("command", []) + c.get("args", [])), label
 
 
@@ -183,7 +188,10 @@ def test_multinode_variant_trains_the_curated_learner_as_a_cluster_job(fresh):
     assert ins["job_kind"] == {"componentInputParameter": "job_kind"}
     assert spec["root"]["inputDefinitions"]["parameters"]["job_kind"]["defaultValue"] == "trainjob"
     assert ins["node_selector"] == {"componentInputParameter": "gpu_node_selector"}
-    assert ins["image"]["runtimeValue"]["constant"].endswith(f"-cuda:{__version__}")
+    assert ins["image"] == {"componentInputParameter": "train_image"}  # the job's pods run the training image
+    assert spec["root"]["inputDefinitions"]["parameters"]["train_image"]["defaultValue"].endswith(
+        f"-cuda:{__version__}"
+    )
     assert "accelerator" not in executor(spec, "train-learner-multinode")["container"].get("resources", {})
     env = k8s[spec["components"][comp]["executorLabel"]]["fieldPathAsEnv"]
     for name, path in (("JESTFLOW_NAMESPACE", "metadata.namespace"), ("JESTFLOW_POD_UID", "metadata.uid")):

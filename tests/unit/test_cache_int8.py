@@ -38,12 +38,15 @@ def test_int8_cache_halves_the_embedding_bytes_and_keeps_the_cosines(smoke_score
     pool = str(smoke_scored / "data" / "pool")
     fp16, int8 = ScoreCache(str(smoke_scored / "scores"), pool), ScoreCache(str(int8_cache), pool)
     assert json.loads((int8_cache / "index.json").read_text())["embed_dtype"] == "int8"
-    assert int8.row == fp16.row and int8.img.dtype == torch.int8
-    n, d = fp16.img.shape
-    assert int8.img.nbytes + int8.img_scale.nbytes == n * (d + 4) == fp16.img.nbytes * (d + 4) / (2 * d)  # 53% at d=64
-    (a_img, a_txt), (b_img, b_txt) = fp16.embeddings(), int8.embeddings()
-    cos16, cos8 = (a_img * a_txt).sum(1), (b_img * b_txt).sum(1)
-    assert float((cos16 - cos8).abs().max()) < 0.01
+    for name in fp16.entries:
+        a, b = fp16.shard(name), int8.shard(name)
+        assert b.row == a.row and b.img.dtype == torch.int8
+        n, d = a.img.shape
+        assert b.img.nbytes + b.img_scale.nbytes == n * (d + 4) == a.img.nbytes * (d + 4) / (2 * d)  # 53% at d=64
+        rows = torch.arange(n)
+        (a_img, a_txt), (b_img, b_txt) = a.embeddings(rows), b.embeddings(rows)
+        cos16, cos8 = (a_img * a_txt).sum(1), (b_img * b_txt).sum(1)
+        assert float((cos16 - cos8).abs().max()) < 0.01
 
 
 def test_int8_cache_barely_changes_the_chosen_sets(smoke_scored, int8_cache):
@@ -64,7 +67,13 @@ def test_int8_cache_barely_changes_the_chosen_sets(smoke_scored, int8_cache):
         chosen = [
             set(
                 select(
-                    "jest", learner, cache.lookup(batch.uids), 32, 4, torch.Generator().manual_seed(7), kernel="torch"
+                    "jest",
+                    learner,
+                    cache.lookup(batch.uids, batch.shards),
+                    32,
+                    4,
+                    torch.Generator().manual_seed(7),
+                    kernel="torch",
                 ).indices.tolist()
             )
             for cache in (fp16, int8)

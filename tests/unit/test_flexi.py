@@ -30,7 +30,9 @@ def test_flexi_trains_a_random_half_at_low_resolution(smoke_scored):
         u, v = model(batch.images, batch.tokens, cfg.select.flexi_stride)
     learner = Embeds(u, v, model.log_t.detach(), model.bias.detach())
     gen = torch.Generator().manual_seed(5)
-    sel = select("flexi-jest", learner, cache.lookup(batch.uids), 32, cfg.select.n_chunks, gen, kernel="torch")
+    sel = select(
+        "flexi-jest", learner, cache.lookup(batch.uids, batch.shards), 32, cfg.select.n_chunks, gen, kernel="torch"
+    )
     drawn = [batch.uids[i] for i in sel.indices.tolist()]
     assert sorted(picked.batch.uids) == sorted(drawn)  # the same examples ...
     assert picked.batch.uids != drawn  # ... in a random order, so the low-resolution half is a random half

@@ -360,7 +360,7 @@ def chunk_diagnostics(cfg: C.Config, study, n_batches: int = 8) -> dict:
         with torch.no_grad():
             u, v = model(batch.images, batch.tokens)
         lrn = Embeds(u, v, model.log_t.detach(), model.bias.detach())
-        A = dense_score_matrix(score_terms("learnability", lrn, cache.lookup(batch.uids)))
+        A = dense_score_matrix(score_terms("learnability", lrn, cache.lookup(batch.uids, batch.shards)))
         idx = sample_chunks(DenseScorer(A), b, jcfg.select.n_chunks, gen)
         rnd = torch.randperm(n, generator=gen)[:b]
 

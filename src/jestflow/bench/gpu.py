@@ -112,7 +112,7 @@ class _FakeCache:
         )
         self.index = {}
 
-    def lookup(self, uids, device="cpu"):
+    def lookup(self, uids, shards=(), device="cpu"):
         from ..core.selection import Embeds
 
         rows = torch.tensor([int(u) % len(self.img) for u in uids], device=self.img.device)

@@ -63,7 +63,7 @@ def study(cfg: C.Config, st, sizes=SIZES, draws: int = DRAWS) -> dict:
             with torch.no_grad():
                 u, v = model(batch.images, batch.tokens)
             learner = Embeds(u.float(), v.float(), model.log_t.detach().float(), model.bias.detach().float())
-            ref = cache.lookup(batch.uids)
+            ref = cache.lookup(batch.uids, batch.shards)
             variants = {
                 "int8 cache": (learner, Embeds(int8(ref.img), int8(ref.txt), ref.log_t, ref.bias)),
                 "bf16 selection": (bf16(learner), bf16(ref)),

@@ -58,6 +58,7 @@ class Sample:
     image: np.ndarray  # H x W x 3, uint8
     caption: str
     meta: dict
+    shard: str = ""  # the name of the tar shard it came from (what the score cache is read by)
 
 
 @dataclass
@@ -109,8 +110,8 @@ class LazySample(Sample):
     """A sample whose checks all passed but whose pixels are decoded only if someone looks at them: what
     a resumed stream yields while it replays the samples earlier attempts already trained on."""
 
-    def __init__(self, uid: str, data: bytes, image_size: int | None, caption: str, meta: dict):
-        self.uid, self.caption, self.meta = uid, caption, meta
+    def __init__(self, uid: str, data: bytes, image_size: int | None, caption: str, meta: dict, shard: str = ""):
+        self.uid, self.caption, self.meta, self.shard = uid, caption, meta, shard
         self._data, self._size, self._image = data, image_size, None
 
     @property
@@ -167,8 +168,8 @@ def _decode(
         if not isinstance(meta, dict):
             return None, "bad-json"
     if undecodable is not None:
-        return LazySample(uid, parts[img_key], image_size, caption, meta), ""
-    return Sample(uid, image, caption, meta), ""
+        return LazySample(uid, parts[img_key], image_size, caption, meta, storage.basename(shard)), ""
+    return Sample(uid, image, caption, meta, storage.basename(shard)), ""
 
 
 def _decode_window(items: list[tuple[str, dict]], shard: str, image_size: int | None) -> list:

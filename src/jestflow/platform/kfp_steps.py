@@ -138,8 +138,15 @@ def run_id() -> str:
     return os.environ.get(ENV_RUN_ID, "")
 
 
-def _stage_metrics(stage: str, method: str, pushgateway: str, part: str = ""):
-    """Prometheus metrics pushed to `pushgateway` (pipeline parameter), or None when it is empty."""
+def _stage_metrics(stage: str, method: str, part: str = ""):
+    """Prometheus metrics pushed to $JESTFLOW_PUSHGATEWAY, or None when it is unset.
+
+    An environment variable, not a pipeline parameter: the pipeline maps it from the cluster's ConfigMap
+    (`jestflow-config`), so turning monitoring on or off changes no cache key (cacheutils/cache.go hashes
+    every input parameter); `jestflow run` sets it for its local steps."""
+    from .metrics import ENV_GATEWAY
+
+    pushgateway = os.environ.get(ENV_GATEWAY, "")
     if not pushgateway:
         return None
     from .metrics import StageMetrics
@@ -147,19 +154,33 @@ def _stage_metrics(stage: str, method: str, pushgateway: str, part: str = ""):
     return StageMetrics(stage, method, run_id() or None, pushgateway, part=part)
 
 
-def train_reference(config, curated_uri: str, reference, metrics, pushgateway: str = "") -> None:
+def beside(artifact, what: str) -> str:
+    """Durable storage that belongs to an output artifact without being part of it: `<its URI>.<what>`.
+
+    KFP's launcher keeps a step's outputs in the pod's local folder and uploads them only after the step
+    returns (backend/src/v2/component/launcher_v2.go, executeV2 -> uploadOutputArtifacts); a retry is a
+    new pod with a new local folder but the same executor input, so the same output URIs (the driver ran
+    once; argocompiler/container.go puts the retryStrategy on the executor template). What must survive
+    a retry (checkpoints, finished score files) goes here. It is outside the artifact's prefix, so a
+    downstream step that takes the artifact as input does not download it (launcher_v2.go
+    downloadArtifacts copies an input artifact's whole prefix)."""
+    return f"{artifact.uri.rstrip('/')}.{what}"
+
+
+def train_reference(config, curated_uri: str, reference, metrics) -> None:
     cfg = _load(config.path)
     s = stages.train_reference(
         cfg,
         curated_uri,
         reference.path,
         progress=True,
-        metrics=_stage_metrics("reference", "reference", pushgateway),
+        metrics=_stage_metrics("reference", "reference"),
+        checkpoint_dir=beside(reference, "checkpoint"),  # a retried pod resumes from here
     )
     _log(metrics, {"steps": s["steps"], "flops_total": s["flops_total"], "wall_seconds": s["wall_seconds"]})
 
 
-def score(config, reference, part: int, parts: list, scores, pushgateway: str = "") -> None:
+def score(config, reference, part: int, parts: list, scores) -> None:
     """One branch of the fan-out (`parts` is the loop's item list): the reference over pool shards
     part, part + len(parts), ... of the pool `prepare` recorded on the config artifact."""
     from ..data.shards import list_shards
@@ -176,9 +197,11 @@ def score(config, reference, part: int, parts: list, scores, pushgateway: str = 
         _load(config.path),
         reference.path,
         pool_uri,
-        scores.path,
+        scores.path,  # the small part: index.json and tokenizer.json
         shards=shards,
-        metrics=_stage_metrics("score", "reference", pushgateway, part=str(part)),
+        metrics=_stage_metrics("score", "reference", part=str(part)),
+        data_uri=beside(scores, "shards"),  # the score files: written where they stay, found again by a retry
+        reference_uri=reference.uri,
     )
     scores.metadata.update({"n": idx["n"], "shards": len(idx["shards"]), "part": part, "parts": parts})
 
@@ -203,7 +226,6 @@ def train_learner(
     reference,
     model,
     metrics,
-    pushgateway: str = "",
 ) -> None:
     """`match_flops_of`: empty, or the method whose total compute this (uniform) run matches."""
     from ..methods import get_method
@@ -220,7 +242,8 @@ def train_learner(
         scores.path if uses_reference else None,
         eval_uri,
         tokenizer_from=reference.path,
-        metrics=_stage_metrics("learner", label, pushgateway),
+        metrics=_stage_metrics("learner", label),
+        checkpoint_dir=beside(model, "checkpoint"),  # a retried pod resumes from here
     )
     _learner_outputs(s, label, model, metrics)
 
@@ -239,11 +262,9 @@ def _learner_outputs(s: dict, label: str, model, metrics, **extra) -> None:
     )
 
 
-def evaluate(config, model, eval_uri: str, metrics, results, pushgateway: str = "") -> None:
+def evaluate(config, model, eval_uri: str, metrics, results) -> None:
     label = (model.metadata or {}).get("label") or (model.metadata or {}).get("method", "")
-    m = stages.evaluate_model(
-        _load(config.path), model.path, eval_uri, results.path, _stage_metrics("evaluate", label, pushgateway)
-    )
+    m = stages.evaluate_model(_load(config.path), model.path, eval_uri, results.path, _stage_metrics("evaluate", label))
     _log(metrics, {k: v for k, v in m.items() if k not in ("n",)})
 
 
@@ -266,6 +287,11 @@ def report(named: dict, report_md, summary, config=None, scores=None, pool_uri: 
         os.makedirs(os.path.dirname(report_html.path) or ".", exist_ok=True)
         with storage.open_read(page) as f:
             storage.write_bytes(report_html.path, f.read())
+    gateway = os.environ.get("JESTFLOW_PUSHGATEWAY", "")
+    if gateway and run_id():  # the run's results are in its KFP metrics and its report now
+        from .metrics import delete_run_results
+
+        print(f"deleted {delete_run_results(gateway, run_id())} result groups of run {run_id()} from {gateway}")
     return results
 
 
@@ -285,7 +311,10 @@ def write_html_report(runs: dict, results: dict, out_dir: str, named: dict, conf
     if scores is not None and pool_uri and get_method(selected).uses_reference:
         batch = cfg.eval.batch_size if cfg else 256
         device = resolve_device(cfg.learner.device if cfg else "auto")
-        table = curation_table(model.path, scores.path, pool_uri, batch, device, progress=False)
+        # a sample of the pool: the report's galleries and histograms need no more, and a pool of
+        # billions would take the report step as long as scoring did
+        table = curation_table(model.path, scores.path, pool_uri, batch, device, progress=False,
+                               max_shards=REPORT_POOL_SHARDS)  # fmt: skip
         write_parquet(table, storage.join(out_dir, "curation.parquet"), {"model": model.uri, "pool": pool_uri})
     config_text = ""
     if config is not None:
@@ -316,6 +345,7 @@ def _versions() -> dict:
     return out
 
 
+REPORT_POOL_SHARDS = 32  # pool shards the report's curation table covers (`jestflow export` covers all)
 SHARED_ROOTS = ("gs://", "/data/")  # what every pod of a multi-node job reaches: GCS and the data claim
 
 
@@ -347,7 +377,6 @@ def train_learner_multinode(
     accelerator_type: str = "nvidia.com/gpu",
     node_selector: dict | None = None,
     data_claim: str = "",
-    pushgateway: str = "",
     api=None,
     poll_seconds: float = 15.0,
     shared_roots=SHARED_ROOTS,
@@ -364,8 +393,9 @@ def train_learner_multinode(
     args += ["--scores", _shared_uri(scores, "scores", shared_roots)]
     args += ["--tokenizer-from", _shared_uri(reference, "reference", shared_roots)]
     args += ["--out", out, "--preset", "", "--config", cfg_uri, "--quiet"]
-    if pushgateway:
-        args += ["--pushgateway", pushgateway, "--run-id", run_id()]
+    gateway = os.environ.get("JESTFLOW_PUSHGATEWAY", "")
+    if gateway:  # the job's pods get no ConfigMap: the launcher hands its own setting on
+        args += ["--pushgateway", gateway, "--run-id", run_id()]
     name = training_jobs.job_name(run_id() or "run", method)
     spec = training_jobs.JobSpec(
         name=name,

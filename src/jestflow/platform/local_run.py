@@ -46,11 +46,13 @@ def run_local(
     )
     method = method or cfg.select.method
     t0 = time.time()
-    from .metrics import ENV_RUN_ID, default_run_id
+    from .metrics import ENV_GATEWAY, ENV_RUN_ID, default_run_id
 
-    # On a cluster each step reads the run id from its pod's label; here the subprocesses inherit it.
-    saved = os.environ.get(ENV_RUN_ID)
-    os.environ[ENV_RUN_ID] = run_id or default_run_id()
+    # On a cluster each step reads the run id from its pod's label and the Pushgateway from the ConfigMap;
+    # here the subprocesses inherit both from this process.
+    env = {ENV_RUN_ID: run_id or default_run_id(), ENV_GATEWAY: pushgateway}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         task = jest_pipeline_cpu(
             curated_uri=curated,
@@ -60,13 +62,13 @@ def run_local(
             preset=preset,
             method=method,
             overrides=list(overrides),
-            pushgateway_url=pushgateway,
         )
     finally:
-        if saved is None:
-            os.environ.pop(ENV_RUN_ID, None)
-        else:
-            os.environ[ENV_RUN_ID] = saved
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     summary_dir = task.outputs["summary"].path
     for name in os.listdir(summary_dir):
         shutil.copy2(os.path.join(summary_dir, name), out_p / name)

@@ -32,6 +32,42 @@ ENV_RUN_ID = "JESTFLOW_RUN_ID"
 JOB, RESULTS_JOB = "jestflow", "jestflow_results"  # live groups while a stage runs; its outcome after
 
 
+ENV_RESULTS_GRACE = "JESTFLOW_RESULTS_GRACE"
+RESULTS_GRACE = 45.0  # seconds a result group stays after its last push: 3 scrapes at the manifests' 15 s
+
+
+def delete_run_results(gateway: str, run_id: str, timeout: float = 5.0, grace: float | None = None) -> int:
+    """Delete every `jestflow_results` group of `run_id` from the gateway (the run's report step does, once
+    the results are in its KFP metrics), so finished runs do not pile up there. A group is deleted only
+    once `grace` seconds (env JESTFLOW_RESULTS_GRACE, default RESULTS_GRACE) have passed since its last
+    push, waiting for the rest, so Prometheus has scraped its final values; they stay in Prometheus'
+    history (query with last_over_time). Returns how many groups went; an unreachable gateway is logged
+    once and skipped."""
+    import json
+    import urllib.request
+
+    grace = float(os.environ.get(ENV_RESULTS_GRACE, RESULTS_GRACE)) if grace is None else grace
+    try:
+        with urllib.request.urlopen(f"{gateway.rstrip('/')}/api/v1/metrics", timeout=timeout) as r:
+            groups = json.load(r).get("data") or []
+    except Exception as e:  # the report goes on; the groups stay until the next run's report
+        log.warning("could not list the Pushgateway's groups at %s (%s); the run's results stay there", gateway, e)
+        return 0
+    ours = []
+    for g in groups:
+        labels = dict(g.get("labels") or {})
+        if labels.pop("job", None) == RESULTS_JOB and labels.get("run_id") == run_id:
+            pushed = g.get("push_time_seconds", {}).get("metrics", [{}])[0].get("value", 0)
+            ours.append((labels, float(pushed)))
+    last = max((t for _, t in ours), default=0.0)
+    wait = min(grace, last + grace - time.time())
+    if ours and wait > 0:
+        time.sleep(wait)
+    for labels, _ in ours:
+        delete_from_gateway(gateway, job=RESULTS_JOB, grouping_key=labels, timeout=timeout)
+    return len(ours)
+
+
 def default_run_id() -> str:
     return os.environ.get(ENV_RUN_ID) or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 

@@ -100,6 +100,9 @@ class Owner:
         return {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid}
 
 
+TRAINER_ACCOUNT = "jestflow-trainer"  # what the jobs' pods run as: manifests/base/rbac.yaml, no rights, no token
+
+
 @dataclass(frozen=True)
 class JobSpec:
     name: str
@@ -111,7 +114,7 @@ class JobSpec:
     cpu: str = "8"
     memory: str = "32Gi"
     data_claim: str = ""  # a ReadWriteMany claim mounted at /data on every node; "" for none (gs:// data)
-    service_account: str = "jestflow-runner"
+    service_account: str = TRAINER_ACCOUNT
     accelerator: str = GPU_RESOURCE
     node_selector: dict = field(default_factory=dict)
     owner: Owner | None = None
@@ -158,7 +161,7 @@ def _template(name: str) -> dict:
 
 def _pod(spec: JobSpec, pod: dict, container: dict) -> None:
     """What both job kinds share: the service account, the data claim, GPUs, scheduling."""
-    pod["serviceAccountName"] = spec.service_account
+    pod["serviceAccountName"] = spec.service_account  # its own automountServiceAccountToken is false
     if spec.data_claim:
         pod["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": spec.data_claim}})
         container["volumeMounts"].append({"name": "data", "mountPath": "/data"})

@@ -40,9 +40,16 @@ def chosen_counts(model_dir: str) -> Counter:
 
 @torch.no_grad()
 def curation_table(
-    model_dir: str, scores_uri: str, pool_uri: str, batch_size: int = 256, device: str = "cpu", progress: bool = True
+    model_dir: str,
+    scores_uri: str,
+    pool_uri: str,
+    batch_size: int = 256,
+    device: str = "cpu",
+    progress: bool = True,
+    max_shards: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Column name -> array, one row per usable pool example, in pool order."""
+    """Column name -> array, one row per usable pool example, in pool order (`max_shards`: the first so
+    many pool shards only, a sample the size of which does not grow with the pool)."""
     from tqdm import tqdm
 
     model = load_model(storage.join(model_dir, "model.pt"), device).eval()
@@ -57,7 +64,7 @@ def curation_table(
         if not batch:
             return
         uids = [s.uid for s in batch]
-        ref = cache.lookup(uids)
+        ref = cache.lookup(uids, [s.shard for s in batch])
         ref_loss = per_example_loss(cache.index["loss"], ref.img, ref.txt, ref.log_t, ref.bias).float()
         images = torch.from_numpy(np.stack([s.image for s in batch])).to(device)
         with autocast(device):
@@ -73,8 +80,9 @@ def curation_table(
         cols["chosen"] += [chosen.get(x, 0) for x in uids]
         batch.clear()
 
-    shards = list_shards(pool_uri)
-    bar = tqdm(total=cache.index["n"], desc="export", unit="ex", disable=not show_progress(progress))
+    shards = list_shards(pool_uri)[:max_shards]
+    total = sum(cache.entries[storage.basename(s)]["n"] for s in shards)
+    bar = tqdm(total=total, desc="export", unit="ex", disable=not show_progress(progress))
     for i, shard in enumerate(shards):
         for s in iter_shard(shard, ReadStats(max_bad_fraction=1.0), model.config.image_size):
             shard_of[s.uid] = i

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -126,8 +127,43 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
     return store_for(uri).list(uri, suffix)
 
 
+class _Counted:
+    """A read-only binary file that adds what is read from it to `bytes_read()`."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        _count(len(data))
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+_READ = [0]
+_READ_LOCK = threading.Lock()
+
+
+def _count(n: int) -> None:
+    with _READ_LOCK:
+        _READ[0] += n
+
+
+def bytes_read() -> int:
+    """Bytes this process has read through `open_read` (the scale rehearsal reports it per step)."""
+    return _READ[0]
+
+
 def open_read(uri: str) -> IO[bytes]:
-    return store_for(uri).open_read(uri)
+    return _Counted(store_for(uri).open_read(uri))
 
 
 def exists(uri: str) -> bool:

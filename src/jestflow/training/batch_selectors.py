@@ -85,7 +85,7 @@ class ScoreSelect:
             model.train()
             u, v = dist.gather(u.float()), dist.gather(v.float())
             learner = Embeds(u, v, model.log_t.detach().float(), model.bias.detach().float())
-        ref = self.cache.lookup(batch.uids, device) if self.method.scores_with_reference else None
+        ref = self.cache.lookup(batch.uids, batch.shards, device) if self.method.scores_with_reference else None
         t0 = time.perf_counter()
         sel = select(
             self.name,

@@ -26,6 +26,7 @@ class Batch:
     tokens: torch.Tensor  # B x context
     noise: list  # the pool's recorded noise type per sample ("" when unknown)
     groups: list = field(default_factory=list)  # the pool's recorded group per sample (e.g. head / tail), if any
+    shards: list = field(default_factory=list)  # the pool shard each sample came from (the score cache's key)
 
     def take(self, idx: torch.Tensor) -> Batch:
         i = idx.cpu()
@@ -45,6 +46,7 @@ class Batch:
             self.tokens[i],
             [self.noise[k] for k in il],
             [self.groups[k] for k in il] if self.groups else [],
+            [self.shards[k] for k in il] if self.shards else [],
         )
 
     def __len__(self) -> int:
@@ -62,6 +64,7 @@ def make_batches(samples: Iterator[Sample], size: int, tokenizer: Tokenizer) -> 
             tokenizer.encode([s.caption for s in chunk]),
             [str(s.meta.get("noise", "")) for s in chunk],
             [str(s.meta["group"]) for s in chunk] if all("group" in s.meta for s in chunk) else [],
+            [s.shard for s in chunk],
         )
 
 
@@ -93,7 +96,7 @@ class Prefetcher:
                 if self._stop:
                     return
                 if self.pin:
-                    b = Batch(b.uids, b.images.pin_memory(), b.tokens.pin_memory(), b.noise, b.groups)
+                    b = Batch(b.uids, b.images.pin_memory(), b.tokens.pin_memory(), b.noise, b.groups, b.shards)
                 if not self._put(b):
                     return
             self._put(StopIteration())

@@ -336,6 +336,7 @@ class Run:
     ev: EvalSet | None  # the learning curve's held-out split
     eval_at: set  # the steps after which it is evaluated
     callbacks: tuple
+    cache: ScoreCache | None = None  # the reference's score cache, for the methods that read it
 
     def notify(self, hook: str, *args) -> None:
         for cb in self.callbacks:
@@ -380,6 +381,10 @@ class Run:
         """The run's summary, written with the model and tokenizer (by the main rank)."""
         summary = _summary(self, extra_summary)
         if self.dist.main:
+            if self.ckpt.out_dir != self.out_dir:  # the uid log joins the outputs
+                for name in self.state.uid_segments:
+                    with storage.open_read(storage.join(self.ckpt.out_dir, "uids", name)) as f:
+                        storage.write_bytes(storage.join(self.out_dir, "uids", name), f.read())
             save_model(self.model, storage.join(self.out_dir, "model.pt"))
             self.tokenizer.save(storage.join(self.out_dir, "tokenizer.json"))
             storage.write_json(storage.join(self.out_dir, "train.json"), summary)
@@ -398,6 +403,7 @@ def build_run(
     eval_uri: str | None = None,
     callbacks: list[Callback] = (),
     keep: Callable[[Sample], bool] | None = None,
+    checkpoint_dir: str | None = None,
 ) -> Run:
     """Everything a run needs before its first step: device and ranks, selector, model, optimiser, the
     checkpoint it resumes from, the data stream positioned after what earlier attempts trained on."""
@@ -418,7 +424,7 @@ def build_run(
     groups = train_groups(t.batch_size, coarse)
     for rows, _ in groups:  # fail before training if a group cannot be split evenly over the ranks
         dist.split(rows.stop - rows.start, "batch size" if coarse == 1 else "half the batch size (Flexi-JEST)")
-    ckpt = Checkpointer(out_dir, cfg, stage, enabled=dist.main)
+    ckpt = Checkpointer(checkpoint_dir or out_dir, cfg, stage, enabled=dist.main)
     state = ckpt.restore(model, opt, sched, gen, device)
     if state.step and dist.main:  # said even under --quiet: a resumed run is not a fresh one
         print(f"{stage}: resuming from step {state.step} of {t.steps} ({ckpt.uri})", flush=True)
@@ -432,8 +438,9 @@ def build_run(
         forward = torch.nn.parallel.DistributedDataParallel(forward, device_ids=[dist.local_rank] if cuda else None)
     step = TrainStep(model, opt, sched, forward, groups, dist, device, cfg.model.loss, t.optim.grad_clip, coarse)
     callbacks = tuple(callbacks) if dist.main else ()  # one rank reports, checkpoints and evaluates
+    cost = step_cost(cfg, stage, replay)
     return Run(cfg, stage, method, t, out_dir, tokenizer, dist, device, model, opt, sched, gen, selector, step,
-               step_cost(cfg, stage, replay), batches, stats, ckpt, state, ev, t.eval_steps(), callbacks)  # fmt: skip
+               cost, batches, stats, ckpt, state, ev, t.eval_steps(), callbacks, cache)  # fmt: skip
 
 
 def _resumed_stream(data_uri, t: C.TrainConfig, stats, image_size, state: TrainState, keep, cuda: bool):
@@ -472,11 +479,14 @@ def train(
     progress: bool = True,
     extra_summary: dict | None = None,
     keep: Callable[[Sample], bool] | None = None,
+    checkpoint_dir: str | None = None,
 ) -> dict:
     """Train one model; `stage` is "reference" or "learner". Returns (and writes) the summary.
 
-    `keep` filters the pool before anything is drawn (the offline-filter baselines)."""
-    run = build_run(cfg, stage, data_uri, out_dir, tokenizer, cache, eval_uri, callbacks, keep)
+    `keep` filters the pool before anything is drawn (the offline-filter baselines). `checkpoint_dir`:
+    where the checkpoint and the uid log live while training (default `out_dir`): durable storage where
+    `out_dir` is not, e.g. a KFP step's local output folder, which a retried pod no longer has."""
+    run = build_run(cfg, stage, data_uri, out_dir, tokenizer, cache, eval_uri, callbacks, keep, checkpoint_dir)
     state, t = run.state, run.t
     sigterm, bar = SigtermFlag(), run.progress_bar(progress)
     started = time.time() - state.seconds
@@ -545,6 +555,17 @@ def _summary(run: Run, extra: dict | None) -> dict:
         "world_size": run.dist.world,
         "curve": state.curve,
         "uid_log": state.uid_segments,
+        **(
+            {
+                "score_cache_read": {
+                    "files": run.cache.files_read,
+                    "of": len(run.cache.entries),
+                    "bytes": run.cache.bytes_read,
+                }
+            }
+            if run.cache is not None
+            else {}
+        ),  # fmt: skip
         **(extra or {}),
     }
 

@@ -1,21 +1,31 @@
 """The reference scoring cache: the reference runs once over the pool; the learner only reads.
 
-Layout of a cache folder::
+Layout of a cache::
 
-    index.json          model facts (loss, log_t, bias, dim), one entry per pool shard, totals
+    index.json          model facts (loss, log_t, bias, dim), one entry per pool shard (with its score
+                        file), totals, and a histogram of the pool's CLIP scores
     tokenizer.json      the reference's tokenizer (the learner uses the same one)
-    <shard>.npz         uids, image and text embeddings (float16) and per-example loss, per pool shard
+    <shard>.npz         uids, image and text embeddings (float16 or int8), per-example loss and CLIP
+                        score, per pool shard; inside the cache folder, or anywhere the index names
 
 Score files mirror pool shards one to one, so scoring resumes shard by shard and fans out over
-shards. A cache is tied to its pool by shard names, byte sizes and sample counts: a learner given a
-cache that does not match its pool stops with an error naming the first difference.
+shards, and a reader needs only the files of the shards it reads: a learner looks each super-batch up
+by (pool shard, uid) and keeps the few score files its stream is reading in memory (`ScoreCache`), so
+its memory does not grow with the pool and it never reads the files of shards it does not train on.
+The index may name score files by absolute URI: the pipeline writes them next to, not inside, the
+score artifact (KFP's launcher downloads an input artifact whole, launcher_v2.go downloadArtifacts),
+and a merged cache names its parts' files instead of copying them. A cache is tied to its pool by
+shard names, byte sizes and fingerprints: a learner given a cache that does not match its pool stops
+with an error naming the first difference.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -33,10 +43,20 @@ from .devices import autocast
 log = logging.getLogger(__name__)
 
 FORMAT = "jestflow-scores/1"
+CLIP_BINS = 2000  # histogram of the reference's CLIP scores over [-1, 1]: the offline filter's threshold
 
 
-def _shard_file(cache_uri: str, shard: str) -> str:
-    return storage.join(cache_uri, storage.basename(shard).removesuffix(".tar") + ".npz")
+def _shard_file(data_uri: str, shard: str) -> str:
+    return storage.join(data_uri, storage.basename(shard).removesuffix(".tar") + ".npz")
+
+
+def _resolve(cache_uri: str, file: str) -> str:
+    """An index entry's score file: an absolute URI or path as written, else relative to the cache."""
+    return file if "://" in file or file.startswith("/") else storage.join(cache_uri, file)
+
+
+def clip_histogram(clip: np.ndarray) -> list[int]:
+    return np.histogram(clip.astype(np.float64), bins=CLIP_BINS, range=(-1.0, 1.0))[0].tolist()
 
 
 def _read_npz(uri: str) -> dict:
@@ -103,17 +123,20 @@ def score_shard(
             flush()
     flush()
     d = model.config.embed_dim
+    img_all, txt_all = (torch.cat(x) if x else torch.zeros(0, d) for x in (img, txt))
     arrays = {
         "uids": np.array(uids, dtype=str),
-        **_embedding_arrays("img", torch.cat(img) if img else torch.zeros(0, d), dtype),
-        **_embedding_arrays("txt", torch.cat(txt) if txt else torch.zeros(0, d), dtype),
+        **_embedding_arrays("img", img_all, dtype),
+        **_embedding_arrays("txt", txt_all, dtype),
         "loss": torch.cat(loss).numpy() if loss else np.zeros((0,), np.float32),
+        # cosine of each sample's own image and caption: what CLIP-score filtering ranks by
+        "clip": (img_all * txt_all).sum(1).numpy().astype(np.float32),
         **{k: np.array(v) for k, v in (made_from or {}).items()},
     }
     with storage.atomic_path(out_uri) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-    return {"n": len(uids), "uids": arrays["uids"]}
+    return {"n": len(uids), "uids": arrays["uids"], "clip": arrays["clip"]}
 
 
 def _reusable(out: str, made_from: dict, dtype: str) -> dict | None:
@@ -127,7 +150,8 @@ def _reusable(out: str, made_from: dict, dtype: str) -> dict | None:
         log.warning("%s; scoring the shard again", e)
         return None
     same = all(str(done.get(k, "")) == v for k, v in made_from.items())
-    return done if same and ("img_scale" in done) == (dtype == "int8") else None
+    current = "clip" in done  # written by this version (older files are rescored)
+    return done if same and current and ("img_scale" in done) == (dtype == "int8") else None
 
 
 def score_pool(
@@ -144,24 +168,27 @@ def score_pool(
     on_shard=None,
     dtype: str = "float16",
     reference_id: str = "",
+    data_uri: str | None = None,
 ) -> dict:
     """Score every pool shard not yet scored (resumable), then write the index last. `dtype`: how the
     embeddings are stored (float16, or int8 with a per-row scale). `reference_id`: identifies the
     reference's weights; a score file is reused only if it was made from the same shard content and
-    the same reference."""
+    the same reference. `data_uri`: where the score files go (default: the cache folder); the index
+    names them by absolute URI when they live elsewhere."""
     t0 = time.time()
+    data_uri = data_uri or cache_uri
     shards = list_shards(pool_uri) if shards is None else shards
     stats = ReadStats(max_bad_fraction=max_bad_fraction)
     entries = []
+    hist = np.zeros(CLIP_BINS, np.int64)
     seen: dict[str, str] = {}  # uid -> shard: duplicates across shards fail here, not at training
     for shard in tqdm(shards, desc="score", unit="shard", disable=not show_progress(progress)):
-        out = _shard_file(cache_uri, shard)
+        out = _shard_file(data_uri, shard)
         made_from = {"shard_fingerprint": storage.fingerprint(shard), "reference_id": reference_id}
         done = _reusable(out, made_from, dtype)
         if done is None:  # not scored yet, or from another shard, reference or precision: (re)score it
-            done = {
-                "uids": score_shard(model, tokenizer, shard, out, batch_size, device, stats, dtype, made_from)["uids"]
-            }
+            done = score_shard(model, tokenizer, shard, out, batch_size, device, stats, dtype, made_from)
+        hist += np.array(clip_histogram(done["clip"]), np.int64)
         for uid in done["uids"].tolist():
             if uid in seen:
                 first, again = storage.basename(seen[uid]), storage.basename(shard)
@@ -177,7 +204,7 @@ def score_pool(
                 "bytes": storage.size(shard),
                 "n": n,
                 "fingerprint": made_from["shard_fingerprint"],
-                "file": storage.basename(out),
+                "file": storage.basename(out) if data_uri == cache_uri else out,
             }
         )
         if on_shard is not None:
@@ -194,6 +221,7 @@ def score_pool(
         "shards": entries,
         "n": total,
         "skipped": stats.skipped,
+        "clip_hist": hist.tolist(),
         "scoring_flops": model.flops_per_example() * total,
         "seconds": time.time() - t0,
         **(extra or {}),
@@ -215,8 +243,9 @@ def merge_caches(part_uris: list[str], pool_uri: str, out_uri: str) -> dict:
     """Merge the partial caches written by a scoring fan-out into one cache for `pool_uri`.
 
     Parts must come from the same reference, cover every pool shard exactly once, and agree on the
-    model facts; anything else is an error naming the part. Score files are copied, the index is
-    written last (a cache without index.json is not a cache)."""
+    model facts; anything else is an error naming the part. Nothing is copied: the merged index names
+    each part's score files where they are (absolute), and is written last (a cache without index.json
+    is not a cache). Parts must therefore stay where they are while the merged cache is in use."""
     indexes = []
     for uri in part_uris:
         index_uri = storage.join(uri, "index.json")
@@ -247,10 +276,7 @@ def merge_caches(part_uris: list[str], pool_uri: str, out_uri: str) -> dict:
             f"not in pool {sorted(set(entries) - set(pool))[:3]}"
         )
     for name in pool:
-        e = entries[name]
-        src = storage.join(owner[name], e["file"])
-        with storage.open_read(src) as f:
-            storage.write_bytes(storage.join(out_uri, e["file"]), f.read())
+        entries[name] = {**entries[name], "file": _resolve(owner[name], entries[name]["file"])}
     with storage.open_read(storage.join(first_uri, "tokenizer.json")) as f:
         storage.write_bytes(storage.join(out_uri, "tokenizer.json"), f.read())
     skipped: dict[str, int] = {}
@@ -263,6 +289,7 @@ def merge_caches(part_uris: list[str], pool_uri: str, out_uri: str) -> dict:
         "shards": [entries[s] for s in pool],
         "n": sum(entries[s]["n"] for s in pool),
         "skipped": skipped,
+        "clip_hist": np.sum([idx.get("clip_hist", [0] * CLIP_BINS) for _, idx in indexes], axis=0).tolist(),
         "scoring_flops": sum(idx.get("scoring_flops", 0.0) for _, idx in indexes),
         "seconds": max(idx.get("seconds", 0.0) for _, idx in indexes),
         "parts": len(indexes),
@@ -271,49 +298,53 @@ def merge_caches(part_uris: list[str], pool_uri: str, out_uri: str) -> dict:
     return index
 
 
-class ScoreCache:
-    """The reference's cached embeddings, looked up by uid."""
+class ShardScores:
+    """One score file in memory: its rows by uid, embeddings as stored, CLIP scores."""
 
-    def __init__(self, uri: str, pool_uri: str | None = None):
-        self.uri = uri
+    def __init__(self, z: dict, uri: str, n: int):
+        if len(z["uids"]) != n:
+            raise ValueError(f"{uri}: holds {len(z['uids'])} samples, index says {n}")
+        self.row = {u: i for i, u in enumerate(z["uids"].tolist())}
+        self.img, self.txt = torch.from_numpy(z["img"]), torch.from_numpy(z["txt"])
+        self.img_scale = torch.from_numpy(z["img_scale"]) if "img_scale" in z else None
+        self.txt_scale = torch.from_numpy(z["txt_scale"]) if "txt_scale" in z else None
+        self.clip = z.get("clip")
+        self.nbytes = sum(v.nbytes for v in z.values() if isinstance(v, np.ndarray))
+
+    def embeddings(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def get(x, scale):
+            return x[rows].float() if scale is None else x[rows].float() * scale[rows][:, None]
+
+        return get(self.img, self.img_scale), get(self.txt, self.txt_scale)
+
+
+class ScoreCache:
+    """The reference's cached embeddings, looked up by (pool shard, uid), read shard by shard.
+
+    Only the index is read up front. A score file is read when a sample of its pool shard is first
+    looked up and kept among the `keep` most recently used (the stream reads a few shards at a time), so
+    memory stays bounded however large the pool, and files of shards never read are never fetched.
+    `bytes_read` counts what was fetched (the scale rehearsal reports it)."""
+
+    def __init__(self, uri: str, pool_uri: str | None = None, keep: int = 16):
+        self.uri, self.keep = uri, keep
         index_uri = storage.join(uri, "index.json")
         if not storage.exists(index_uri):
             raise ValueError(f"{uri}: not a score cache (no index.json; was `jestflow score` run?)")
         self.index = storage.read_json(index_uri)
         if self.index.get("format") != FORMAT:
             raise ValueError(f"{index_uri}: unknown score cache format {self.index.get('format')!r}")
+        self.entries = {e["shard"]: e for e in self.index["shards"]}
         if pool_uri is not None:
             self.check_matches(pool_uri)
-        # the files' per-example `loss` column is for audits; selection needs pairs
-        uids, cols = [], {k: [] for k in ("img", "txt", "img_scale", "txt_scale")}
-        for e in self.index["shards"]:
-            z = _read_npz(storage.join(uri, e["file"]))
-            if len(z["uids"]) != e["n"]:
-                raise ValueError(f"{uri}/{e['file']}: holds {len(z['uids'])} samples, index says {e['n']}")
-            uids.extend(z["uids"].tolist())
-            for k, v in cols.items():
-                if k in z:
-                    v.append(z[k])
-        self.row = {}
-        for i, u in enumerate(uids):
-            if u in self.row:
-                raise ValueError(f"{uri}: duplicate uid {u!r} in score cache")
-            self.row[u] = i
-        d = self.index["embed_dim"]
-
-        def stacked(k, shape):
-            return torch.from_numpy(np.concatenate(cols[k])) if cols[k] else torch.zeros(shape)
-
-        # stored as in the files (float16, or int8 with a per-row scale: half the memory); `embeddings`
-        # and `lookup` hand out float32
-        self.img, self.txt = stacked("img", (0, d)), stacked("txt", (0, d))
-        self.img_scale = stacked("img_scale", (0,)) if cols["img_scale"] else None
-        self.txt_scale = stacked("txt_scale", (0,)) if cols["txt_scale"] else None
         self.log_t = torch.tensor(self.index["log_t"])
         self.bias = torch.tensor(self.index["bias"])
+        self._loaded: OrderedDict[str, ShardScores] = OrderedDict()
+        self._lock = threading.Lock()  # the prefetch thread filters while the loop looks up
+        self.bytes_read, self.files_read = 0, 0
 
     def check_matches(self, pool_uri: str) -> None:
-        have = {e["shard"]: e for e in self.index["shards"]}
+        have = self.entries
         pool = {storage.basename(s): s for s in list_shards(pool_uri)}
         if set(have) != set(pool):
             missing = sorted(set(pool) - set(have))[:3]
@@ -330,26 +361,67 @@ class ScoreCache:
                     "changed since it was scored; score the pool again"
                 )
 
-    def embeddings(self, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image and text embeddings (float32) of cache rows `rows` (default: all)."""
+    def shard(self, name: str) -> ShardScores:
+        """The score file of pool shard `name`, read on first use and kept while recently used."""
+        with self._lock:
+            if name in self._loaded:
+                self._loaded.move_to_end(name)
+                return self._loaded[name]
+            entry = self.entries.get(name)
+            if entry is None:
+                raise ValueError(
+                    f"pool shard {name} is not in score cache {self.uri}: the cache does not match the pool"
+                )
+            uri = _resolve(self.uri, entry["file"])
+            scores = ShardScores(_read_npz(uri), uri, entry["n"])
+            self.bytes_read += scores.nbytes
+            self.files_read += 1
+            self._loaded[name] = scores
+            while len(self._loaded) > self.keep:
+                self._loaded.popitem(last=False)
+            return scores
 
-        def get(x, scale):
-            x = x if rows is None else x[rows]
-            if scale is None:
-                return x.float()
-            return x.float() * (scale if rows is None else scale[rows])[:, None]
+    def lookup(self, uids: list[str], shards: list[str], device="cpu") -> Embeds:
+        """The reference's embeddings of `uids` (each from the pool shard beside it), in that order."""
+        by_shard: dict[str, list[int]] = {}
+        for pos, name in enumerate(shards):
+            by_shard.setdefault(name, []).append(pos)
+        order, img, txt = [], [], []
+        for name, positions in by_shard.items():
+            sc = self.shard(name)
+            try:
+                rows = torch.tensor([sc.row[uids[p]] for p in positions])
+            except KeyError as e:
+                raise ValueError(
+                    f"uid {e.args[0]!r} is not in score cache {self.uri} (shard {name}): the cache does not "
+                    "match the pool"
+                ) from None
+            i, t = sc.embeddings(rows)
+            img.append(i), txt.append(t)
+            order += positions
+        back = torch.empty(len(order), dtype=torch.long)
+        back[torch.tensor(order)] = torch.arange(len(order))  # from shard-grouped rows back to the given order
+        return Embeds(torch.cat(img)[back].to(device), torch.cat(txt)[back].to(device), self.log_t.to(device),
+                      self.bias.to(device))  # fmt: skip
 
-        return get(self.img, self.img_scale), get(self.txt, self.txt_scale)
+    def clip_score(self, uid: str, shard: str) -> float:
+        """The reference's CLIP score (cosine of the sample's own image and caption embeddings)."""
+        sc = self.shard(shard)
+        if sc.clip is not None:
+            return float(sc.clip[sc.row[uid]])
+        i, t = sc.embeddings(torch.tensor([sc.row[uid]]))
+        return float((i * t).sum())
 
-    def lookup(self, uids: list[str], device="cpu") -> Embeds:
-        try:
-            rows = torch.tensor([self.row[u] for u in uids])
-        except KeyError as e:
-            raise ValueError(
-                f"uid {e.args[0]!r} is not in score cache {self.uri}: the cache does not match the pool"
-            ) from None
-        img, txt = self.embeddings(rows)
-        return Embeds(img.to(device), txt.to(device), self.log_t.to(device), self.bias.to(device))
+    def clip_threshold(self, keep: float) -> float:
+        """The CLIP score above which `keep` of the pool lies, from the index's histogram (to within a bin,
+        2/CLIP_BINS; slightly more is kept at a tie), so no score file is read to find it."""
+        hist = np.asarray(self.index.get("clip_hist") or [], np.int64)
+        if not len(hist):
+            raise ValueError(f"{self.uri}: score cache without CLIP scores (made by an older jestflow); score again")
+        want = max(1, int(round(keep * hist.sum())))
+        above = np.cumsum(hist[::-1])  # samples in the top k bins
+        k = int(np.searchsorted(above, want)) + 1
+        return float(-1.0 + 2.0 * (CLIP_BINS - k) / CLIP_BINS)
 
     def __len__(self) -> int:
-        return len(self.row)
+        return int(self.index["n"])
