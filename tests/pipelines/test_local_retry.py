@@ -9,18 +9,15 @@ must resume there, not at step 0. (kfp.local keeps a task's local folder across 
 cluster's retry is a fresh pod: that difference is tested with the launcher stand-in in
 tests/components/test_kfp_steps.py, test_a_retried_step_resumes_from_its_durable_checkpoint.)"""
 
-import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from kfp import dsl, local
-
-from jestflow_components.prepare.component import prepare
-from jestflow_components.train_reference.component import train_reference
 
 TINY = ["demo.n_curated=64", "demo.n_pool=40", "demo.n_eval=40", "demo.shard_size=40",
         "reference.batch_size=16", "reference.shuffle_buffer=16", "reference.checkpoint_every=5"]  # fmt: skip
@@ -52,27 +49,45 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+PIPELINE = """
+import json, sys
+from pathlib import Path
+from kfp import dsl, local
+from jestflow_components.prepare.component import prepare
+from jestflow_components.train_reference.component import train_reference
+
+local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=sys.argv[1], raise_on_error=True)
+
+@dsl.pipeline(name="retry")
+def retry_pipeline() -> dsl.Model:
+    prep = prepare(curated_uri="", pool_uri="", eval_uri="", demo_dir="", preset="smoke", model_size="",
+                   reference_steps=STEPS, steps=2, batch_size=0, filter_ratio=0.0, n_chunks=0, seed=0,
+                   overrides=TINY, check_data=False)
+    ref = train_reference(config=prep.outputs["config"], curated_uri=prep.outputs["curated"])
+    ref.set_retry(num_retries=1, backoff_duration="0s")
+    return ref.outputs["reference"]
+
+task = retry_pipeline()
+print("trained steps:", json.loads(Path(task.output.path, "train.json").read_text())["steps"])
+"""
+
+
 @pytest.mark.slow
-def test_a_retry_under_kfp_local_resumes_from_the_checkpoint(tmp_path, capfd):
+def test_a_retry_under_kfp_local_resumes_from_the_checkpoint(tmp_path):
+    # In its own process: kfp.local re-points this process's stdout while it runs tasks (its indented
+    # task logs), which would leak into later tests.
     root = tmp_path / "root"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-
-    @dsl.pipeline(name="retry")
-    def retry_pipeline() -> dsl.Model:
-        prep = prepare(curated_uri="", pool_uri="", eval_uri="", demo_dir="", preset="smoke", model_size="",
-                       reference_steps=STEPS, steps=2, batch_size=0, filter_ratio=0.0, n_chunks=0, seed=0,
-                       overrides=TINY, check_data=False)  # fmt: skip
-        ref = train_reference(config=prep.outputs["config"], curated_uri=prep.outputs["curated"])
-        ref.set_retry(num_retries=1, backoff_duration="0s")
-        return ref.outputs["reference"]
-
+    script = tmp_path / "retry_pipeline.py"
+    script.write_text(f"STEPS = {STEPS}\nTINY = {TINY!r}\n" + PIPELINE)
+    proc = subprocess.Popen([sys.executable, str(script), str(root)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
     preempted: list[str] = []
 
     def preempt():  # what Kubernetes does to a preempted pod: SIGTERM to the step's process
         deadline = time.time() + 300
-        while time.time() < deadline:
+        while time.time() < deadline and proc.poll() is None:
             if list(root.rglob("reference.checkpoint/checkpoint.pt")):
-                for pid in _children(os.getpid()):
+                for pid in _children(proc.pid):
                     if "train_reference" in _cmdline(pid) or "train-reference" in _cmdline(pid):
                         os.kill(pid, signal.SIGTERM)
                         preempted.append(_cmdline(pid)[:200])
@@ -81,10 +96,9 @@ def test_a_retry_under_kfp_local_resumes_from_the_checkpoint(tmp_path, capfd):
             time.sleep(0.05)
 
     threading.Thread(target=preempt, daemon=True).start()
-    task = retry_pipeline()
-    said = capfd.readouterr()
-    log = said.out + said.err
+    log, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, log[-3000:]
     assert preempted, "the first attempt was never preempted"
     assert "SIGTERM received; checkpoint written at step" in log, log[-3000:]
     assert "reference: resuming from step " in log and f" of {STEPS} (" in log, log[-3000:]
-    assert json.loads(Path(task.output.path, "train.json").read_text())["steps"] == STEPS
+    assert f"trained steps: {STEPS}" in log
