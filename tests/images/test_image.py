@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,15 +121,26 @@ def test_the_whole_smoke_pipeline_runs_in_the_cuda_image(tmp_path):
     """Every step of the CPU variant, in the CUDA image (its torch runs on CPU where no GPU is), by KFP's
     DockerRunner, with the images fixed in the spec (the local runner does not resolve an image
     parameter: jest_pipeline.build's `fixed_images`)."""
-    import kfp.local
-
-    from jestflow_pipelines.jest_pipeline import build
-
     root = tmp_path / "root"
     root.mkdir()
     subprocess.run(["chmod", "a+rwX", str(root)], check=True)
-    kfp.local.init(runner=kfp.local.DockerRunner(network_mode="none"), pipeline_root=str(root), raise_on_error=True)
-    pipeline = build(gpu=False, fixed_images=(GPU_IMAGE, GPU_IMAGE))
-    task = pipeline(demo_dir=str(root / "demo"), preset="smoke", overrides=["learner.decode_workers=1"])
-    results = json.loads(Path(task.outputs["summary"].path, "results.json").read_text())
+    # In its own process: kfp.local re-points stdout while a pipeline runs (its indented task logs),
+    # which leaked into later tests that read what a command printed.
+    script = tmp_path / "cuda_pipeline.py"
+    script.write_text(
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "import kfp.local\n"
+        "from jestflow_pipelines.jest_pipeline import build\n"
+        "root = Path(sys.argv[1])\n"
+        'runner = kfp.local.DockerRunner(network_mode="none")\n'
+        "kfp.local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)\n"
+        f"pipeline = build(gpu=False, fixed_images=({GPU_IMAGE!r}, {GPU_IMAGE!r}))\n"
+        'task = pipeline(demo_dir=str(root / "demo"), preset="smoke", overrides=["learner.decode_workers=1"])\n'
+        'print("SUMMARY", task.outputs["summary"].path)\n'
+    )
+    r = subprocess.run([sys.executable, str(script), str(root)], capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    summary = next(ln.split("SUMMARY ", 1)[1] for ln in r.stdout.splitlines() if "SUMMARY " in ln)
+    results = json.loads(Path(summary, "results.json").read_text())
     assert {r["run"] for r in results["rows"]} == {"jest", "uniform", "uniform@flops"}
