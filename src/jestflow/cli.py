@@ -334,6 +334,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="eager towers on jestflow's side too (e.g. on CPU, where compiling every variant takes minutes)",
     )
     bg.add_argument("--out", default="bench/gpu", help="folder for gpu.md and gpu.json")
+
+    bp = b.add_parser(
+        "precision",
+        help="how much the int8 score cache and bf16 selection (emulated, and the fused kernel on CUDA) change "
+        "JEST's choices, on the embeddings two trained models give whole pools",
+        description="The learner and the reference (folders with model.pt and tokenizer.json) embed every "
+        "full batch of the pools; the reference's embeddings are rounded to float16 as the score cache "
+        "stores them. For each b, DRAWS draws of N = 5b random rows select b with the float32 scorer and "
+        "with each variant under the same random draws; reported: the share of the chosen examples that "
+        "changed and the largest gain error (nats). Writes precision.json and precision.md under --out.",
+    )
+    bp.add_argument("--learner", required=True, help="the learner's folder (model.pt, tokenizer.json)")
+    bp.add_argument("--reference", required=True, help="the reference's folder (model.pt, tokenizer.json)")
+    bp.add_argument("--pools", required=True, help="pool folders of tar shards, comma-separated")
+    bp.add_argument("--sizes", default="1024,8192,32768", help="sub-batch sizes b (N = 5b), comma-separated")
+    bp.add_argument("--draws", type=int, default=4)
+    bp.add_argument("--batch", type=int, default=4096, help="embedding batch size")
+    bp.add_argument("--decode-workers", type=int, default=8)
+    bp.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    bp.add_argument("--out", default="bench/precision", help="folder for precision.json and precision.md")
     return p
 
 
@@ -541,6 +561,13 @@ def run(args) -> int:
             args.repeats,
             args.out,
         )
+    elif args.cmd == "bench" and args.bench_cmd == "precision":
+        from .bench.precision import study_models, write
+
+        ints = [int(x) for x in args.sizes.split(",") if x.strip()]
+        res = study_models(args.learner, args.reference, [p for p in args.pools.split(",") if p.strip()], ints,
+                           args.draws, args.device, batch=args.batch, workers=args.decode_workers)  # fmt: skip
+        print(write(res, args.out))
     elif args.cmd == "bench" and args.bench_cmd == "gpu":
         from .bench.gpu import bench_gpu
 

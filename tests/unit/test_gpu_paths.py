@@ -205,6 +205,9 @@ def test_bench_gpu_runs_every_section_on_cpu(tmp_path):
     assert set(it) == {"uniform", "jest", "jest + reuse", "flexi-jest", "flexi-jest + reuse"}
     assert it["jest"]["super_batch"] == 80 and it["jest"]["ratio_to_uniform"] > 1
     assert it["jest + reuse"]["tape_bytes"] > it["flexi-jest + reuse"]["tape_bytes"] > 0 == it["jest"]["tape_bytes"]
+    # images/s counts the b trained examples; the step's FLOPs include scoring the super-batch
+    assert it["jest"]["images_per_s"] == pytest.approx(16 / it["jest"]["seconds"])
+    assert it["jest"]["step_flops"] > it["jest + reuse"]["step_flops"] > it["uniform"]["step_flops"] > 0
     data = [(r["decode_workers"], r["decode_mode"]) for r in res["rows"] if r["section"] == "data"]
     assert data == [(0, "in memory"), (8, "process"), (8, "thread"), (1, "serial")]
     loader = {r["decode_mode"]: r for r in res["rows"] if r["section"] == "loader"}
@@ -214,3 +217,30 @@ def test_bench_gpu_runs_every_section_on_cpu(tmp_path):
     assert sel[0]["fused_vs_fp32_rel_error"] < 1e-5
     md = (tmp_path / "gpu.md").read_text()
     assert "Joint selection" in md and "Waiting for data" in md
+
+
+def test_mfu_is_the_steps_flops_over_time_over_each_peak():
+    from jestflow.bench.gpu import _mfu
+
+    row = _mfu({"batch": 4}, 1e12, 2.0, {"matmul_bf16_tflops": 1.0, "datasheet_bf16_tflops": 2.0})
+    assert row == {"batch": 4, "step_flops": 1e12, "images_per_s": 2.0, "mfu_measured": 0.5, "mfu_datasheet": 0.25}
+    assert "mfu_datasheet" not in _mfu({"batch": 4}, 1e12, 2.0, {})  # no GPU: no peak, no MFU
+
+
+def test_bench_precision_on_two_trained_models_and_a_pool(smoke_scored, tmp_path):
+    """`jestflow bench precision` (the GPU sizes' study) at toy size on CPU: the reference's own model
+    stands in for both; every variant reported, sizes the pool cannot hold listed as not measured."""
+    from jestflow.cli import main
+
+    ref, pool, out = smoke_scored / "ref", smoke_scored / "data" / "pool", tmp_path / "p"
+    args = ["bench", "precision", "--learner", str(ref), "--reference", str(ref), "--pools", f"{pool},{pool}",
+            "--sizes", "16,100000", "--draws", "2", "--batch", "32", "--decode-workers", "1", "--device", "cpu",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    res = json.loads((out / "precision.json").read_text())
+    row = res["sizes"]["16"]
+    assert set(row) == {"int8 cache", "bf16 selection", "seconds"}  # no fused kernel off CUDA
+    assert 0 <= row["int8 cache"]["changed_mean"] <= row["int8 cache"]["changed_max"] <= 1
+    assert res["pool"] % 32 == 0 and res["pool"] >= 80
+    assert res["not_measured"] == [f"b=100000: the pools hold {res['pool']} samples, N = 500000 needed"]
+    assert "| 16 |" in (out / "precision.md").read_text()

@@ -555,6 +555,8 @@ def extended_lines(results: dict) -> list[str]:
     lines += longtail_lines(results, took("long-tail"))
     prec = results.get("precision")
     if prec:
+        from .precision import markdown as precision_table
+
         lines += [
             f"### Selection precision on trained embeddings{took('precision')}",
             "",
@@ -563,23 +565,10 @@ def extended_lines(results: dict) -> list[str]:
             f"d = {prec['embed_dim']} (`bench/precision.py`). Changed: the share of the b chosen examples not "
             "chosen at float precision. Gain error: the largest difference of a candidate's gain, in nats.",
             "",
-            "| b (N = 5b) | int8 cache: changed, mean (worst) | int8: largest gain error | "
-            "bf16 selection: changed, mean (worst) | bf16: largest gain error |",
-            "|---|---|---|---|---|",
-        ]
-        for b, r in prec["sizes"].items():
-            i8, bf = r["int8 cache"], r["bf16 selection"]
-            lines.append(
-                f"| {b} | {i8['changed_mean']:.1%} ({i8['changed_max']:.1%}) | {i8['gain_error_max']:.3f} | "
-                f"{bf['changed_mean']:.1%} ({bf['changed_max']:.1%}) | {bf['gain_error_max']:.3f} |"
-            )
-        over = [b for b, r in prec["sizes"].items() if r["int8 cache"]["changed_mean"] > 0.01]
-        lines += [
+            *precision_table(prec),
             "",
-            "The int8 cache changes more than 1% of the choices at b = "
-            + (", ".join(over) if over else "none of these sizes")
-            + ". bf16 is emulated (inputs rounded, float32 products); the fused bf16 kernel itself has no CPU "
-            "test (Triton's interpreter cannot run a bf16 `tl.dot`).",
+            "bf16 is emulated here (inputs rounded, float32 products); the fused bf16 kernel itself has no CPU "
+            "test (Triton's interpreter cannot run a bf16 `tl.dot`); BENCHMARKS.md's GPU section measures it.",
             "",
         ]
     singles = (

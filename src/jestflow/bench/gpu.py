@@ -230,6 +230,16 @@ def bench_select_gpu(n: int, d: int, device: str, repeats: int, impls=("torch", 
     b = int(round(n * 0.2))
     b -= b % 16
     terms = score_terms("learnability", _embeds(n, d, 0, device), _embeds(n, d, 1, device))
+    # Agreement of the fused kernel (bf16) with the fp32 scorer on one chunk's update: the kernel's first
+    # call at this shape, so Triton's autotuner benchmarks its configs on these very arguments first (an
+    # in-place kernel whose output the autotuner does not restore would be counted once per trial).
+    try:
+        a, f = SigmoidScorer(terms), FusedSigmoidScorer(terms)
+        idx = torch.randperm(n, device=device)[: b // 16]
+        a.add(idx), f.add(idx)
+        rel = float((a.running - f.running).norm() / a.running.norm())
+    except Exception:  # noqa: BLE001 - reported as missing
+        rel = float("nan")
     rows = []
     make = {
         "torch": lambda: SigmoidScorer(terms),
@@ -263,22 +273,24 @@ def bench_select_gpu(n: int, d: int, device: str, repeats: int, impls=("torch", 
                 times.append(time.perf_counter() - t0)
             peak = (torch.cuda.max_memory_allocated() - base) if cuda else float("nan")
             row.update(seconds=sorted(times)[len(times) // 2], peak_bytes=peak)
+            if impl == "fused":
+                row["kernel_config"] = _kernel_config()
         except torch.OutOfMemoryError:
             row["skipped"] = "out of memory"
         except Exception as e:  # noqa: BLE001
             row["skipped"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
         torch.cuda.empty_cache() if torch.device(device).type == "cuda" else None
-    # Agreement of the fused kernel (bf16) with the fp32 scorer on one chunk's update.
-    try:
-        a, f = SigmoidScorer(terms), FusedSigmoidScorer(terms)
-        idx = torch.randperm(n, device=device)[: b // 16]
-        a.add(idx), f.add(idx)
-        rel = float((a.running - f.running).norm() / a.running.norm())
-    except Exception:  # noqa: BLE001 - reported as missing
-        rel = float("nan")
     for r in rows:
         r["fused_vs_fp32_rel_error"] = rel
     return rows
+
+
+def _kernel_config() -> str | None:
+    """The tile shape and launch settings Triton's autotuner picked for the fused kernel (None: not tuned)."""
+    from ..core import kernels
+
+    best = getattr(getattr(kernels, "_chunk_gain_kernel_flat", None), "best_config", None)
+    return None if best is None else f"{best.kwargs} warps={best.num_warps} stages={best.num_stages}"
 
 
 def _free_bytes(device: str) -> float:
@@ -287,10 +299,21 @@ def _free_bytes(device: str) -> float:
     return 8 * 2**30
 
 
+def _mfu(row: dict, flops: float, seconds: float, facts: dict) -> dict:
+    """The row with the step's model FLOPs, images trained per second and MFU against each known peak."""
+    row.update(step_flops=flops, images_per_s=row["batch"] / seconds)
+    for key, peak in (("measured", facts.get("matmul_bf16_tflops")), ("datasheet", facts.get("datasheet_bf16_tflops"))):
+        if peak:
+            row[f"mfu_{key}"] = flops / seconds / (peak * 1e12)
+    return row
+
+
 def bench_iteration(
-    size: str, model, step, b: int, device: str, steps: int, warmup: int, vocab: int = 1000
+    size: str, model, step, b: int, device: str, steps: int, warmup: int, vocab: int = 1000, facts: dict | None = None
 ) -> list[dict]:
-    from ..core.flops import scoring_stride, train_groups
+    """Uniform, JEST and Flexi-JEST steps (with and without reuse): time, ratio to uniform, images/s and
+    MFU (the step's model FLOPs from flops.step_cost: scoring, selection and training passes)."""
+    from ..core.flops import scoring_stride, step_cost, train_groups
     from ..training.batch_selectors import ScoreSelect
     from ..training.distributed import Dist
     from ..training.loader import Batch
@@ -304,16 +327,22 @@ def bench_iteration(
     sub = Batch([str(i) for i in range(b)], images[:b], tokens[:b], [""] * b)
     gen = torch.Generator(device=device).manual_seed(0)
     uniform = _timeit(lambda: step(sub), device, steps, warmup)
+    facts = facts or {}
     rows = [
-        {
-            "section": "iteration",
-            "size": size,
-            "method": "uniform",
-            "batch": b,
-            "super_batch": b,
-            "seconds": uniform,
-            "ratio_to_uniform": 1.0,
-        }
+        _mfu(
+            {
+                "section": "iteration",
+                "size": size,
+                "method": "uniform",
+                "batch": b,
+                "super_batch": b,
+                "seconds": uniform,
+                "ratio_to_uniform": 1.0,
+            },
+            step_cost(cfg.with_method("uniform")).total,
+            uniform,
+            facts,
+        )
     ]
     cuda = torch.device(device).type == "cuda"
     # every benchmarked joint method that scores the super-batch with the learner (JEST, Flexi-JEST), with and
@@ -370,16 +399,21 @@ def bench_iteration(
             continue
         sel_sec, score_sec, train_sec = (sorted(x[i] for x in shares[-steps:])[steps // 2] for i in range(3))
         rows.append(
-            {
-                **row,
-                "seconds": sec,
-                "ratio_to_uniform": sec / uniform,
-                "selection_seconds": sel_sec,
-                "selection_share": sel_sec / sec,
-                "score_select_seconds": score_sec,
-                "train_seconds": train_sec,
-                "peak_bytes": torch.cuda.max_memory_allocated() if cuda else float("nan"),
-            }
+            _mfu(
+                {
+                    **row,
+                    "seconds": sec,
+                    "ratio_to_uniform": sec / uniform,
+                    "selection_seconds": sel_sec,
+                    "selection_share": sel_sec / sec,
+                    "score_select_seconds": score_sec,
+                    "train_seconds": train_sec,
+                    "peak_bytes": torch.cuda.max_memory_allocated() if cuda else float("nan"),
+                },
+                step_cost(mcfg, reuse=replay).total,
+                sec,
+                facts,
+            )
         )
     return rows
 
@@ -580,7 +614,7 @@ def bench_gpu(
         n = C.load_config(None, None, [f"learner.batch_size={batch}"]).super_batch_size()
         for name, fn in (
             ("score", lambda: [bench_score(size, model, n, device, steps, warmup)]),
-            ("iteration", lambda: bench_iteration(size, model, step, batch, device, steps, warmup)),
+            ("iteration", lambda: bench_iteration(size, model, step, batch, device, steps, warmup, facts=facts)),
             ("data", lambda: bench_data(model, step, batch, device, max(3, steps // 2), workdir)),
         ):
             if name not in sections:
@@ -669,7 +703,11 @@ def markdown(results: dict) -> str:
         "**Joint selection** (learnability, 16 chunks, ratio 0.8)",
         ["N → b", "d", "implementation", "ms", "peak GiB", "fused vs fp32 rel. error"],
         lambda r: (
-            [f"{r['n']} → {r['b']}", str(r["d"]), r["impl"]]
+            [
+                f"{r['n']} → {r['b']}",
+                str(r["d"]),
+                r["impl"] + (f" ({r['kernel_config']})" if r.get("kernel_config") else ""),
+            ]
             + (
                 [f"not run: {r['skipped']}", "", ""]
                 if "skipped" in r
@@ -692,6 +730,8 @@ def markdown(results: dict) -> str:
             "N",
             "ms/step",
             "× uniform",
+            "img/s",
+            "MFU (datasheet)",
             "score+select ms",
             "train ms",
             "selection ms",
@@ -702,11 +742,13 @@ def markdown(results: dict) -> str:
         lambda r: (
             [r["size"], r["method"], str(r["batch"]), str(r["super_batch"])]
             + (
-                [f"not run: {r['skipped']}", "", "", "", "", "", _gib(r["tape_bytes"]), ""]
+                [f"not run: {r['skipped']}", "", "", "", "", "", "", "", _gib(r["tape_bytes"]), ""]
                 if "skipped" in r
                 else [
                     f"{r['seconds'] * 1e3:.1f}",
                     f"{r['ratio_to_uniform']:.2f}",
+                    _f(r.get("images_per_s"), ".0f"),
+                    _f(r.get("mfu_datasheet"), ".1%"),
                     _f(r.get("score_select_seconds") and r["score_select_seconds"] * 1e3),
                     _f(r.get("train_seconds") and r["train_seconds"] * 1e3),
                     _f(r.get("selection_seconds") and r["selection_seconds"] * 1e3),
