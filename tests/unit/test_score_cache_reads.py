@@ -60,3 +60,15 @@ def test_clip_threshold_from_the_index_matches_the_scores(smoke_scored, keep):
     # the histogram resolves the cut to one bin: what it keeps is `keep` up to one bin's samples
     in_bin = float(((clip >= cut - 2 / CLIP_BINS) & (clip < cut)).mean())
     assert keep - 1 / len(clip) <= kept <= keep + in_bin + 1 / len(clip)
+
+
+def test_a_score_file_without_clip_scores_is_named_not_recomputed(smoke_scored):
+    from jestflow.training.score_cache import ShardScores
+
+    cache = ScoreCache(str(smoke_scored / "scores"))
+    name = sorted(cache.entries)[0]
+    sc = cache.shard(name)
+    z = {"uids": np.array(list(sc.row)), "img": sc.img.numpy(), "txt": sc.txt.numpy()}  # no "clip" array
+    cache._loaded[name] = ShardScores(z, "gs://b/old/scores-0.npz", len(sc.row))
+    with pytest.raises(ValueError, match=r"gs://b/old/scores-0.npz: score file without CLIP scores .* score again"):
+        cache.clip_score(next(iter(sc.row)), name)

@@ -308,6 +308,7 @@ class ShardScores:
         self.img, self.txt = torch.from_numpy(z["img"]), torch.from_numpy(z["txt"])
         self.img_scale = torch.from_numpy(z["img_scale"]) if "img_scale" in z else None
         self.txt_scale = torch.from_numpy(z["txt_scale"]) if "txt_scale" in z else None
+        self.uri = uri
         self.clip = z.get("clip")
         self.nbytes = sum(v.nbytes for v in z.values() if isinstance(v, np.ndarray))
 
@@ -407,10 +408,9 @@ class ScoreCache:
     def clip_score(self, uid: str, shard: str) -> float:
         """The reference's CLIP score (cosine of the sample's own image and caption embeddings)."""
         sc = self.shard(shard)
-        if sc.clip is not None:
-            return float(sc.clip[sc.row[uid]])
-        i, t = sc.embeddings(torch.tensor([sc.row[uid]]))
-        return float((i * t).sum())
+        if sc.clip is None:  # every score file this version writes has them (and `score` rescores older ones)
+            raise ValueError(f"{sc.uri}: score file without CLIP scores (made by an older jestflow); score again")
+        return float(sc.clip[sc.row[uid]])
 
     def clip_threshold(self, keep: float) -> float:
         """The CLIP score above which `keep` of the pool lies, from the index's histogram (to within a bin,
