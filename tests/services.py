@@ -8,17 +8,9 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
-
-
-def find_binary(name: str) -> str | None:
-    """A console script installed beside the running interpreter (the venv's bin/, which `make test`
-    does not put on PATH), else one on PATH."""
-    here = os.path.join(os.path.dirname(sys.executable), name)
-    return here if os.access(here, os.X_OK) else shutil.which(name)
 
 
 def free_port() -> int:
@@ -122,7 +114,6 @@ class GCSEmulator:
 
     def __init__(self, workdir: str, bucket: str = "jestflow-test"):
         self.workdir, self.bucket = workdir, bucket
-        self.proc = None
         self.requests: list[str] = []
         self.failed: list[str] = []
         self.fail_next: dict[str, int] = {}
@@ -132,37 +123,10 @@ class GCSEmulator:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        emulator = find_binary("gcp-storage-emulator")
-        if emulator is None:
-            raise RuntimeError("gcp-storage-emulator is not installed (pip install gcp-storage-emulator)")
-        port = free_port()
-        log = open(os.path.join(self.workdir, "gcs-emulator.log"), "ab")
-        self.proc = subprocess.Popen(
-            [
-                emulator,
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--in-memory",
-                "--default-bucket",
-                self.bucket,
-                "-q",
-            ],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-        deadline = time.time() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.time() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("gcp-storage-emulator did not start") from None
-                time.sleep(0.2)
+        from jestflow.bench.scale import Emulator
+
+        self.emulator = Emulator(self.workdir, self.bucket, in_memory=True).start()
+        port = self.emulator.port
         outer = self
 
         class Proxy(BaseHTTPRequestHandler):
@@ -217,9 +181,5 @@ class GCSEmulator:
         if getattr(self, "server", None):
             self.server.shutdown()
             self.server.server_close()
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
+        if getattr(self, "emulator", None):
+            self.emulator.stop()

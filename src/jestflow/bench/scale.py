@@ -37,38 +37,57 @@ MEMORY_GROWTH_LIMIT = 1.5
 # ---- the emulator ---------------------------------------------------------------------------------
 
 
+def console_script(name: str) -> str | None:
+    """A console script installed beside the running interpreter (a venv's bin/, which `make test` does
+    not put on PATH), else one on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), name)
+    return here if os.access(here, os.X_OK) else shutil.which(name)
+
+
 class Emulator:
-    """gcp-storage-emulator on 127.0.0.1 with a default bucket, its files under `workdir`; stopped by PID.
-    Sets STORAGE_EMULATOR_HOST for this process and the steps it starts."""
+    """gcp-storage-emulator on 127.0.0.1 with a default bucket, its files (or only its log, `in_memory`)
+    under `workdir`; stopped by PID. As a context manager it also points STORAGE_EMULATOR_HOST at itself
+    for this process and the steps it starts. The tests' fault-injecting proxy starts one with `start`."""
 
     def __init__(self, workdir: str, bucket: str = BUCKET, in_memory: bool = False):
         self.workdir, self.bucket, self.in_memory = workdir, bucket, in_memory
-        self.proc, self.host, self._old = None, "", None
+        self.proc, self.host, self.port, self._old = None, "", 0, None
 
-    def __enter__(self) -> Emulator:
-        exe = shutil.which("gcp-storage-emulator") or os.path.join(
-            os.path.dirname(sys.executable), "gcp-storage-emulator"
-        )
-        if not os.path.exists(exe):
+    def start(self) -> Emulator:
+        exe = console_script("gcp-storage-emulator")
+        if exe is None:
             raise ValueError("gcp-storage-emulator is not installed (pip install gcp-storage-emulator)")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+            self.port = s.getsockname()[1]
         os.makedirs(self.workdir, exist_ok=True)
         log = open(os.path.join(self.workdir, "gcs-emulator.log"), "ab")
-        cmd = [exe, "start", "--host", "127.0.0.1", "--port", str(port), "--default-bucket", self.bucket, "-q"]
+        cmd = [exe, "start", "--host", "127.0.0.1", "--port", str(self.port), "--default-bucket", self.bucket, "-q"]
         self.proc = subprocess.Popen([*cmd, *(["--in-memory"] if self.in_memory else [])], cwd=self.workdir,
                                      stdout=log, stderr=log, start_new_session=True)  # fmt: skip
         deadline = time.time() + 30
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     break
             except OSError:
                 if time.time() > deadline or self.proc.poll() is not None:
+                    self.stop()
                     raise ValueError(f"gcp-storage-emulator did not start (log: {self.workdir})") from None
                 time.sleep(0.2)
-        self.host = f"http://127.0.0.1:{port}"
+        self.host = f"http://127.0.0.1:{self.port}"
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def __enter__(self) -> Emulator:
+        self.start()
         self._old = os.environ.get("STORAGE_EMULATOR_HOST")
         os.environ["STORAGE_EMULATOR_HOST"] = self.host
         return self
@@ -78,12 +97,7 @@ class Emulator:
             os.environ.pop("STORAGE_EMULATOR_HOST", None)
         else:
             os.environ["STORAGE_EMULATOR_HOST"] = self._old
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.stop()
 
 
 # ---- the steps, each run in its own process (`python -m jestflow.bench.scale STEP ARGS_JSON`) --------
