@@ -31,7 +31,7 @@ $(STAMP)/installed: $(INSTALLED)
 	@touch $@
 $(INSTALLED): pyproject.toml constraints.txt $(filter $(VENV)/bin/python,$(PYTHON))
 	@mkdir -p $(STAMP)
-	$(PIP) -e ".[pipelines,test]"
+	$(PIP) -e ".[pipelines,test,hf]"
 	@touch $@
 
 install: $(STAMP)/installed ## install jestflow and its dependencies (CPU torch) into $(PYTHON)
@@ -97,7 +97,7 @@ TORCH = $(shell sed -n 's/^torch==\([^ ]*\).*/\1/p' constraints.txt)
 
 wheelhouse: $(STAMP)/installed ## dist/: the jestflow wheel and every dependency's wheel, CPU torch (offline image builds)
 	rm -rf dist/*.whl dist/wheels && $(PYTHON) -m pip wheel -q --no-deps -w dist .  # dist/wheels-cuda is kept
-	$(PYTHON) -m pip wheel -q -w dist/wheels -c constraints.txt "dist/$(WHEEL)[pipelines]"
+	$(PYTHON) -m pip wheel -q -w dist/wheels -c constraints.txt "dist/$(WHEEL)[pipelines,hf]"
 	cp constraints.txt dist/wheels/constraints.txt
 
 # The CUDA build of constraints.txt's torch and the CUDA libraries it needs, from PyPI (several GB). The

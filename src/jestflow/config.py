@@ -20,6 +20,7 @@ from . import storage
 from .methods import KERNELS, METHODS, get_method
 
 LOSSES = ("sigmoid", "softmax")
+ARCHS = ("vit", "hf-siglip")  # model.arch: jestflow's ViT two-tower | transformers' SiglipModel (model/hf_siglip.py)
 SWITCHES = ("auto", "on", "off")
 CACHE_DTYPES = ("float16", "int8")
 
@@ -111,6 +112,9 @@ class ModelConfig:
     context_length: int = 16  # caption tokens (word level), the last one is EOS
     embed_dim: int = 64  # joint embedding dimension
     loss: str = "sigmoid"  # sigmoid (SigLIP) | softmax (CLIP)
+    # vit: jestflow's own two-tower model | hf-siglip: transformers' SiglipModel of the same sizes (saved with
+    # save_pretrained; its embedding dimension is `width`, so embed_dim follows it; sigmoid loss only)
+    arch: str = "vit"
 
     def validate(self, prefix: str = "model.") -> None:
         _positive(
@@ -128,6 +132,14 @@ class ModelConfig:
             "embed_dim",
         )
         _one_of(prefix, "loss", self.loss, LOSSES)
+        _one_of(prefix, "arch", self.arch, ARCHS)
+        if self.arch == "hf-siglip" and self.loss != "sigmoid":
+            raise ValueError(f"{prefix}arch=hf-siglip trains with the sigmoid loss only (got {prefix}loss={self.loss})")
+        if self.arch == "hf-siglip" and self.embed_dim != self.width:
+            raise ValueError(
+                f"{prefix}embed_dim={self.embed_dim} must equal {prefix}width={self.width} for hf-siglip "
+                "(SigLIP's image embedding is its tower's width); leave embed_dim unset and it follows width"
+            )
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"{prefix}image_size={self.image_size} is not divisible by {prefix}patch_size={self.patch_size}"
@@ -359,7 +371,12 @@ def _merge(obj: Any, updates: dict, prefix: str = "") -> Any:
             changes[key] = _merge(current, value, f"{prefix}{key}.")
         elif not (isinstance(obj, ModelConfig) and key == "size"):
             changes[key] = _coerce(value, known[key].type, prefix + key)
-    return replace(obj, **changes)
+    obj = replace(obj, **changes)
+    # hf-siglip: the joint embedding is the image tower's width, unless embed_dim is set here explicitly
+    # (then validate() says if the two disagree)
+    if isinstance(obj, ModelConfig) and obj.arch == "hf-siglip" and "embed_dim" not in updates:
+        obj = replace(obj, embed_dim=obj.width)
+    return obj
 
 
 def parse_overrides(items: list[str]) -> dict:

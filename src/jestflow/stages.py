@@ -8,8 +8,7 @@ from . import config as C
 from . import storage
 from .core import flops
 from .data.shards import ReadStats, iter_split
-from .model.tokenizer import Tokenizer
-from .model.two_tower import load_model
+from .model.factory import build_tokenizer, load_model_dir, load_tokenizer, weights_file
 from .training import distributed
 from .training.devices import resolve_device
 from .training.evaluation import EvalSet, evaluate
@@ -49,7 +48,7 @@ def train_reference(
     _write_config(cfg, out)
     stats = ReadStats(max_bad_fraction=cfg.reference.max_bad_fraction)
     captions = (s.caption for s in iter_split(curated, stats, cfg.model.image_size))
-    tokenizer = Tokenizer.build(captions, cfg.model.context_length)
+    tokenizer = build_tokenizer(cfg.model.arch, captions, cfg.model.context_length)
     callbacks = [*callbacks, *([metrics] if metrics else [])]
     return train(cfg, "reference", curated, out, tokenizer, eval_uri=eval_uri, callbacks=callbacks, progress=progress,
                  checkpoint_dir=checkpoint_dir)  # fmt: skip
@@ -71,8 +70,7 @@ def score(
     (default `reference`, e.g. the artifact's URI where `reference` is its local copy)."""
     _write_config(cfg, out, "score-config.yaml")
     device = resolve_device(cfg.reference.device)
-    model = load_model(storage.join(reference, "model.pt"), device)
-    tokenizer = Tokenizer.load(storage.join(reference, "tokenizer.json"))
+    model, tokenizer = load_model_dir(reference, device)
     ref_summary = storage.read_json(storage.join(reference, "train.json"))
     extra = {"reference": reference_uri or reference, "reference_flops": ref_summary["flops_total"]}
     if metrics:
@@ -90,7 +88,7 @@ def score(
         shards,
         on_shard=metrics.scored if metrics else None,
         dtype=cfg.score.dtype,
-        reference_id=storage.fingerprint(storage.join(reference, "model.pt")),
+        reference_id=storage.fingerprint(weights_file(reference)),
         data_uri=data_uri,
     )
     if metrics:
@@ -118,7 +116,7 @@ def train_learner(
     cache = ScoreCache(scores, pool) if scores and m.uses_reference else None
     source = tokenizer_from or scores
     if source:
-        tokenizer = Tokenizer.load(storage.join(source, "tokenizer.json"))
+        tokenizer = load_tokenizer(storage.join(source, "tokenizer.json"))
     else:
         print(
             "learner: no --scores or --tokenizer-from: building the tokenizer from the pool's captions "
@@ -126,7 +124,7 @@ def train_learner(
             flush=True,
         )
         captions = (s.caption for s in iter_split(pool, ReadStats(max_bad_fraction=1.0), cfg.model.image_size))
-        tokenizer = Tokenizer.build(captions, cfg.model.context_length)
+        tokenizer = build_tokenizer(cfg.model.arch, captions, cfg.model.context_length)
     if m.uses_reference and cache is None:
         raise ValueError(f"method {m.name!r} needs a reference score cache (--scores)")
     # Curation's fixed costs, for the methods that read the reference: its training and its pool pass.
@@ -191,8 +189,7 @@ def evaluate_model(cfg: C.Config, model_dir: str, eval_uri: str, out: str | None
     if metrics:
         metrics.start()
     device = resolve_device(cfg.learner.device)
-    model = load_model(storage.join(model_dir, "model.pt"), device)
-    tokenizer = Tokenizer.load(storage.join(model_dir, "tokenizer.json"))
+    model, tokenizer = load_model_dir(model_dir, device)
     ev = EvalSet.load(eval_uri, model.config.image_size, cfg.learner.max_bad_fraction)
     results = evaluate(model, tokenizer, ev, cfg.eval.batch_size, device)
     summary_uri = storage.join(model_dir, "train.json")

@@ -42,6 +42,21 @@ def test_model_size_resets_architecture():
     assert cfg.model.width == 384 and cfg.model.depth == 2
 
 
+def test_hf_siglip_embedding_follows_width():
+    """SigLIP's image embedding is its tower's width: embed_dim follows it, an explicit other value is
+    refused, as is the softmax loss; the resolved config survives a round trip through its dict."""
+    from jestflow.config import from_dict, to_dict
+
+    cfg = load_config("smoke", overrides=["model.arch=hf-siglip"])
+    assert cfg.model.embed_dim == cfg.model.width == 96
+    cfg = load_config("smoke", overrides=["model.arch=hf-siglip", "model.size=small"])
+    assert cfg.model.embed_dim == cfg.model.width == 192 and from_dict(to_dict(cfg)) == cfg
+    with pytest.raises(ValueError, match="model.embed_dim=64 must equal model.width=96 for hf-siglip"):
+        load_config("smoke", overrides=["model.arch=hf-siglip", "model.embed_dim=64"])
+    with pytest.raises(ValueError, match="hf-siglip trains with the sigmoid loss only"):
+        load_config("smoke", overrides=["model.arch=hf-siglip", "model.loss=softmax"])
+
+
 def test_yaml_file_and_dump(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("learner:\n  steps: 11\n")
@@ -62,6 +77,7 @@ def test_yaml_file_and_dump(tmp_path):
         pytest.param("learner.steps=many", "learner.steps='many': expected int", id="wrong-type"),
         pytest.param("model.size=huge", "model.size='huge' is not one of", id="unknown-size"),
         pytest.param("model.loss=hinge", "model.loss='hinge'", id="unknown-loss"),
+        pytest.param("model.arch=clip", "model.arch='clip' must be vit or hf-siglip", id="unknown-arch"),
         # issue 13: these passed validation and crashed (or "trained") later
         pytest.param(
             "learner.checkpoint_every=0", "learner.checkpoint_every=0 must be positive", id="checkpoint-every-0"

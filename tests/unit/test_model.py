@@ -40,16 +40,21 @@ def test_padding_does_not_change_text_embedding():
     torch.testing.assert_close(padded, bare)
 
 
+@pytest.mark.parametrize("arch", ["vit", "hf-siglip"])
 @pytest.mark.parametrize("size", ["tiny", "small"])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_flops_match_pytorchs_flop_counter(size, stride):
+def test_flops_match_pytorchs_flop_counter(size, stride, arch):
     """The cost model's forward FLOPs equal what torch.utils.flop_counter counts in a real forward
-    (attention through the math kernel, so its matrix products are counted too)."""
+    (attention through the math kernel, so its matrix products are counted too); for hf-siglip, a
+    transformers SiglipModel with its attention-pooling head."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    c = load_config("smoke", overrides=[f"model.size={size}"]).model
-    m = TwoTower(c, 50).eval()
+    from jestflow.model.factory import build_model
+    from jestflow.model.tokenizer import build_tokenizer
+
+    c = load_config("smoke", overrides=[f"model.size={size}", f"model.arch={arch}"]).model
+    m = build_model(c, build_tokenizer(arch, ["a red shirt", "a blue dress on the left"], c.context_length)).eval()
     images = torch.zeros(1, c.image_size, c.image_size, 3, dtype=torch.uint8)
     tokens = torch.ones(1, c.context_length, dtype=torch.long)
     with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):

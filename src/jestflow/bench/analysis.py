@@ -340,15 +340,13 @@ def chunk_diagnostics(cfg: C.Config, study, n_batches: int = 8) -> dict:
 
     from ..core.selection import DenseScorer, Embeds, dense_score_matrix, sample_chunks, score_terms
     from ..data.shards import ReadStats, stream
-    from ..model.tokenizer import Tokenizer
-    from ..model.two_tower import load_model
+    from ..model.factory import load_model_dir
     from ..training.loader import make_batches
     from ..training.score_cache import ScoreCache
     from .curation import JEST
 
-    model_dir = storage.join(study.runs, f"{JEST}-s0")
-    model = load_model(storage.join(model_dir, "model.pt")).eval()
-    tok = Tokenizer.load(storage.join(model_dir, "tokenizer.json"))
+    model, tok = load_model_dir(storage.join(study.runs, f"{JEST}-s0"))
+    model.eval()
     cache = ScoreCache(study.scores)
     jcfg = cfg.with_method(JEST)
     b, n = jcfg.learner.batch_size, jcfg.super_batch_size()

@@ -108,15 +108,13 @@ def study(cfg: C.Config, st, sizes=SIZES, draws: int = DRAWS) -> dict:
     """On the curation bench's models and pool (CPU; the emulated bf16)."""
     from ..core.selection import Embeds
     from ..data.shards import ReadStats, stream
-    from ..model.tokenizer import Tokenizer
-    from ..model.two_tower import load_model
+    from ..model.factory import load_model_dir
     from ..training.loader import make_batches
     from ..training.score_cache import ScoreCache
     from .curation import JEST
 
-    model_dir = storage.join(st.runs, f"{JEST}-s0")
-    model = load_model(storage.join(model_dir, "model.pt")).eval()
-    tok = Tokenizer.load(storage.join(model_dir, "tokenizer.json"))
+    model, tok = load_model_dir(storage.join(st.runs, f"{JEST}-s0"))
+    model.eval()
     cache = ScoreCache(st.scores)
     chunks = cfg.select.n_chunks
     out = {"sizes": {}, "draws": draws, "n_chunks": chunks, "embed_dim": model.config.embed_dim,
@@ -172,15 +170,14 @@ def study_models(
     The reference's are rounded to float16, as the score cache stores them."""
     from ..core.kernels import triton_usable
     from ..core.selection import Embeds
-    from ..model.tokenizer import Tokenizer
-    from ..model.two_tower import load_model
+    from ..model.factory import load_model_dir
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     t0 = time.time()
     embeds = []
     for folder in (learner_dir, reference_dir):
-        model = load_model(storage.join(folder, "model.pt")).to(device).eval()
-        tok = Tokenizer.load(storage.join(folder, "tokenizer.json"))
+        model, tok = load_model_dir(folder, device)
+        model.eval()
         img, txt = _embed(model, pools, tok, device, batch, workers)
         embeds.append((img, txt, model.log_t.detach().float(), model.bias.detach().float()))
     (li, lt, lT, lB), (ri, rt, rT, rB) = embeds

@@ -31,11 +31,21 @@ def linear_per_example(c: ModelConfig, patch_stride: int = 1, image: bool = True
     """Forward FLOPs of the towers' linear layers (qkv, proj, MLP: 24·w² per token and block; the
     heads): the part activation reuse replays instead of recomputing."""
     flops = 0
+    t = image_tokens(c, patch_stride)
     if image:
-        flops += c.depth * 24 * c.width**2 * image_tokens(c, patch_stride) + 2 * c.width * c.embed_dim
+        flops += c.depth * 24 * c.width**2 * t + (
+            _map_head_linear(c, t) if c.arch == "hf-siglip" else 2 * c.width * c.embed_dim
+        )
     if text:
         flops += c.text_depth * 24 * c.text_width**2 * c.context_length + 2 * c.text_width * c.embed_dim
     return float(flops)
+
+
+def _map_head_linear(c: ModelConfig, tokens: int) -> float:
+    """hf-siglip's image pooling (SiglipMultiheadAttentionPoolingHead): one probe query (2·w²), keys and
+    values over every token (4·t·w²), the output projection (2·w²) and a 4x MLP on the probe (16·w²); no
+    projection after it (the embedding is the tower's width)."""
+    return 4 * tokens * c.width**2 + 20 * c.width**2
 
 
 def forward_per_example(c: ModelConfig, patch_stride: int = 1) -> float:
@@ -45,6 +55,8 @@ def forward_per_example(c: ModelConfig, patch_stride: int = 1) -> float:
     t = image_tokens(c, patch_stride)
     embed = 2 * t * 3 * c.patch_size**2 * c.width
     attention = c.depth * 4 * t * t * c.width + c.text_depth * 4 * c.context_length**2 * c.text_width
+    if c.arch == "hf-siglip":
+        attention += 4 * t * c.width  # the pooling probe attends over the t tokens
     return linear_per_example(c, patch_stride) + float(attention + embed)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -49,3 +50,84 @@ class Tokenizer:
 
     def __len__(self) -> int:
         return len(self.vocab)
+
+
+class HFTokenizer:
+    """A Hugging Face `tokenizers` tokenizer with jestflow's interface: `encode` gives B x
+    context_length ids, padded (right, with its pad id) and truncated to a fixed length, as SigLIP's
+    text tower expects (it pools the last position, with no attention mask). The fixed length and pad id
+    live in the tokenizer's own JSON, so its `tokenizer.json` is complete on its own: a score cache copies
+    it like the word-level one, and `PreTrainedTokenizerFast(tokenizer_file=...)` loads it."""
+
+    def __init__(self, tok):
+        padding = tok.padding or {}
+        if not padding.get("length"):
+            raise ValueError(
+                "a Hugging Face tokenizer for jestflow needs fixed-length padding (enable_padding(length=...))"
+            )
+        self.tok = tok
+        self.context_length = int(padding["length"])
+        self.pad_id = int(padding["pad_id"])
+
+    @classmethod
+    def build(cls, texts: Iterable[str], context_length: int, vocab_size: int = 4096) -> HFTokenizer:
+        """Byte-level BPE trained on `texts` (no downloads; every byte is in the alphabet, so no caption
+        has unknown tokens), an end-of-sequence token appended, padded to `context_length`."""
+        from tokenizers import Tokenizer as HFTok
+        from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+        tok = HFTok(models.BPE())
+        tok.normalizer = normalizers.NFKC()
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[PAD, EOS],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(texts, trainer)
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"$A {EOS}", special_tokens=[(EOS, tok.token_to_id(EOS))]
+        )
+        return cls.configure(tok, context_length)
+
+    @classmethod
+    def configure(cls, tok, context_length: int, pad_token: str = PAD) -> HFTokenizer:
+        """`tok` truncating and padding to `context_length` (a pretrained model's own tokenizer, say)."""
+        pad_id = tok.token_to_id(pad_token)
+        if pad_id is None:
+            raise ValueError(f"the tokenizer has no pad token {pad_token!r}")
+        tok.enable_truncation(context_length)
+        tok.enable_padding(length=context_length, pad_id=pad_id, pad_token=pad_token)
+        return cls(tok)
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        return torch.tensor([e.ids for e in self.tok.encode_batch(list(texts))], dtype=torch.long).reshape(
+            len(texts), self.context_length
+        )
+
+    def save(self, uri: str) -> None:
+        storage.write_bytes(uri, self.tok.to_str().encode())
+
+    def __len__(self) -> int:
+        return self.tok.get_vocab_size()
+
+
+def load_tokenizer(uri: str) -> Tokenizer | HFTokenizer:
+    """Either kind of tokenizer.json: jestflow's word-level one or a Hugging Face `tokenizers` file."""
+    d = storage.read_json(uri)
+    if "vocab" in d and "context_length" in d:
+        return Tokenizer(d["vocab"], d["context_length"])
+    if "model" in d and "version" in d:
+        from tokenizers import Tokenizer as HFTok
+
+        return HFTokenizer(HFTok.from_str(json.dumps(d)))
+    raise ValueError(f"{uri}: neither a jestflow nor a Hugging Face tokenizer file")
+
+
+def build_tokenizer(arch: str, texts: Iterable[str], context_length: int) -> Tokenizer | HFTokenizer:
+    """The tokenizer a model of `arch` trained from scratch gets, built from `texts` (the curated captions)."""
+    if arch == "hf-siglip":
+        return HFTokenizer.build(texts, context_length)
+    return Tokenizer.build(texts, context_length)

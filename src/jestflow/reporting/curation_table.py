@@ -19,8 +19,7 @@ import torch
 from .. import storage
 from ..core.losses import per_example_loss
 from ..data.shards import ReadStats, iter_shard, list_shards
-from ..model.tokenizer import Tokenizer
-from ..model.two_tower import load_model
+from ..model.factory import load_model_dir
 from ..progress import show_progress
 from ..training.devices import autocast
 from ..training.score_cache import ScoreCache
@@ -52,8 +51,8 @@ def curation_table(
     many pool shards only, a sample the size of which does not grow with the pool)."""
     from tqdm import tqdm
 
-    model = load_model(storage.join(model_dir, "model.pt"), device).eval()
-    tokenizer = Tokenizer.load(storage.join(model_dir, "tokenizer.json"))
+    model, tokenizer = load_model_dir(model_dir, device)
+    model.eval()
     cache = ScoreCache(scores_uri, pool_uri)
     chosen = chosen_counts(model_dir)
     cols: dict[str, list] = {c: [] for c in COLUMNS}

@@ -124,6 +124,10 @@ def use_reuse(cfg: C.Config, t: C.TrainConfig, device: str, dist: distributed.Di
     the super-batch's tape takes at most 40% of the GPU's memory; `on` refuses what cannot work."""
     if t.reuse_activations == "off" or not cfg.select.method_info.uses_learner:
         return False
+    if cfg.model.arch != "vit":
+        if t.reuse_activations == "on":
+            raise ValueError(f"learner.reuse_activations=on needs model.arch=vit (got {cfg.model.arch})")
+        return False
     if dist.active:
         if t.reuse_activations == "on":
             raise ValueError(

@@ -30,8 +30,9 @@ from ..core.flops import StepCost, scoring_stride, step_cost, train_groups
 from ..core.losses import batch_loss
 from ..data.shards import ReadStats, Sample, stream
 from ..model import activation_reuse
+from ..model.factory import build_model, save_model_dir
 from ..model.tokenizer import Tokenizer
-from ..model.two_tower import TwoTower, apply_linear, save_model
+from ..model.two_tower import TwoTower, apply_linear
 from ..progress import show_progress
 from . import distributed
 from .batch_selectors import Picked, ScoreSelect, TakeAll, make_selector, use_reuse
@@ -385,8 +386,7 @@ class Run:
                 for name in self.state.uid_segments:
                     with storage.open_read(storage.join(self.ckpt.out_dir, "uids", name)) as f:
                         storage.write_bytes(storage.join(self.out_dir, "uids", name), f.read())
-            save_model(self.model, storage.join(self.out_dir, "model.pt"))
-            self.tokenizer.save(storage.join(self.out_dir, "tokenizer.json"))
+            save_model_dir(self.model, self.tokenizer, self.out_dir)
             storage.write_json(storage.join(self.out_dir, "train.json"), summary)
         self.dist.barrier()  # the other ranks return once rank 0's outputs exist
         self.notify("on_end", summary)
@@ -416,7 +416,7 @@ def build_run(
     if t.threads:
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
-    model = TwoTower(cfg.model, len(tokenizer)).to(device)
+    model = build_model(cfg.model, tokenizer).to(device)
     opt, sched = make_optimizer(model, t, fused=cuda)
     gen = torch.Generator(device=device).manual_seed(t.seed + 1)
     ev = EvalSet.load(eval_uri, cfg.model.image_size, t.max_bad_fraction) if eval_uri and t.eval_every else None

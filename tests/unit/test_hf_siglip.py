@@ -1,0 +1,115 @@
+"""`model.arch=hf-siglip`: transformers' SiglipModel as jestflow's model, offline (tiny configs, a
+tokenizer trained from captions, nothing downloaded). Its folder is a standard checkpoint:
+`SiglipModel.from_pretrained` and `PreTrainedTokenizerFast` load what jestflow wrote."""
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from cli import run_jestflow, smoke_args  # noqa: E402
+from jestflow.config import load_config  # noqa: E402
+from jestflow.model.factory import build_model, load_model_dir, save_model_dir  # noqa: E402
+from jestflow.model.tokenizer import HFTokenizer, Tokenizer, build_tokenizer, load_tokenizer  # noqa: E402
+
+CAPTIONS = ["a small red shirt on the left", "a large blue dress at the top, on a striped background"] * 20
+HF = ["model.arch=hf-siglip"]
+
+
+def _model():
+    c = load_config("smoke", overrides=HF).model
+    tok = build_tokenizer("hf-siglip", CAPTIONS, c.context_length)
+    torch.manual_seed(0)
+    return build_model(c, tok), tok
+
+
+def test_tokenizer_from_captions_pads_truncates_and_round_trips(tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    tok = build_tokenizer("hf-siglip", CAPTIONS, 16)
+    ids = tok.encode(["a red shirt", "naïve ☃ " * 30])
+    assert ids.shape == (2, 16) and ids.dtype == torch.long
+    eos = tok.tok.token_to_id("<eos>")
+    short = ids[0].tolist()
+    assert short[short.index(eos) + 1 :] == [tok.pad_id] * (15 - short.index(eos))  # EOS, then padding
+    assert tok.tok.token_to_id("<unk>") is None  # byte-level: characters never seen still encode
+    tok.save(str(tmp_path / "tokenizer.json"))
+    again = load_tokenizer(str(tmp_path / "tokenizer.json"))
+    assert isinstance(again, HFTokenizer) and torch.equal(again.encode(["a red shirt"]), ids[:1])
+    fast = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    assert fast("a red shirt")["input_ids"] == short[: short.index(eos) + 1]
+    Tokenizer.build(CAPTIONS, 16).save(str(tmp_path / "word.json"))
+    assert isinstance(load_tokenizer(str(tmp_path / "word.json")), Tokenizer)
+    (tmp_path / "junk.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="junk.json: neither a jestflow nor a Hugging Face tokenizer file"):
+        load_tokenizer(str(tmp_path / "junk.json"))
+
+
+def test_the_saved_folder_is_a_standard_siglip_checkpoint(tmp_path):
+    from transformers import SiglipModel
+
+    model, tok = _model()
+    model.eval()
+    images = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8)
+    tokens = tok.encode(["a red shirt", "a blue dress", "IMG_0412.jpg"])
+    with torch.no_grad():
+        u, v = model(images, tokens)
+    save_model_dir(model, tok, str(tmp_path / "m"))
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {"config.json", "model.safetensors", "tokenizer.json",
+                                                            "jestflow.json"}  # fmt: skip
+    hf = SiglipModel.from_pretrained(str(tmp_path / "m")).eval()
+    pixels = images.permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        hu = torch.nn.functional.normalize(hf.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+        hv = torch.nn.functional.normalize(hf.get_text_features(input_ids=tokens).pooler_output, dim=-1)
+    torch.testing.assert_close(hu, u)
+    torch.testing.assert_close(hv, v)
+    again, tok2 = load_model_dir(str(tmp_path / "m"))
+    assert again.config == model.config and torch.equal(tok2.encode(["a red shirt"]), tokens[:1])
+    assert float(again.log_t.detach()) == pytest.approx(float(model.log_t.detach()))
+    assert float(again.bias.detach()) == -10
+
+
+def test_flexi_view_and_no_activation_reuse():
+    from jestflow.model.two_tower import apply_linear
+    from jestflow.training.batch_selectors import use_reuse
+    from jestflow.training.distributed import Dist
+
+    model, tok = _model()
+    images = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    assert model.encode_image(images, patch_stride=2).shape == (2, 96)  # SigLIP interpolates its positions
+    assert model.encode_image(images, 1, apply_linear).shape == (2, 96)
+    with pytest.raises(ValueError, match="activation reuse is not available for model.arch=hf-siglip"):
+        model.encode_image(images, 1, lambda layer, x: layer(x))
+    cfg = load_config("smoke", overrides=[*HF, "select.method=jest", "learner.reuse_activations=auto"])
+    assert use_reuse(cfg, cfg.learner, "cpu", Dist()) is False
+    on = load_config("smoke", overrides=[*HF, "select.method=jest", "learner.reuse_activations=on"])
+    with pytest.raises(ValueError, match="reuse_activations=on needs model.arch=vit"):
+        use_reuse(on, on.learner, "cpu", Dist())
+
+
+@pytest.mark.slow  # four short trainings of a SiglipModel on the smoke data (~1 min)
+def test_the_stage_chain_with_hf_siglip(smoke_scored, tmp_path):
+    """Reference, scoring, a JEST learner (Flexi-JEST too) and evaluation, every model a SiglipModel;
+    the learner's folder loads with from_pretrained and resumes (a finished run is not retrained)."""
+    from transformers import SiglipModel
+
+    data = smoke_scored / "data"
+    steps = [*HF, "reference.steps=4", "learner.steps=4"]
+    r = run_jestflow(*smoke_args("train-reference", *steps, data=data / "curated", out=tmp_path / "ref"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_jestflow(*smoke_args("score", *steps, reference=tmp_path / "ref", data=data / "pool", out=tmp_path / "sc"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    for method in ("jest", "flexi-jest"):
+        out = tmp_path / method
+        args = smoke_args("train", *steps, f"select.method={method}", data=data / "pool", scores=tmp_path / "sc",
+                          out=out, eval=data / "eval")  # fmt: skip
+        r = run_jestflow(*args)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert isinstance(SiglipModel.from_pretrained(str(out)), SiglipModel)
+        summary = json.loads((out / "train.json").read_text())
+        assert summary["steps"] == 4 and summary["flops_total"] > 0
+    r = run_jestflow(*smoke_args("evaluate", *HF, model=tmp_path / "jest", data=data / "eval"))
+    assert r.returncode == 0, r.stderr[-3000:]
