@@ -118,7 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="stage 2: score the pool once with the reference (cached by uid)",
         description="Run the reference over every pool shard and cache embeddings and losses; resumes shard by shard.",
     )
-    s.add_argument("--reference", required=True, help="reference model folder (from train-reference)")
+    which = s.add_mutually_exclusive_group(required=True)
+    which.add_argument("--reference", help="reference model folder (from train-reference)")
+    which.add_argument(
+        "--reference-model",
+        metavar="NAME_OR_PATH",
+        help="a pretrained SigLIP instead of a trained reference: a folder save_pretrained wrote (with its "
+        "tokenizer), a gs:// prefix holding one, or a Hugging Face Hub name (e.g. google/siglip-base-patch16-224; "
+        "downloaded by transformers, so it needs the network). Its training cost is not charged.",
+    )
     s.add_argument("--data", required=True, help="pool split")
     s.add_argument("--out", required=True, help="score cache folder")
     _common(s)
@@ -405,8 +413,9 @@ def run(args) -> int:
         )
         print(f"reference trained: {s['steps']} steps, {s['flops_total']:.3g} FLOPs -> {args.out}")
     elif args.cmd == "score":
+        reference = args.reference or args.reference_model
         idx = stages.score(
-            _cfg(args), args.reference, args.data, args.out, progress=not args.quiet, metrics=_metrics(args, "score")
+            _cfg(args), reference, args.data, args.out, progress=not args.quiet, metrics=_metrics(args, "score")
         )
         print(
             f"scored {idx['n']} pool samples in {len(idx['shards'])} shards -> {args.out}"

@@ -8,7 +8,7 @@ from . import config as C
 from . import storage
 from .core import flops
 from .data.shards import ReadStats, iter_split
-from .model.factory import build_tokenizer, load_model_dir, load_tokenizer, weights_file
+from .model.factory import build_tokenizer, load_model_dir, load_reference, load_tokenizer
 from .training import distributed
 from .training.devices import resolve_device
 from .training.evaluation import EvalSet, evaluate
@@ -70,9 +70,12 @@ def score(
     (default `reference`, e.g. the artifact's URI where `reference` is its local copy)."""
     _write_config(cfg, out, "score-config.yaml")
     device = resolve_device(cfg.reference.device)
-    model, tokenizer = load_model_dir(reference, device)
-    ref_summary = storage.read_json(storage.join(reference, "train.json"))
-    extra = {"reference": reference_uri or reference, "reference_flops": ref_summary["flops_total"]}
+    model, tokenizer, weights_id, pretrained = load_reference(reference, device)
+    if pretrained:  # trained elsewhere: no training cost of ours to charge (its scoring pass still counts)
+        extra = {"reference": reference_uri or reference, "reference_flops": 0.0, "reference_pretrained": True}
+    else:
+        ref_summary = storage.read_json(storage.join(reference, "train.json"))
+        extra = {"reference": reference_uri or reference, "reference_flops": ref_summary["flops_total"]}
     if metrics:
         metrics.start()
     index = score_pool(
@@ -88,12 +91,30 @@ def score(
         shards,
         on_shard=metrics.scored if metrics else None,
         dtype=cfg.score.dtype,
-        reference_id=storage.fingerprint(weights_file(reference)),
+        reference_id=weights_id,
         data_uri=data_uri,
     )
     if metrics:
         metrics.end()
     return index
+
+
+def fit_tokenizer(tokenizer, model: C.ModelConfig, source: str):
+    """The reference's tokenizer as the learner uses it: a Hugging Face one padded to the learner's own
+    context length (a pretrained reference's may be longer); a vit learner needs jestflow's word-level one
+    (its text tower masks padding by id 0)."""
+    from .model.tokenizer import HFTokenizer
+
+    if not isinstance(tokenizer, HFTokenizer):
+        return tokenizer
+    if model.arch == "vit":
+        raise ValueError(
+            f"{source}: the reference's tokenizer is a Hugging Face one; train the learner with "
+            "--set model.arch=hf-siglip, or give a vit learner a word-level one with --tokenizer-from"
+        )
+    return (
+        tokenizer.with_length(model.context_length) if tokenizer.context_length != model.context_length else tokenizer
+    )
 
 
 def train_learner(
@@ -116,7 +137,7 @@ def train_learner(
     cache = ScoreCache(scores, pool) if scores and m.uses_reference else None
     source = tokenizer_from or scores
     if source:
-        tokenizer = load_tokenizer(storage.join(source, "tokenizer.json"))
+        tokenizer = fit_tokenizer(load_tokenizer(storage.join(source, "tokenizer.json")), cfg.model, source)
     else:
         print(
             "learner: no --scores or --tokenizer-from: building the tokenizer from the pool's captions "

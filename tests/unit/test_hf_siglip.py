@@ -113,3 +113,54 @@ def test_the_stage_chain_with_hf_siglip(smoke_scored, tmp_path):
         assert summary["steps"] == 4 and summary["flops_total"] > 0
     r = run_jestflow(*smoke_args("evaluate", *HF, model=tmp_path / "jest", data=data / "eval"))
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def _pretrained(folder, context_length=24):
+    """A SigLIP folder as a model hub holds one: save_pretrained weights and a fast tokenizer of its own."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = HFTokenizer.build(CAPTIONS, context_length)
+    c = load_config("smoke", overrides=[*HF, f"model.context_length={context_length}"]).model
+    torch.manual_seed(1)
+    build_model(c, tok).hf.save_pretrained(str(folder))
+    tok.tok.no_padding()
+    tok.tok.no_truncation()
+    PreTrainedTokenizerFast(tokenizer_object=tok.tok, pad_token="<pad>", eos_token="<eos>").save_pretrained(str(folder))
+
+
+@pytest.mark.slow  # scores the smoke pool with a SigLIP and trains a learner 4 steps (~1 min)
+def test_a_pretrained_siglip_replaces_the_trained_reference(smoke_scored, tmp_path):
+    """score --reference-model FOLDER: no reference training, no training cost charged, the cache records
+    it; a hf-siglip JEST learner trains on that cache with the reference's tokenizer at its own context
+    length; a vit learner is told to switch arch or bring a word-level tokenizer."""
+    _pretrained(tmp_path / "pre")
+    data = smoke_scored / "data"
+    sc = tmp_path / "sc"
+    r = run_jestflow(*smoke_args("score", reference_model=tmp_path / "pre", data=data / "pool", out=sc))
+    assert r.returncode == 0, r.stderr[-3000:]
+    index = json.loads((sc / "index.json").read_text())
+    assert index["reference_pretrained"] is True and index["reference_flops"] == 0.0 and index["scoring_flops"] > 0
+    args = smoke_args("train", *HF, "learner.steps=4", "select.method=jest", data=data / "pool", scores=sc,
+                      out=tmp_path / "learner")  # fmt: skip
+    r = run_jestflow(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    vit = smoke_args("train", "learner.steps=4", "select.method=jest", data=data / "pool", scores=sc,
+                     out=tmp_path / "vit")  # fmt: skip
+    r = run_jestflow(*vit)
+    assert r.returncode == 2 and "train the learner with --set model.arch=hf-siglip" in r.stderr
+
+
+def test_unloadable_pretrained_references_are_one_line_errors(tmp_path):
+    """A hub name that cannot be fetched (offline here: the same code path a cluster takes to download),
+    a file, a folder without a model: each one line naming what was given."""
+    from jestflow.model.factory import load_reference
+
+    for source, message in (
+        ("google/siglip-base-patch16-224", "google/siglip-base-patch16-224: not a loadable SigLIP model"),
+        (str(tmp_path), f"{tmp_path}: not a loadable SigLIP model"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            load_reference(source)
+    (tmp_path / "f.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="f.bin: a pretrained model is a folder"):
+        load_reference(str(tmp_path / "f.bin"))

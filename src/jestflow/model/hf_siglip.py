@@ -16,6 +16,7 @@ Activation reuse is not available (the towers have no linear-layer hook).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -26,22 +27,38 @@ from ..config import ModelConfig
 from ..core import flops
 
 
-def siglip_config(c: ModelConfig, vocab_size: int, pad_id: int):
-    """A `SiglipConfig` sized by jestflow's model fields."""
-    from transformers import SiglipConfig
+def siglip_config(c: ModelConfig, vocab_size: int, pad_id: int, eos_id: int | None = None):
+    """A `SiglipConfig` sized by jestflow's model fields (the tower configs built first, so transformers
+    does not fill in CLIP's token ids from its defaults)."""
+    from transformers import SiglipConfig, SiglipTextConfig, SiglipVisionConfig
 
-    return SiglipConfig(
-        text_config=dict(
-            vocab_size=vocab_size, hidden_size=c.text_width, intermediate_size=4 * c.text_width,
-            num_hidden_layers=c.text_depth, num_attention_heads=c.text_heads,
-            max_position_embeddings=c.context_length, projection_size=c.width,
-            pad_token_id=pad_id, bos_token_id=None, eos_token_id=None,
-        ),
-        vision_config=dict(
-            image_size=c.image_size, patch_size=c.patch_size, hidden_size=c.width, intermediate_size=4 * c.width,
-            num_hidden_layers=c.depth, num_attention_heads=c.heads, num_channels=3,
-        ),
+    text = SiglipTextConfig(
+        vocab_size=vocab_size, hidden_size=c.text_width, intermediate_size=4 * c.text_width,
+        num_hidden_layers=c.text_depth, num_attention_heads=c.text_heads, max_position_embeddings=c.context_length,
+        projection_size=c.width, pad_token_id=pad_id, bos_token_id=pad_id,
+        eos_token_id=pad_id if eos_id is None else eos_id,
     )  # fmt: skip
+    vision = SiglipVisionConfig(
+        image_size=c.image_size, patch_size=c.patch_size, hidden_size=c.width, intermediate_size=4 * c.width,
+        num_hidden_layers=c.depth, num_attention_heads=c.heads, num_channels=3,
+    )  # fmt: skip
+    return SiglipConfig(text_config=text, vision_config=vision)
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' loading and saving without its progress bars and its warning about CLIP's token ids
+    (raised while it compares a config with a default-built one, not about the model at hand)."""
+    from transformers.utils import logging as tl
+
+    old = tl.get_verbosity()
+    tl.set_verbosity_error()
+    tl.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tl.set_verbosity(old)
+        tl.enable_progress_bar()
 
 
 def _no_hook(linear) -> None:
@@ -60,11 +77,11 @@ class HFSiglip(nn.Module):
         self.vocab_size = hf.config.text_config.vocab_size
 
     @classmethod
-    def create(cls, c: ModelConfig, vocab_size: int, pad_id: int) -> HFSiglip:
+    def create(cls, c: ModelConfig, vocab_size: int, pad_id: int, eos_id: int | None = None) -> HFSiglip:
         """A new model, SigLIP's initialisation (t = 10, b = -10)."""
         from transformers import SiglipModel
 
-        hf = SiglipModel(siglip_config(c, vocab_size, pad_id))
+        hf = SiglipModel(siglip_config(c, vocab_size, pad_id, eos_id))
         with torch.no_grad():
             hf.logit_scale.fill_(math.log(10.0))
             hf.logit_bias.fill_(-10.0)

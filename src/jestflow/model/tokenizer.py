@@ -68,6 +68,7 @@ class HFTokenizer:
         self.tok = tok
         self.context_length = int(padding["length"])
         self.pad_id = int(padding["pad_id"])
+        self.eos_id = tok.token_to_id(EOS)
 
     @classmethod
     def build(cls, texts: Iterable[str], context_length: int, vocab_size: int = 4096) -> HFTokenizer:
@@ -101,6 +102,16 @@ class HFTokenizer:
         tok.enable_truncation(context_length)
         tok.enable_padding(length=context_length, pad_id=pad_id, pad_token=pad_token)
         return cls(tok)
+
+    def with_length(self, context_length: int) -> HFTokenizer:
+        """The same tokenizer padded and truncated to `context_length`."""
+        from tokenizers import Tokenizer as HFTok
+
+        tok = HFTok.from_str(self.tok.to_str())
+        pad = tok.padding["pad_token"]
+        tok.no_padding()
+        tok.no_truncation()
+        return HFTokenizer.configure(tok, context_length, pad)
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         return torch.tensor([e.ids for e in self.tok.encode_batch(list(texts))], dtype=torch.long).reshape(
