@@ -3,8 +3,9 @@
 Layout of a cache::
 
     index.json          model facts (loss, log_t, bias, dim), one entry per pool shard (with its score
-                        file), totals, and a histogram of the pool's CLIP scores
-    tokenizer.json      the reference's tokenizer (the learner uses the same one)
+                        file), totals, a histogram of the pool's CLIP scores, the reference and what
+                        it cost (`reference_flops`; 0 with `reference_pretrained` for a pretrained one)
+    tokenizer.json      the reference's tokenizer, word-level or Hugging Face (the learner uses it too)
     <shard>.npz         uids, image and text embeddings (float16 or int8), per-example loss and CLIP
                         score, per pool shard; inside the cache folder, or anywhere the index names
 
