@@ -102,6 +102,9 @@ PARAMETERS = {
     "overrides": (list, [], ALL),
     "check_data": (bool, False, ALL),  # read every shard first (`jestflow data check`); always for the demo
     "score_parts": (list, [0, 1, 2, 3], ALL),
+    # a pretrained SigLIP to score with instead of training a reference: a folder, gs:// prefix or hub name
+    # ("": train one); needs model.arch=hf-siglip in the overrides
+    "reference_model": (str, "", ALL),
     # images and the training and scoring steps' requests: parameters the driver resolves at run time
     # (backend/src/v2/driver: resolvePodSpecInputRuntimeParameter for the image, getPodResource for requests)
     "image": (str, CPU_IMAGE, ALL),  # prepare, merge, evaluation, report and the multi-node launcher
@@ -156,8 +159,13 @@ def build(gpu: bool = True, multinode: bool = False, fixed_images: tuple[str, st
         prep.set_display_name("prepare")
         cfg = prep.outputs["config"]
         # Expensive and deterministic given config and data: cached, so re-runs reuse the reference.
-        ref = _accelerated(train_reference(config=cfg, curated_uri=prep.outputs["curated"]), accel, cache=True,
-                           **heavy).set_display_name("train reference")  # fmt: skip
+        # A pretrained `reference_model` is fetched by the same step instead of training one.
+        ref = _accelerated(
+            train_reference(config=cfg, curated_uri=prep.outputs["curated"], reference_model=p["reference_model"]),
+            accel,
+            cache=True,
+            **heavy,
+        ).set_display_name("reference (train, or fetch reference_model)")
         # Scoring fans out over pool shards, one branch per item of score_parts (branch p scores shards
         # p, p + n, p + 2n, ...), then the partial caches merge (an index naming the parts' score files).
         with dsl.ParallelFor(items=p["score_parts"], name="score-shards") as part:

@@ -183,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument(
         "--method", choices=list(METHODS), help="selection method for the curated learner (default: select.method)"
     )
+    rn.add_argument(
+        "--reference-model",
+        default="",
+        metavar="NAME_OR_PATH",
+        help="score with this pretrained SigLIP instead of training a reference (a save_pretrained folder, gs:// "
+        "prefix or hub name; the reference step fetches it); needs --set model.arch=hf-siglip",
+    )
     _common(rn)
 
     sm = sub.add_parser(
@@ -459,6 +466,7 @@ def run(args) -> int:
             args.pushgateway,
             args.run_id,
             config_file=args.config,
+            reference_model=args.reference_model,
         )
         print("\n" + table(res["rows"]))
         for metric in res.get("at_chance", []):

@@ -54,6 +54,23 @@ def train_reference(
                  checkpoint_dir=checkpoint_dir)  # fmt: skip
 
 
+def fetch_reference(cfg: C.Config, source: str, out: str) -> dict:
+    """Stage 1 with a pretrained reference: no training; the model (`load_pretrained`: a folder, gs://
+    prefix or hub name) is saved as the reference's folder once, so every scoring step reads it from
+    there (one download per run, no network needed where scoring runs)."""
+    from .model.factory import load_pretrained, save_model_dir
+
+    if cfg.model.arch != "hf-siglip":
+        raise ValueError(
+            f"a pretrained reference ({source}) needs --set model.arch=hf-siglip: the learners use the "
+            "reference's tokenizer, which a vit learner cannot"
+        )
+    model, tokenizer, weights_id = load_pretrained(source)
+    _write_config(cfg, out)
+    save_model_dir(model, tokenizer, out, pretrained=source)
+    return {"pretrained": source, "weights_id": weights_id, "steps": 0, "flops_total": 0.0}
+
+
 def score(
     cfg: C.Config,
     reference: str,

@@ -186,3 +186,36 @@ def test_score_files_travel_by_reference_not_inside_artifacts(steps):
     summaries = {n: json.loads(Path(m.uri, "train.json").read_text()) for n, (m, *_) in steps["runs"].items()}
     assert 0 < summaries["jest"]["score_cache_read"]["files"] <= summaries["jest"]["score_cache_read"]["of"]
     assert "score_cache_read" not in summaries["uniform"] and "score_cache_read" not in summaries["uniform@flops"]
+
+
+def test_a_pretrained_reference_is_fetched_not_trained(tmp_path):
+    """reference_model: the reference step fetches the pretrained SigLIP into its artifact (no training,
+    no cost charged), scoring reads it from there, and hf-siglip learners train with its tokenizer; a vit
+    configuration is refused before anything is fetched."""
+    pytest.importorskip("transformers")
+    from hf import make_pretrained_siglip
+
+    make_pretrained_siglip(tmp_path / "pre")
+    la = Launcher(tmp_path / "kfp")
+    config, demo = la.output(dsl.Artifact, "config"), la.output(dsl.Dataset, "demo")
+    params = {**PARAMS, "overrides": [*TINY, "model.arch=hf-siglip"]}
+    curated, pool, _ = la.run(prepare, **params, config=config, demo=demo)
+    ref, metrics = la.output(dsl.Model, "reference"), la.output(dsl.Metrics, "metrics")
+    la.run(train_reference, config=la.input(config), curated_uri=curated, reference=ref, metrics=metrics,
+           reference_model=str(tmp_path / "pre"))  # fmt: skip
+    meta = json.loads(Path(ref.uri, "jestflow.json").read_text())
+    assert meta["pretrained"] == str(tmp_path / "pre") and metrics.metadata["pretrained"] == 1.0
+    assert not Path(ref.uri, "train.json").exists()  # nothing was trained
+    scores = la.output(dsl.Dataset, "scores")
+    la.run(score, config=la.input(config), reference=la.input(ref), part=0, parts=[0], scores=scores)
+    index = json.loads(Path(scores.uri, "index.json").read_text())
+    assert index["reference_pretrained"] is True and index["reference_flops"] == 0.0 and index["n"] == 160
+    model, lm = la.output(dsl.Model, "model"), la.output(dsl.Metrics, "metrics")
+    la.run(train_learner, config=la.input(config), method="uniform", match_flops_of="", pool_uri=pool, eval_uri="",
+           scores=la.input(scores), reference=la.input(ref), model=model, metrics=lm)  # fmt: skip
+    assert json.loads(Path(model.uri, "jestflow.json").read_text())["arch"] == "hf-siglip"
+    vit_config = la.output(dsl.Artifact, "config")
+    la.run(prepare, **PARAMS, config=vit_config, demo=la.output(dsl.Dataset, "demo"))
+    with pytest.raises(ValueError, match="needs --set model.arch=hf-siglip"):
+        la.run(train_reference, config=la.input(vit_config), curated_uri=curated, reference=la.output(dsl.Model, "r"),
+               metrics=la.output(dsl.Metrics, "m"), reference_model=str(tmp_path / "pre"))  # fmt: skip

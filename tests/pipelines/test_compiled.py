@@ -153,6 +153,17 @@ def test_parameters_cover_the_knobs(fresh):
     assert methods["train-learner-2"]["runtimeValue"]["constant"] == "uniform"
 
 
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_a_pretrained_reference_is_a_parameter_of_the_reference_step(fresh, name):
+    """reference_model ("" by default: train one) reaches the reference step, which fetches the model
+    instead of training when it is set; everything downstream reads that step's artifact either way."""
+    spec, _ = docs(fresh / name)
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["reference_model"]["defaultValue"] == "" and params["reference_model"]["parameterType"] == "STRING"
+    ref = tasks(spec)["train-reference"]
+    assert ref["inputs"]["parameters"]["reference_model"] == {"componentInputParameter": "reference_model"}
+
+
 def test_make_compile_is_what_wrote_them():
     """`python -m jestflow_pipelines.compile DIR` (what `make compile` runs) writes both files."""
     import tempfile

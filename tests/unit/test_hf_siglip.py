@@ -10,11 +10,11 @@ import torch
 pytest.importorskip("transformers")
 
 from cli import run_jestflow, smoke_args  # noqa: E402
+from hf import CAPTIONS, make_pretrained_siglip  # noqa: E402
 from jestflow.config import load_config  # noqa: E402
 from jestflow.model.factory import build_model, load_model_dir, save_model_dir  # noqa: E402
 from jestflow.model.tokenizer import HFTokenizer, Tokenizer, build_tokenizer, load_tokenizer  # noqa: E402
 
-CAPTIONS = ["a small red shirt on the left", "a large blue dress at the top, on a striped background"] * 20
 HF = ["model.arch=hf-siglip"]
 
 
@@ -115,25 +115,12 @@ def test_the_stage_chain_with_hf_siglip(smoke_scored, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
 
 
-def _pretrained(folder, context_length=24):
-    """A SigLIP folder as a model hub holds one: save_pretrained weights and a fast tokenizer of its own."""
-    from transformers import PreTrainedTokenizerFast
-
-    tok = HFTokenizer.build(CAPTIONS, context_length)
-    c = load_config("smoke", overrides=[*HF, f"model.context_length={context_length}"]).model
-    torch.manual_seed(1)
-    build_model(c, tok).hf.save_pretrained(str(folder))
-    tok.tok.no_padding()
-    tok.tok.no_truncation()
-    PreTrainedTokenizerFast(tokenizer_object=tok.tok, pad_token="<pad>", eos_token="<eos>").save_pretrained(str(folder))
-
-
 @pytest.mark.slow  # scores the smoke pool with a SigLIP and trains a learner 4 steps (~1 min)
 def test_a_pretrained_siglip_replaces_the_trained_reference(smoke_scored, tmp_path):
     """score --reference-model FOLDER: no reference training, no training cost charged, the cache records
     it; a hf-siglip JEST learner trains on that cache with the reference's tokenizer at its own context
     length; a vit learner is told to switch arch or bring a word-level tokenizer."""
-    _pretrained(tmp_path / "pre")
+    make_pretrained_siglip(tmp_path / "pre")
     data = smoke_scored / "data"
     sc = tmp_path / "sc"
     r = run_jestflow(*smoke_args("score", reference_model=tmp_path / "pre", data=data / "pool", out=sc))

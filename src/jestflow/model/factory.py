@@ -39,7 +39,9 @@ def weights_file(folder: str) -> str:
     return storage.join(folder, "model.pt")
 
 
-def save_model_dir(model, tokenizer, folder: str) -> None:
+def save_model_dir(model, tokenizer, folder: str, pretrained: str = "") -> None:
+    """`pretrained`: where a pretrained model came from (a reference fetched, not trained: jestflow.json
+    records it, and scoring charges no training cost for it)."""
     from .hf_siglip import HFSiglip
 
     if isinstance(model, HFSiglip):
@@ -51,7 +53,10 @@ def save_model_dir(model, tokenizer, folder: str) -> None:
                 with open(os.path.join(tmp, name), "rb") as f:
                     storage.write_bytes(storage.join(folder, name), f.read())
         tokenizer.save(storage.join(folder, "tokenizer.json"))
-        storage.write_json(storage.join(folder, META), {"arch": "hf-siglip", "model": asdict(model.config)})
+        meta = {"arch": "hf-siglip", "model": asdict(model.config)}
+        if pretrained:
+            meta["pretrained"] = pretrained
+        storage.write_json(storage.join(folder, META), meta)
         return
     from .two_tower import save_model
 
@@ -120,11 +125,13 @@ def load_pretrained(source: str, device: str = "cpu"):
 
 
 def load_reference(source: str, device: str = "cpu"):
-    """(model, tokenizer, weights id, pretrained?) of a reference: a jestflow model folder or a pretrained
-    SigLIP (`load_pretrained`)."""
+    """(model, tokenizer, weights id, pretrained?) of a reference: a jestflow model folder (one the pipeline
+    fetched from `reference_model` counts as pretrained) or a pretrained SigLIP (`load_pretrained`)."""
     if is_jestflow_dir(source):
         model, tok = load_model_dir(source, device)
-        return model, tok, storage.fingerprint(weights_file(source)), False
+        meta_uri = storage.join(source, META)
+        fetched = storage.exists(meta_uri) and bool(storage.read_json(meta_uri).get("pretrained"))
+        return model, tok, storage.fingerprint(weights_file(source)), fetched
     return (*load_pretrained(source, device), True)
 
 

@@ -167,8 +167,14 @@ def beside(artifact, what: str) -> str:
     return f"{artifact.uri.rstrip('/')}.{what}"
 
 
-def train_reference(config, curated_uri: str, reference, metrics) -> None:
+def train_reference(config, curated_uri: str, reference, metrics, reference_model: str = "") -> None:
+    """Train the reference, or (`reference_model` given) fetch that pretrained model instead: no training."""
     cfg = _load(config.path)
+    if reference_model:
+        s = stages.fetch_reference(cfg, reference_model, reference.path)
+        _log(metrics, {"steps": 0, "flops_total": 0.0, "pretrained": 1})
+        print(f"reference: {reference_model} (pretrained; not trained)", flush=True)
+        return
     s = stages.train_reference(
         cfg,
         curated_uri,

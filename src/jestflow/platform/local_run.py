@@ -27,10 +27,14 @@ def run_local(
     pushgateway: str = "",
     run_id: str = "",
     config_file: str | None = None,
+    reference_model: str = "",
 ) -> dict:
-    """`config_file` travels into the pipeline as overrides (before `overrides`, which win)."""
+    """`config_file` travels into the pipeline as overrides (before `overrides`, which win).
+    `reference_model`: a pretrained SigLIP the reference step fetches instead of training one."""
     overrides = [*(C.file_overrides(config_file) if config_file else []), *overrides]
     cfg = C.load_config(preset, None, overrides)  # fail fast, with jestflow's message, on a bad key or value
+    if reference_model and cfg.model.arch != "hf-siglip":
+        raise ValueError("--reference-model needs --set model.arch=hf-siglip (the learners use its tokenizer)")
     import kfp.local
 
     from jestflow_pipelines.jest_pipeline import jest_pipeline_cpu
@@ -62,6 +66,7 @@ def run_local(
             preset=preset,
             method=method,
             overrides=list(overrides),
+            reference_model=reference_model,
         )
     finally:
         for k, v in saved.items():
