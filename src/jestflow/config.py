@@ -205,6 +205,9 @@ class TrainConfig:
         "off"  # replay the scoring forward in the training step (model/activation_reuse.py): on | off |
     )
     #                                 auto (CUDA, one process, tape <= 40% of GPU memory). Off until measured on a GPU
+    # learner only: start from these weights (a jestflow model folder, or a pretrained SigLIP: folder, gs:// prefix or
+    # hub name); its architecture, sizes and tokenizer replace model.* and the reference's tokenizer. "": from scratch
+    init_from: str = ""
 
     def validate(self, prefix: str) -> None:
         _positive(prefix, self, "steps", "batch_size", "checkpoint_every", "log_every")
@@ -220,6 +223,8 @@ class TrainConfig:
         _one_of(prefix, "compile", self.compile, SWITCHES)
         _one_of(prefix, "reuse_activations", self.reuse_activations, SWITCHES)
         _one_of(prefix, "decode_mode", self.decode_mode, ("process", "thread"))
+        if self.init_from and prefix == "reference.":
+            raise ValueError("reference.init_from is not supported: score with a pretrained model (--reference-model)")
         _one_of(prefix, "eval_schedule", self.eval_schedule, ("linear", "log"))
         _positive(prefix, self, "eval_points")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from . import config as C
@@ -147,13 +148,21 @@ def train_learner(
     checkpoint_dir: str | None = None,
 ) -> dict:
     """Stage 3: train the learner on the pool with `cfg.select.method` choosing each sub-batch.
-    `checkpoint_dir`: durable storage for the checkpoint where `out` is not (training.loop.train)."""
+    `checkpoint_dir`: durable storage for the checkpoint where `out` is not (training.loop.train).
+    `learner.init_from`: start from those weights; their model fields and tokenizer replace the config's."""
+    init = None
+    if cfg.learner.init_from:
+        init, init_tokenizer, _, _ = load_reference(cfg.learner.init_from)
+        cfg = dataclasses.replace(cfg, model=init.config)
+        print(f"learner: starting from {cfg.learner.init_from} ({cfg.model.arch}, its tokenizer)", flush=True)
     _write_config(cfg, out)
     m = cfg.select.method_info
     # A method that reads no reference is neither given its scores nor charged its costs.
     cache = ScoreCache(scores, pool) if scores and m.uses_reference else None
     source = tokenizer_from or scores
-    if source:
+    if init is not None:
+        tokenizer = init_tokenizer
+    elif source:
         tokenizer = fit_tokenizer(load_tokenizer(storage.join(source, "tokenizer.json")), cfg.model, source)
     else:
         print(
@@ -183,6 +192,7 @@ def train_learner(
         extra,
         offline_filter(cfg, cache),
         checkpoint_dir,
+        init,
     )
 
 

@@ -77,6 +77,7 @@ def test_yaml_file_and_dump(tmp_path):
         pytest.param("learner.steps=many", "learner.steps='many': expected int", id="wrong-type"),
         pytest.param("model.size=huge", "model.size='huge' is not one of", id="unknown-size"),
         pytest.param("model.loss=hinge", "model.loss='hinge'", id="unknown-loss"),
+        pytest.param("reference.init_from=x", "reference.init_from is not supported", id="reference-init"),
         pytest.param("model.arch=clip", "model.arch='clip' must be vit or hf-siglip", id="unknown-arch"),
         # issue 13: these passed validation and crashed (or "trained") later
         pytest.param(

@@ -131,6 +131,21 @@ def test_a_pretrained_siglip_replaces_the_trained_reference(smoke_scored, tmp_pa
                       out=tmp_path / "learner")  # fmt: skip
     r = run_jestflow(*args)
     assert r.returncode == 0, r.stderr[-3000:]
+    # a learner that starts from the pretrained weights (a learning rate too small to move them: the
+    # trained folder must hold the pretrained model, its sizes and its tokenizer)
+    init = smoke_args("train", "learner.steps=1", "select.method=jest", "learner.optim.lr=1e-30",
+                      f"learner.init_from={tmp_path / 'pre'}", data=data / "pool", scores=sc,
+                      out=tmp_path / "init")  # fmt: skip
+    r = run_jestflow(*init)
+    assert r.returncode == 0, r.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    before, after = (
+        load_file(str(tmp_path / "pre" / "model.safetensors")),
+        load_file(str(tmp_path / "init" / "model.safetensors")),
+    )
+    assert before.keys() == after.keys() and all(torch.allclose(before[k], after[k]) for k in before)
+    assert json.loads((tmp_path / "init" / "jestflow.json").read_text())["model"]["context_length"] == 24
     vit = smoke_args("train", "learner.steps=4", "select.method=jest", data=data / "pool", scores=sc,
                      out=tmp_path / "vit")  # fmt: skip
     r = run_jestflow(*vit)

@@ -404,6 +404,7 @@ def build_run(
     callbacks: list[Callback] = (),
     keep: Callable[[Sample], bool] | None = None,
     checkpoint_dir: str | None = None,
+    init_model: torch.nn.Module | None = None,
 ) -> Run:
     """Everything a run needs before its first step: device and ranks, selector, model, optimiser, the
     checkpoint it resumes from, the data stream positioned after what earlier attempts trained on."""
@@ -416,7 +417,7 @@ def build_run(
     if t.threads:
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
-    model = build_model(cfg.model, tokenizer).to(device)
+    model = (init_model if init_model is not None else build_model(cfg.model, tokenizer)).to(device)
     opt, sched = make_optimizer(model, t, fused=cuda)
     gen = torch.Generator(device=device).manual_seed(t.seed + 1)
     ev = EvalSet.load(eval_uri, cfg.model.image_size, t.max_bad_fraction) if eval_uri and t.eval_every else None
@@ -480,13 +481,16 @@ def train(
     extra_summary: dict | None = None,
     keep: Callable[[Sample], bool] | None = None,
     checkpoint_dir: str | None = None,
+    init_model: torch.nn.Module | None = None,
 ) -> dict:
     """Train one model; `stage` is "reference" or "learner". Returns (and writes) the summary.
 
     `keep` filters the pool before anything is drawn (the offline-filter baselines). `checkpoint_dir`:
     where the checkpoint and the uid log live while training (default `out_dir`): durable storage where
     `out_dir` is not, e.g. a KFP step's local output folder, which a retried pod no longer has."""
-    run = build_run(cfg, stage, data_uri, out_dir, tokenizer, cache, eval_uri, callbacks, keep, checkpoint_dir)
+    run = build_run(
+        cfg, stage, data_uri, out_dir, tokenizer, cache, eval_uri, callbacks, keep, checkpoint_dir, init_model
+    )
     state, t = run.state, run.t
     sigterm, bar = SigtermFlag(), run.progress_bar(progress)
     started = time.time() - state.seconds
