@@ -166,3 +166,55 @@ def test_unloadable_pretrained_references_are_one_line_errors(tmp_path):
     (tmp_path / "f.bin").write_bytes(b"x")
     with pytest.raises(ValueError, match="f.bin: a pretrained model is a folder"):
         load_reference(str(tmp_path / "f.bin"))
+
+
+@pytest.mark.slow  # two torchrun ranks, one process, and an interrupted run (~2 min)
+def test_hf_siglip_under_torchrun_and_resumed(smoke_scored, tmp_path):
+    """A hf-siglip JEST learner on the vit reference's cache (its word-level tokenizer): two gloo ranks
+    choose what one process chooses and end with the same weights; a run stopped by SIGTERM resumes and
+    ends exactly as an uninterrupted one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    from jestflow.training.loop import read_uid_log
+
+    def args(out, steps, *extra):
+        sets = (*HF, f"learner.steps={steps}", "learner.threads=1", "learner.batch_size=16",
+                "learner.checkpoint_every=2", "learner.eval_every=0", *extra)  # fmt: skip
+        return smoke_args("train", *sets, method="jest", data=smoke_scored / "data" / "pool",
+                          scores=smoke_scored / "scores", out=out)  # fmt: skip
+
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run_jestflow(*args(one, 4), env=env).returncode == 0
+    dist = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "jestflow"]
+    r = subprocess.run(dist + args(two, 4), capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [x["uids"] for x in read_uid_log(str(one))] == [x["uids"] for x in read_uid_log(str(two))]
+    a, b = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run_jestflow(*args(straight, 8), env=env).returncode == 0
+    p = subprocess.Popen([sys.executable, "-m", "jestflow", *args(resumed, 8, "learner.threads=1")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 300
+    while not (resumed / "checkpoint.pt").exists():
+        assert p.poll() is None and time.time() < deadline, p.communicate()
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode != 0 and "SIGTERM received" in err and not (resumed / "train.json").exists()
+    r = run_jestflow(*args(resumed, 8), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    keys = ("steps", "examples_seen", "flops", "noise_mix")
+    s1, s2 = (json.loads((d / "train.json").read_text()) for d in (straight, resumed))
+    assert {k: s1[k] for k in keys} == {k: s2[k] for k in keys}
+    assert read_uid_log(str(resumed)) == read_uid_log(str(straight))
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

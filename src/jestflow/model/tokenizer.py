@@ -25,6 +25,7 @@ class Tokenizer:
             raise ValueError("tokenizer vocab must start with <pad>, <unk>, <eos>")
         self.vocab, self.context_length = vocab, context_length
         self.ids = {w: i for i, w in enumerate(vocab)}
+        self.pad_id, self.eos_id = 0, 2  # what a hf-siglip learner given this tokenizer is told
 
     @classmethod
     def build(cls, texts: Iterable[str], context_length: int, max_size: int = 4096, min_count: int = 1) -> Tokenizer:
