@@ -49,6 +49,11 @@ def _cfg(args):
     return load_config(args.preset, args.config, args.overrides)
 
 
+def _sets(args) -> int:
+    """How many --set the user gave (options the CLI turns into overrides, such as --method, not counted)."""
+    return getattr(args, "user_sets", len(args.overrides or []))
+
+
 def announce(args, cfg) -> str:
     """One line, before the work starts: which preset, how much data and how many steps this runs."""
     d, r, lr = cfg.demo, cfg.reference, cfg.learner
@@ -61,9 +66,7 @@ def announce(args, cfg) -> str:
         "run": f"pipeline: model {cfg.model.size}, reference {r.steps} steps, learners {lr.steps} steps of "
         f"{lr.batch_size}; demo data (if no URIs): pool {d.n_pool}",
     }[args.cmd]
-    extra = ", ".join(
-        filter(None, [args.config and f"--config {args.config}", args.overrides and f"{len(args.overrides)} --set"])
-    )
+    extra = ", ".join(filter(None, [args.config and f"--config {args.config}", _sets(args) and f"{_sets(args)} --set"]))
     line = f"jestflow {args.cmd}: preset {args.preset}" + (f" + {extra}" if extra else "") + f"; {what}"
     print(line, flush=True)
     return line
@@ -383,6 +386,7 @@ def _metrics(args, stage: str, method: str = ""):
 def run(args) -> int:
     from . import stages
 
+    args.user_sets = len(args.overrides or [])  # what the banner counts: --method is not a --set
     if args.cmd == "train" and args.method:
         args.overrides = [*args.overrides, f"select.method={args.method}"]
     if args.cmd == "data" and args.data_cmd == "check":

@@ -35,6 +35,9 @@ def test_commands_say_what_they_will_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "jestflow data: preset smoke + 1 --set;" in out
     assert "already holds a demo dataset (preset smoke: curated 600, pool 1600, eval 200, seed 0; use --force" in out
+    # --method becomes an override inside the CLI; the banner counts only what the user set (issue 27)
+    main(["train", *smoke_args("x", method="jest", data=tmp_path / "none", out=tmp_path / "t")[1:]])
+    assert capsys.readouterr().out.startswith("jestflow train: preset smoke; learner (jest)")
 
 
 def test_help_says_what_newcomers_need():
