@@ -386,7 +386,7 @@ def _metrics(args, stage: str, method: str = ""):
 def run(args) -> int:
     from . import stages
 
-    args.user_sets = len(args.overrides or [])  # what the banner counts: --method is not a --set
+    args.user_sets = len(getattr(args, "overrides", None) or [])  # what the banner counts: --method is not a --set
     if args.cmd == "train" and args.method:
         args.overrides = [*args.overrides, f"select.method={args.method}"]
     if args.cmd == "data" and args.data_cmd == "check":

@@ -1,5 +1,6 @@
 """`jestflow submit` against a local stand-in of the KFP REST API (no real backend can run here)."""
 
+import re
 import subprocess
 import sys
 
@@ -176,3 +177,27 @@ def test_a_host_that_never_answers_is_one_line_within_the_timeout():
         timeout=120,
     )
     assert r.returncode == 2 and "--host '127.0.0.1:9' has no scheme: give http://127.0.0.1:9" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "host,message",
+    [
+        ("http://localhost:80x", "the port is not a number from 0 to 65535"),
+        ("http://local host:8080", "is not a URL (empty, or it contains a space)"),
+        ("ftp://localhost:8080", "the scheme must be http or https, not 'ftp'"),
+        ("http://:8080", "names no host"),
+        ("localhost:8080", "has no scheme: give http://localhost:8080"),
+    ],
+)
+def test_a_malformed_host_is_refused_before_anything_is_compiled(host, message, monkeypatch):
+    """Issue 27: these took 7-15 s (the pipeline compiled first) or ended in a traceback (port, space)."""
+    from kfp import compiler
+
+    from jestflow.platform import submit as sub
+
+    def no_compile(*a, **k):
+        raise AssertionError("compiled before checking the host")
+
+    monkeypatch.setattr(compiler.Compiler, "compile", no_compile)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sub.submit(host, [], variant="cpu")

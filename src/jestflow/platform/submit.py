@@ -75,6 +75,7 @@ def submit(
     the backend's default, pipeline-runner). `pipeline_root`: where artifacts go (e.g. gs://bucket/root;
     default: the backend's). `token`: a bearer token for KFP behind IAP or Dex (default $KFP_TOKEN).
     `caching=False` runs every step afresh (after the data behind a URI changed)."""
+    check_host(host)  # a typo is refused before the pipeline is compiled
     from kfp import compiler
 
     from jestflow_pipelines import jest_pipeline as pipelines
@@ -147,6 +148,29 @@ def request_timeout() -> float:
         raise ValueError(f"$JESTFLOW_KFP_TIMEOUT={raw!r} must be a number of seconds") from None
 
 
+def check_host(host: str) -> None:
+    """A KFP endpoint URL, checked before anything is compiled or sent: http(s), a host name, a numeric port,
+    no spaces. One line naming what is wrong."""
+    from urllib.parse import urlsplit
+
+    if not host or any(c.isspace() for c in host):
+        raise ValueError(f"--host {host!r} is not a URL (empty, or it contains a space)")
+    if "://" not in host:
+        raise ValueError(
+            f"--host {host!r} has no scheme: give http://{host} (a port-forward, e.g. make kind-run's) or "
+            f"https://{host} (KFP behind a load balancer, IAP or Dex)"
+        )
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"--host {host!r}: the scheme must be http or https, not {parts.scheme!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
+    except ValueError:
+        raise ValueError(f"--host {host!r}: the port is not a number from 0 to 65535") from None
+    if not parts.hostname:
+        raise ValueError(f"--host {host!r} names no host")
+
+
 def _client(host, namespace, token):
     """A kfp.Client for `host`, once the endpoint has answered a health check within request_timeout()
     (kfp.Client itself would wait forever on an endpoint that accepts but never answers)."""
@@ -156,11 +180,7 @@ def _client(host, namespace, token):
 
     import kfp
 
-    if not host.startswith(("http://", "https://")):
-        raise ValueError(
-            f"--host {host!r} has no scheme: give http://{host} (a port-forward, e.g. make kind-run's) or "
-            f"https://{host} (KFP behind a load balancer, IAP or Dex)"
-        )
+    check_host(host)
     warnings.filterwarnings("ignore", message="This client only works with", category=FutureWarning)
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # its retry chatter: one error instead
     token = token or os.environ.get(TOKEN_ENV) or None
