@@ -194,7 +194,7 @@ class TrainConfig:
     eval_schedule: str = "linear"  # linear (every eval_every steps) | log (eval_points log-spaced steps, dense early)
     eval_points: int = 16  # curve points of the log schedule, from step 1 to the last
     log_every: int = 10
-    shuffle_buffer: int = 1000
+    shuffle_buffer: int = 1000  # samples mixed across shards; 0: none (each shard's order, shards shuffled)
     max_bad_fraction: float = 0.01  # skipped samples tolerated before a stage fails
     threads: int = 0  # torch CPU threads; 0 = torch's default
     device: str = "auto"  # auto | cpu | cuda

@@ -52,6 +52,17 @@ def test_stream_is_deterministic_and_covers_every_sample(tmp_path):
     assert a != sorted(a)
 
 
+def test_a_stream_without_a_shuffle_buffer_keeps_each_shards_order(tmp_path):
+    """shuffle_buffer=0 (issue 27: "empty range for randrange()"): shards in shuffled order, each read as
+    written, every sample once per epoch."""
+    write_split(tmp_path, n=40, shard_size=10)
+    a = [s.uid for s in stream(str(tmp_path), seed=3, shuffle_buffer=0, epochs=2)]
+    assert len(a) == 80 and sorted(a[:40]) == [f"s{i:04d}" for i in range(40)]
+    for k in range(0, 80, 10):  # each run of 10 is one shard, in order
+        first = int(a[k][1:])
+        assert first % 10 == 0 and a[k : k + 10] == [f"s{i:04d}" for i in range(first, first + 10)]
+
+
 def test_stream_holds_only_a_bounded_buffer(tmp_path):
     """The shuffled stream yields samples before it has read the whole split."""
     write_split(tmp_path, n=50, shard_size=10)

@@ -468,6 +468,10 @@ def stream(
             for shard in order:
                 lazy = replaying is not None and replaying()  # a shard begun while replaying checks per sample
                 for s in iter_shard(shard, stats, image_size, pool, replay=replay if lazy else None):
+                    if shuffle_buffer <= 0:  # no buffer: the shards' own order (shard order still shuffled)
+                        produced += 1
+                        yield s
+                        continue
                     if len(buf) < shuffle_buffer:
                         buf.append(s)
                         continue
