@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 import threading
@@ -193,8 +194,20 @@ def write_bytes(uri: str, data: bytes) -> None:
         Path(tmp).write_bytes(data)
 
 
+def json_safe(obj):
+    """`obj` with every NaN or infinite float as None: JSON has no NaN (Python writes a bare `NaN` that
+    other readers reject), so "no value" is null in every file jestflow writes."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json(uri: str, obj) -> None:
-    write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes(uri, (json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
 
 
 def read_json(uri: str):
