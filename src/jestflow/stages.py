@@ -255,4 +255,4 @@ def evaluate_model(cfg: C.Config, model_dir: str, eval_uri: str, out: str | None
 
 
 def format_metrics(m: dict) -> str:
-    return json.dumps(m, indent=2, sort_keys=True)
+    return json.dumps(storage.json_safe(m), indent=2, sort_keys=True)

@@ -233,7 +233,7 @@ class StageMetrics:
 
     def evaluated(self, results: dict) -> None:
         for k in ("zeroshot_top1", "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5", "retrieval_r1"):
-            if k in results and results[k] == results[k]:
+            if isinstance(results.get(k), (int, float)) and results[k] == results[k]:  # not None, not NaN
                 self.m["eval"].labels(**self.labels, metric=k).set(results[k])
         self._progress()
         self.push()

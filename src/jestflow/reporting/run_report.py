@@ -26,7 +26,7 @@ def above_chance(value: float | None, chance: float | None, factor: float = CHAN
 def curve_points(summary: dict, key: str, total: bool) -> tuple[list, list, list]:
     """(iterations, FLOPs, metric) along a run's learning curve; FLOPs include fixed costs if `total`."""
     fixed = fixed_total(summary) if total else 0.0
-    pts = [p for p in summary.get("curve", []) if key in p and not math.isnan(p[key])]
+    pts = [p for p in summary.get("curve", []) if p.get(key) is not None and not math.isnan(p[key])]
     return [p["step"] for p in pts], [p["flops"] + fixed for p in pts], [p[key] for p in pts]
 
 

@@ -108,7 +108,8 @@ def evaluate(
         cls_emb = torch.nn.functional.normalize(cls_emb.view(len(ev.classes), len(ev.templates), -1).mean(1), dim=-1)
         known = ev.labels >= 0
         pred = (img @ cls_emb.T).argmax(1).cpu()
-        out["zeroshot_top1"] = float((pred[known] == ev.labels[known]).float().mean()) if known.any() else float("nan")
+        # no labeled sample: no zero-shot score (None, null in JSON), not a number
+        out["zeroshot_top1"] = float((pred[known] == ev.labels[known]).float().mean()) if known.any() else None
         out["zeroshot_chance"] = 1.0 / len(ev.classes)
     if was_training:
         model.train()
