@@ -519,7 +519,13 @@ def run(args) -> int:
         from .reporting.html_report import write_html
 
         for run_dir in args.runs:
-            results = storage.read_json(storage.join(run_dir, "results.json"))
+            uri = storage.join(run_dir, "results.json")
+            results = storage.read_json(uri)
+            if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
+                raise ValueError(
+                    f"{uri}: not the results of a jestflow run (no 'rows'); `jestflow run` and the pipeline's "
+                    "report step write them, hand-run stages do not"
+                )
             pq = storage.join(run_dir, "curation.parquet")
             table = None
             if storage.exists(pq):

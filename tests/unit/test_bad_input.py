@@ -197,3 +197,12 @@ def test_fuzzed_shards_give_a_clean_error_or_skips_never_a_crash_or_hang(smoke_s
                 signal.alarm(0)
     finally:
         signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("content", ["{}", '{"rows": 3}', "[]"])
+def test_report_on_results_that_are_not_a_runs_is_one_line(tmp_path, capsys, content):
+    """Issue 27: `jestflow report` on an empty results.json ended in KeyError: 'rows'."""
+    (tmp_path / "results.json").write_text(content)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "results.json: not the results of a jestflow run (no 'rows')" in err[0], err
