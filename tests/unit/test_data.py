@@ -133,3 +133,22 @@ def test_too_many_bad_samples_fail_loudly(tmp_path):
 def test_empty_folder_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no .tar shards"):
         list(iter_split(str(tmp_path)))
+
+
+@pytest.mark.parametrize("damage,words", [("truncate", "Compressed file ended"), ("crc", "CRC check failed")])
+def test_a_damaged_gzip_shard_is_one_error_naming_it(tmp_path, damage, words):
+    """Issue 27: a gzip-compressed shard cut short raised EOFError (a traceback), one with a bad CRC an
+    error that named no shard; both are now the reader's one ValueError naming the shard."""
+    import gzip as gz
+
+    write_split(tmp_path / "src", n=20, shard_size=20)
+    data = gz.compress((tmp_path / "src" / "s-00000.tar").read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data = data[:-8] + bytes([data[-8] ^ 0xFF]) + data[-7:]  # the stored CRC-32
+    (tmp_path / "bad").mkdir()
+    shard = tmp_path / "bad" / "s-00000.tar"
+    shard.write_bytes(data)
+    with pytest.raises(ValueError, match=rf"{shard}: damaged gzip stream after \d+ bytes of tar \({words}"):
+        list(iter_shard(str(shard)))

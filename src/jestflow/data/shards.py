@@ -24,6 +24,7 @@ import json
 import os
 import random
 import tarfile
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -310,7 +311,13 @@ class _Reader:
     def read(self, n: int) -> bytes:
         chunks, want = [], n
         while want:
-            chunk = self.raw.read(min(want, 1 << 20))
+            try:
+                chunk = self.raw.read(min(want, 1 << 20))
+            except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # a gzip-compressed shard, damaged
+                at = self.offset + sum(map(len, chunks))
+                raise ValueError(
+                    f"{self.shard}: damaged gzip stream after {at} bytes of tar ({e}); the shard cannot be read"
+                ) from None
             if not chunk:
                 break
             chunks.append(chunk)
