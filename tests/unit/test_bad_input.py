@@ -206,3 +206,19 @@ def test_report_on_results_that_are_not_a_runs_is_one_line(tmp_path, capsys, con
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "results.json: not the results of a jestflow run (no 'rows')" in err[0], err
+
+
+def test_a_truncated_curation_table_names_its_file(tmp_path, capsys):
+    """Issue 27: `jestflow report` on a run whose curation.parquet was cut short: pyarrow's error named
+    no file. Now one line with the file."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"uid": np.arange(500).astype(str)}), str(tmp_path / "whole.parquet"))
+    data = (tmp_path / "whole.parquet").read_bytes()
+    (tmp_path / "curation.parquet").write_bytes(data[: len(data) // 2])
+    (tmp_path / "results.json").write_text(json.dumps({"rows": []}))
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'curation.parquet'}: not a readable Parquet file" in err[0], err

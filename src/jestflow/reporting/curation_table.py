@@ -118,10 +118,15 @@ def write_parquet(table: dict[str, np.ndarray], uri: str, metadata: dict | None 
 
 
 def read_parquet(uri: str) -> dict[str, np.ndarray]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     with storage.open_read(uri) as f:
-        t = pq.read_table(f)
+        try:
+            t = pq.read_table(f)
+        except (pa.ArrowException, OSError) as e:  # truncated, not Parquet at all, a damaged page
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{uri}: not a readable Parquet file ({why})") from None
     return {name: t.column(name).to_numpy(zero_copy_only=False) for name in t.column_names}
 
 
