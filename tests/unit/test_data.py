@@ -152,3 +152,12 @@ def test_a_damaged_gzip_shard_is_one_error_naming_it(tmp_path, damage, words):
     shard.write_bytes(data)
     with pytest.raises(ValueError, match=rf"{shard}: damaged gzip stream after \d+ bytes of tar \({words}"):
         list(iter_shard(str(shard)))
+
+
+def test_a_bad_pixel_limit_is_an_error_not_undecodable_images(tmp_path, monkeypatch):
+    """Issue 27: a bad $JESTFLOW_MAX_IMAGE_PIXELS made every image "undecodable" (and the split fail for
+    too many bad samples); now the first read names the variable."""
+    write_split(tmp_path, n=5)
+    monkeypatch.setenv("JESTFLOW_MAX_IMAGE_PIXELS", "40M")
+    with pytest.raises(ValueError, match=r"\$JESTFLOW_MAX_IMAGE_PIXELS='40M' must be a positive number of pixels"):
+        list(iter_split(str(tmp_path)))

@@ -150,9 +150,10 @@ def _decode(
         return None, "empty-caption"
     if len(caption) > MAX_CAPTION_CHARS:
         return None, "caption-too-long"
+    limit = max_image_pixels()  # read before the try: a bad setting is an error, not an undecodable image
     try:
         with Image.open(io.BytesIO(parts[img_key])) as im:  # reads the header only
-            if im.size[0] * im.size[1] > max_image_pixels():
+            if im.size[0] * im.size[1] > limit:
                 return None, "image-too-large"
         if undecodable is None:
             image = _pixels(parts[img_key], image_size)
