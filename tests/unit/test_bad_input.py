@@ -222,3 +222,19 @@ def test_a_truncated_curation_table_names_its_file(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{tmp_path / 'curation.parquet'}: not a readable Parquet file" in err[0], err
+
+
+def test_a_split_smaller_than_a_batch_is_said(tmp_path, capsys):
+    """Issue 27: a batch larger than the split trained on repeats without a word."""
+    import numpy as np
+
+    from jestflow.data.shards import ShardWriter
+
+    with ShardWriter(str(tmp_path / "tiny"), "t", 100) as w:
+        for i in range(10):
+            w.write(f"t{i}", np.full((8, 8, 3), 20 * i, np.uint8), f"a red shirt number {i}", {"label": 0})
+    args = smoke_args("train-reference", "reference.steps=1", "reference.batch_size=16", "reference.eval_every=0",
+                      data=tmp_path / "tiny", out=tmp_path / "ref")  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "reference: warning: a batch of 16 from" in err and "holds only 10 distinct samples" in err

@@ -15,6 +15,7 @@ import gzip
 import json
 import math
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -393,6 +394,20 @@ class Run:
         return summary
 
 
+def _warn_repeats(stage: str, data_uri: str, batch, main: bool) -> bool:
+    """Say once (first batch) when a batch holds the same sample twice: the split is smaller than a batch,
+    so every step trains (and a joint method selects) among repeats. Returns True once checked."""
+    distinct = len(set(zip(batch.uids, batch.shards or [""] * len(batch.uids))))
+    if distinct < len(batch.uids) and main:
+        print(
+            f"{stage}: warning: a batch of {len(batch.uids)} from {data_uri} holds only {distinct} distinct "
+            "samples: the split is smaller than one batch, so samples repeat within every batch",
+            file=sys.stderr,
+            flush=True,
+        )
+    return True
+
+
 def build_run(
     cfg: C.Config,
     stage: str,
@@ -495,12 +510,15 @@ def train(
     sigterm, bar = SigtermFlag(), run.progress_bar(progress)
     started = time.time() - state.seconds
     run.notify("on_start")
+    warned = False
     try:
         while state.step < t.steps:
             t0 = time.perf_counter()
             batch = next(run.batches, None)  # data: the next super-batch, decoded ahead
             if batch is None:
                 raise ValueError(f"{data_uri}: ran out of samples")
+            if not warned:
+                warned = _warn_repeats(stage, data_uri, batch, run.dist.main)
             picked = run.selector(run.model, batch, run.gen, run.device, run.dist)  # score + select
             measured = {k: float(v) for k, v in run.step(picked.batch, picked.tapes).items()}  # the update
             picked.tapes = None  # freed before the next scoring pass
