@@ -510,7 +510,7 @@ def train(
     sigterm, bar = SigtermFlag(), run.progress_bar(progress)
     started = time.time() - state.seconds
     run.notify("on_start")
-    warned = False
+    warned = state.step > 0  # a run's first batch only: a resumed run's may span an epoch's end
     try:
         while state.step < t.steps:
             t0 = time.perf_counter()
