@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import yaml
+
 from . import config as C
 from . import storage
 from .core import flops
@@ -34,6 +36,25 @@ def _read_text(uri: str) -> str:
         return f.read().decode("utf-8", "replace")
 
 
+def finished_run(cfg: C.Config, out: str, stage: str) -> dict | None:
+    """The summary of the run `out` already holds, finished with this very configuration (it is not
+    trained or written again: a rerun of a finished command is a no-op), or None."""
+    summary_uri, config_uri = storage.join(out, "train.json"), storage.join(out, "config.yaml")
+    if not (storage.exists(summary_uri) and storage.exists(config_uri)):
+        return None
+    try:
+        held = C.from_dict(yaml.safe_load(_read_text(config_uri)) or {})
+    except (ValueError, yaml.YAMLError):  # another version's keys, or damaged: not this run
+        return None
+    if cfg.learner.init_from:  # the model section was replaced by the starting model's (train_learner)
+        cfg = dataclasses.replace(cfg, model=held.model)
+    if held != cfg:
+        return None
+    print(f"{stage}: {out} already holds this run, finished (train.json); delete the folder to train it again",
+          flush=True)  # fmt: skip
+    return storage.read_json(summary_uri)
+
+
 def train_reference(
     cfg: C.Config,
     curated: str,
@@ -45,7 +66,11 @@ def train_reference(
     checkpoint_dir: str | None = None,
 ) -> dict:
     """Stage 1: build the tokenizer from the curated captions and train the reference on them.
-    `checkpoint_dir`: durable storage for the checkpoint where `out` is not (training.loop.train)."""
+    `checkpoint_dir`: durable storage for the checkpoint where `out` is not (training.loop.train).
+    A run `out` holds finished with this configuration is returned as it is (not trained or written again)."""
+    done = finished_run(cfg, out, "reference")
+    if done is not None:
+        return done
     _write_config(cfg, out)
     stats = ReadStats(max_bad_fraction=cfg.reference.max_bad_fraction)
     captions = (s.caption for s in iter_split(curated, stats, cfg.model.image_size))
@@ -149,7 +174,11 @@ def train_learner(
 ) -> dict:
     """Stage 3: train the learner on the pool with `cfg.select.method` choosing each sub-batch.
     `checkpoint_dir`: durable storage for the checkpoint where `out` is not (training.loop.train).
-    `learner.init_from`: start from those weights; their model fields and tokenizer replace the config's."""
+    `learner.init_from`: start from those weights; their model fields and tokenizer replace the config's.
+    A run `out` holds finished with this configuration is returned as it is (not trained or written again)."""
+    done = finished_run(cfg, out, "learner")
+    if done is not None:
+        return done
     init = None
     if cfg.learner.init_from:
         init, init_tokenizer, _, _ = load_reference(cfg.learner.init_from)

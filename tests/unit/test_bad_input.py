@@ -238,3 +238,21 @@ def test_a_split_smaller_than_a_batch_is_said(tmp_path, capsys):
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "reference: warning: a batch of 16 from" in err and "holds only 10 distinct samples" in err
+
+
+def test_a_finished_run_is_not_trained_or_written_again(smoke_scored, tmp_path, capsys):
+    """Issue 27: rerunning a finished command retrained (minutes) and rewrote model.pt. Now it says the
+    folder holds that run and returns at once; another configuration is refused as before."""
+    args = smoke_args("train-reference", "reference.steps=2", "reference.eval_every=0",
+                      data=smoke_scored / "data" / "curated", out=tmp_path / "ref")  # fmt: skip
+    assert main(args) == 0
+    model = tmp_path / "ref" / "model.pt"
+    before = (model.stat().st_mtime_ns, model.read_bytes())
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "already holds this run, finished" in capsys.readouterr().out
+    assert (model.stat().st_mtime_ns, model.read_bytes()) == before
+    other = smoke_args("train-reference", "reference.steps=3", "reference.eval_every=0",
+                       data=smoke_scored / "data" / "curated", out=tmp_path / "ref")  # fmt: skip
+    assert main(other) == 2
+    assert "holds a run made with another configuration" in capsys.readouterr().err
