@@ -222,17 +222,3 @@ def test_data_check_reports_what_would_fail_or_lose_data(smoke_scored, tmp_path,
     assert f"PROBLEM: {c}: truncated tar:" in out and "byte" in out
     assert "PROBLEM: eval-00000.tar: evaluation sample" in out and "label 12 is not a class index" in out
     assert "0 of 2 splits fine; 2 with problems" in out
-
-
-def test_json_outputs_hold_null_where_a_value_is_missing(tmp_path):
-    """Issue 27: a NaN (no zero-shot labels, a peak memory not measured) was written as a bare NaN, which
-    strict JSON readers reject. Every JSON file goes through storage.write_json: null instead."""
-    import json as _json
-
-    from jestflow import storage
-
-    storage.write_json(str(tmp_path / "a.json"), {"x": float("nan"), "y": [1.5, float("inf")], "z": (float("-inf"),)})
-    text = (tmp_path / "a.json").read_text()
-    assert "NaN" not in text and "Infinity" not in text
-    assert _json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}")) == {
-        "x": None, "y": [1.5, None], "z": [None]}  # fmt: skip

@@ -195,10 +195,11 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 
 def json_safe(obj):
-    """`obj` with every NaN or infinite float as None: JSON has no NaN (Python writes a bare `NaN` that
-    other readers reject), so "no value" is null in every file jestflow writes."""
+    """`obj` with every NaN float as None (null in JSON, which has no NaN; ±inf is kept). For what is shown
+    to people and other tools (the evaluate command's printout). Files are still written as Python's json
+    writes them: the benchmarks' results use NaN for "not measured" and read it back as such."""
     if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+        return None if math.isnan(obj) else obj
     if isinstance(obj, dict):
         return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -207,7 +208,7 @@ def json_safe(obj):
 
 
 def write_json(uri: str, obj) -> None:
-    write_bytes(uri, (json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
+    write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_json(uri: str):
