@@ -206,7 +206,7 @@ def study_models(
 
 def markdown(prec: dict) -> list[str]:
     """The precision table (one row per b, a column pair per variant) and the > 1% line."""
-    sizes = {b: r for b, r in prec["sizes"].items()}
+    sizes = dict(sorted(prec["sizes"].items(), key=lambda kv: int(kv[0])))  # JSON keys are strings: "1024" < "256"
     if not sizes:
         return []
     names = [k for k in next(iter(sizes.values())) if isinstance(next(iter(sizes.values()))[k], dict)]

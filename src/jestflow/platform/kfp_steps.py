@@ -171,7 +171,7 @@ def train_reference(config, curated_uri: str, reference, metrics, reference_mode
     """Train the reference, or (`reference_model` given) fetch that pretrained model instead: no training."""
     cfg = _load(config.path)
     if reference_model:
-        s = stages.fetch_reference(cfg, reference_model, reference.path)
+        stages.fetch_reference(cfg, reference_model, reference.path)
         _log(metrics, {"steps": 0, "flops_total": 0.0, "pretrained": 1})
         print(f"reference: {reference_model} (pretrained; not trained)", flush=True)
         return
