@@ -91,8 +91,9 @@ BASE_IMAGE ?= jestflow-base:bookworm
 IMAGE ?= ghcr.io/jestflow/jestflow
 WHEEL = jestflow-$(VERSION)-py3-none-any.whl
 DOCKER_BUILDKIT ?= 0
-# The build context is a tar of exactly what a flavour needs (so the CPU build never sends the CUDA wheels).
-DOCKER_BUILD = DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) docker build --network none -f images/Dockerfile --build-arg JESTFLOW_WHEEL=$(WHEEL) --build-arg BASE_IMAGE=$(BASE_IMAGE)
+# images/build.sh sends a tar of exactly what a flavour needs (the CPU build never sends the CUDA wheels),
+# checks free disk first and prunes the dangling layers earlier builds left.
+export DOCKER_BUILDKIT
 TORCH = $(shell sed -n 's/^torch==\([^ ]*\).*/\1/p' constraints.txt)
 
 wheelhouse: $(STAMP)/installed ## dist/: the jestflow wheel and every dependency's wheel, CPU torch (offline image builds)
@@ -116,12 +117,12 @@ base-image: ## a Debian bookworm + python3 base image made with debootstrap (no 
 image-cpu: wheelhouse ## build the CPU image $(IMAGE):VERSION on BASE_IMAGE (default: make base-image's)
 	images/docker-engine.sh
 	@[ "$(BASE_IMAGE)" != "jestflow-base:bookworm" ] || images/base-image.sh $(BASE_IMAGE)
-	tar -c images/Dockerfile dist/$(WHEEL) dist/wheels | $(DOCKER_BUILD) --build-arg FLAVOUR=cpu -t $(IMAGE):$(VERSION) -
+	images/build.sh cpu $(IMAGE):$(VERSION) $(BASE_IMAGE) $(WHEEL)
 
 image-cuda: wheelhouse-cuda ## build the CUDA image $(IMAGE)-cuda:VERSION: the same base, torch $(TORCH)'s CUDA build (5.3 GB image; not in CI)
 	images/docker-engine.sh
 	@[ "$(BASE_IMAGE)" != "jestflow-base:bookworm" ] || images/base-image.sh $(BASE_IMAGE)
-	tar -c images/Dockerfile dist/$(WHEEL) dist/wheels dist/wheels-cuda | $(DOCKER_BUILD) --build-arg FLAVOUR=cuda -t $(IMAGE)-cuda:$(VERSION) -
+	images/build.sh cuda $(IMAGE)-cuda:$(VERSION) $(BASE_IMAGE) $(WHEEL)
 
 images: image-cpu image-cuda ## both images, tagged with the package version (what components/image.py names)
 

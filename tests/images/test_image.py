@@ -2,11 +2,13 @@
 CI: its tests run where it was built and skip elsewhere): their facts, torchrun with the image's own
 Python, and the pipeline's steps run inside them by KFP's own DockerRunner."""
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,10 @@ import pytest
 from jestflow import __version__
 from jestflow_components.image import CPU_IMAGE, GPU_IMAGE
 
+ROOT = Path(__file__).resolve().parents[2]
 TORCH = next(
     line.split("==")[1].split()[0]
-    for line in (Path(__file__).resolve().parents[2] / "constraints.txt").read_text().splitlines()
+    for line in (ROOT / "constraints.txt").read_text().splitlines()
     if line.startswith("torch==")
 )
 
@@ -25,18 +28,34 @@ def _docker(*args, **kw):
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=900, **kw)
 
 
-def _built(image: str) -> bool:
-    return bool(shutil.which("docker")) and _docker("image", "inspect", image).returncode == 0
+def _source_digest() -> str | None:
+    """images/build.sh's io.jestflow.source label for dist/'s wheel (what `make test` just built)."""
+    wheel = ROOT / "dist" / f"jestflow-{__version__}-py3-none-any.whl"
+    if not wheel.exists():
+        return None
+    with zipfile.ZipFile(wheel) as z:
+        record = next(n for n in z.namelist() if n.endswith(".dist-info/RECORD"))
+        return hashlib.sha256(z.read(record)).hexdigest()[:16]
+
+
+def _why_not(image: str) -> str | None:
+    """None when `image` is built from the current source; else why its tests cannot run."""
+    target = "make image-" + ("cpu" if image == CPU_IMAGE else "cuda")
+    if not (shutil.which("docker") and _docker("image", "inspect", image).returncode == 0):
+        return f"{image} is not built here ({target})"
+    labels = json.loads(_docker("image", "inspect", image).stdout)[0]["Config"]["Labels"] or {}
+    if labels.get("io.jestflow.source") != _source_digest():
+        return f"{image} was built from other source than dist/'s wheel: rebuild it ({target})"
+    return None
 
 
 @pytest.fixture(scope="module", params=[CPU_IMAGE, GPU_IMAGE], ids=["cpu", "cuda"])
 def image(request):
-    if not _built(request.param):
+    why = _why_not(request.param)
+    if why:
         if request.param == CPU_IMAGE and os.environ.get("CI"):
-            pytest.fail(
-                f"{CPU_IMAGE} is not built: `make test` builds it with `make image-cpu` (needs a Docker engine)"
-            )
-        pytest.skip(f"{request.param} not built here (make image-{request.param == CPU_IMAGE and 'cpu' or 'cuda'})")
+            pytest.fail(f"{why}; `make test` builds it with `make image-cpu` (needs a Docker engine)")
+        pytest.skip(why)  # the CUDA image is too big for CI; a stale one would test old code
     return request.param
 
 
@@ -54,6 +73,16 @@ def test_image_runs_as_non_root_with_jestflow_and_the_one_torch(image):
     assert (uid, version, kfp_version) == ("10001", __version__, "2.17.3")
     assert torch_version.split("+")[0] == TORCH  # constraints.txt's torch in both images
     assert (cuda == "None") == (image == CPU_IMAGE), (torch_version, cuda)
+
+
+def test_builds_leave_no_dangling_layers(image):
+    """images/build.sh prunes the intermediate images a rebuild leaves dangling (the classic builder's cache;
+    unpruned, a few rebuilds filled a CI machine's disk: "no space left on device" at COPY dist), and only
+    those carrying the Dockerfile's label."""
+    labels = json.loads(_docker("image", "inspect", image).stdout)[0]["Config"]["Labels"] or {}
+    assert labels.get("io.jestflow.build") == "1"
+    r = _docker("images", "-aq", "--filter", "dangling=true", "--filter", "label=io.jestflow.build")
+    assert r.returncode == 0 and r.stdout.split() == [], r.stdout
 
 
 def test_no_wheel_left_in_the_image(image):
@@ -116,7 +145,7 @@ def test_components_run_inside_the_image_with_kfp_docker_runner(image, smoke_sco
     assert (root / "demo" / "pool").stat().st_uid == 10001
 
 
-@pytest.mark.skipif(not _built(GPU_IMAGE), reason=f"{GPU_IMAGE} not built here (make image-cuda)")
+@pytest.mark.skipif(bool(_why_not(GPU_IMAGE)), reason=str(_why_not(GPU_IMAGE)))
 def test_the_whole_smoke_pipeline_runs_in_the_cuda_image(tmp_path):
     """Every step of the CPU variant, in the CUDA image (its torch runs on CPU where no GPU is), by KFP's
     DockerRunner, with the images fixed in the spec (the local runner does not resolve an image
