@@ -15,9 +15,7 @@ def _fake_bin(tmp_path, free_kb: int) -> dict:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "docker.log"
-    (bin_dir / "docker").write_text(
-        f'#!/bin/sh\necho "$@" >> {log}\n[ "$1" = info ] && echo /var/lib/docker\nexit 0\n'
-    )
+    (bin_dir / "docker").write_text(f'#!/bin/sh\necho "$@" >> {log}\n[ "$1" = info ] && echo /var/lib/docker\nexit 0\n')
     (bin_dir / "df").write_text(
         "#!/bin/sh\necho 'Filesystem 1024-blocks Used Available Capacity Mounted on'\n"
         f"echo '/dev/x 100000000 1 {free_kb} 1% /'\n"
