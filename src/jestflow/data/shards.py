@@ -234,8 +234,10 @@ def iter_shard(
     image_size: int | None = None,
     pool: DecodePool | None = None,
     replay=None,
+    crc: storage.Crc32c | None = None,
 ) -> Iterator[Sample]:
-    """Yield the samples of one shard in file order.
+    """Yield the samples of one shard in file order. `crc`: hash every byte of the shard file into it
+    (read to its end, past the tar's end-of-archive blocks), for a fingerprint of what was read.
 
     `pool` decodes images on its workers, windows of samples at a time, several windows ahead of the
     reader; the order, the checks and the counts are exactly those of the serial path. `replay`: a
@@ -278,7 +280,7 @@ def iter_shard(
             out += [count(uid, r) for (uid, _), r in zip(items, pool.result(fut, shard))]
         return [s for s in out if s is not None]
 
-    with storage.open_read(shard) as raw:
+    with storage.open_read(shard, crc) as raw:
         uid, parts = None, {}
         for name, data in tar_members(raw, shard):
             key, ext = _split_key(name, shard)
@@ -297,6 +299,8 @@ def iter_shard(
                 yield s
         if pool is not None:
             yield from drain(force=True)
+        while crc is not None and raw.read(1 << 20):  # the rest of the file, for the fingerprint
+            pass
 
 
 BLOCK = tarfile.BLOCKSIZE

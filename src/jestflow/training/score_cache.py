@@ -100,9 +100,11 @@ def score_shard(
     made_from: dict | None = None,
 ) -> dict:
     """Embed one pool shard with the reference and write its score file atomically. `made_from`: what
-    the scores were made from (the shard's and the reference's fingerprints), stored in the file so a
-    resumed run reuses it only for the same shard and reference."""
+    the scores were made from (the reference's fingerprint), stored in the file with the shard's
+    fingerprint, so a resumed run reuses it only for the same shard and reference. Where fingerprinting
+    costs a read (local files), the shard's is hashed on this read, from the very bytes scored."""
     model.eval()
+    crc = storage.Crc32c() if storage.fingerprint_reads(shard) else None
     uids, img, txt, loss = [], [], [], []
     buf = []
 
@@ -118,11 +120,12 @@ def score_shard(
         img.append(u.float().cpu()), txt.append(v.float().cpu())
         buf.clear()
 
-    for s in iter_shard(shard, stats, model.config.image_size):
+    for s in iter_shard(shard, stats, model.config.image_size, crc=crc):
         buf.append(s)
         if len(buf) == batch_size:
             flush()
     flush()
+    made_from = {**(made_from or {}), "shard_fingerprint": crc.fingerprint() if crc else storage.fingerprint(shard)}
     d = model.config.embed_dim
     img_all, txt_all = (torch.cat(x) if x else torch.zeros(0, d) for x in (img, txt))
     arrays = {
@@ -132,12 +135,12 @@ def score_shard(
         "loss": torch.cat(loss).numpy() if loss else np.zeros((0,), np.float32),
         # cosine of each sample's own image and caption: what CLIP-score filtering ranks by
         "clip": (img_all * txt_all).sum(1).numpy().astype(np.float32),
-        **{k: np.array(v) for k, v in (made_from or {}).items()},
+        **{k: np.array(v) for k, v in made_from.items()},
     }
     with storage.atomic_path(out_uri) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-    return {"n": len(uids), "uids": arrays["uids"], "clip": arrays["clip"]}
+    return {"n": len(uids), "uids": arrays["uids"], "clip": arrays["clip"], **made_from}
 
 
 def _reusable(out: str, made_from: dict, dtype: str) -> dict | None:
@@ -185,10 +188,12 @@ def score_pool(
     seen: dict[str, str] = {}  # uid -> shard: duplicates across shards fail here, not at training
     for shard in tqdm(shards, desc="score", unit="shard", disable=not show_progress(progress)):
         out = _shard_file(data_uri, shard)
-        made_from = {"shard_fingerprint": storage.fingerprint(shard), "reference_id": reference_id}
-        done = _reusable(out, made_from, dtype)
+        done = None
+        if storage.exists(out):  # scored before: reuse it only if made from these very bytes (one read)
+            done = _reusable(out, {"shard_fingerprint": storage.fingerprint(shard), "reference_id": reference_id}, dtype)
         if done is None:  # not scored yet, or from another shard, reference or precision: (re)score it
-            done = score_shard(model, tokenizer, shard, out, batch_size, device, stats, dtype, made_from)
+            done = score_shard(model, tokenizer, shard, out, batch_size, device, stats, dtype,
+                               {"reference_id": reference_id})  # fmt: skip
         hist += np.array(clip_histogram(done["clip"]), np.int64)
         for uid in done["uids"].tolist():
             if uid in seen:
@@ -204,7 +209,7 @@ def score_pool(
                 "shard": storage.basename(shard),
                 "bytes": storage.size(shard),
                 "n": n,
-                "fingerprint": made_from["shard_fingerprint"],
+                "fingerprint": str(done["shard_fingerprint"]),
                 "file": storage.basename(out) if data_uri == cache_uri else out,
             }
         )
@@ -356,8 +361,13 @@ class ScoreCache:
                 f"pool shards not scored {missing}, scored shards not in pool {extra}"
             )
         for name, shard in pool.items():
-            want = have[name].get("fingerprint")
-            if (want and storage.fingerprint(shard) != want) or storage.size(shard) != have[name]["bytes"]:
+            want = have[name].get("fingerprint") or ""
+            if want.startswith("sha256-ends:"):  # jestflow before 2026-12: hashed a shard's ends only
+                raise ValueError(
+                    f"score cache {self.uri} was made by an older jestflow, whose shard fingerprints did not "
+                    "cover every byte; score the pool again"
+                )
+            if storage.size(shard) != have[name]["bytes"] or (want and storage.fingerprint(shard) != want):
                 raise ValueError(
                     f"score cache {self.uri} does not match pool {pool_uri}: shard {name} "
                     "changed since it was scored; score the pool again"
