@@ -190,7 +190,8 @@ def score_pool(
         out = _shard_file(data_uri, shard)
         done = None
         if storage.exists(out):  # scored before: reuse it only if made from these very bytes (one read)
-            done = _reusable(out, {"shard_fingerprint": storage.fingerprint(shard), "reference_id": reference_id}, dtype)
+            made_from = {"shard_fingerprint": storage.fingerprint(shard), "reference_id": reference_id}
+            done = _reusable(out, made_from, dtype)
         if done is None:  # not scored yet, or from another shard, reference or precision: (re)score it
             done = score_shard(model, tokenizer, shard, out, batch_size, device, stats, dtype,
                                {"reference_id": reference_id})  # fmt: skip
