@@ -235,6 +235,7 @@ class StageMetrics:
         for k in ("zeroshot_top1", "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5", "retrieval_r1"):
             if isinstance(results.get(k), (int, float)) and results[k] == results[k]:  # not None, not NaN
                 self.m["eval"].labels(**self.labels, metric=k).set(results[k])
+        self._skip(sum((results.get("skipped") or {}).values()))
         self._progress()
         self.push()
 

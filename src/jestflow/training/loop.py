@@ -444,7 +444,7 @@ def build_run(
     state = ckpt.restore(model, opt, sched, gen, device)
     if state.step and dist.main:  # said even under --quiet: a resumed run is not a fresh one
         print(f"{stage}: resuming from step {state.step} of {t.steps} ({ckpt.uri})", flush=True)
-    stats = ReadStats(max_bad_fraction=t.max_bad_fraction)
+    stats = ReadStats(max_bad_fraction=t.max_bad_fraction, running=True)  # the stream so far (shards.judge_bad)
     samples = _resumed_stream(data_uri, t, stats, cfg.model.image_size, state, keep, cuda)
     batches = Prefetcher(make_batches(samples, selector.super_batch(t.batch_size), tokenizer), pin=cuda)
     if use_compile(t, device):
