@@ -450,9 +450,11 @@ def run(args) -> int:
             progress=not args.quiet,
             metrics=_metrics(args, "learner", cfg.select.method),
         )
+        from .reporting.run_report import fraction_text
+
         last = s["curve"][-1] if s["curve"] else {}
         print(
-            f"learner ({s['method']}) trained: {s['steps']} steps, clean fraction {s['clean_fraction']:.3f}"
+            f"learner ({s['method']}) trained: {s['steps']} steps, clean fraction {fraction_text(s['clean_fraction'])}"
             + (f", retrieval R@1 {last['retrieval_r1']:.3f}" if last else "")
             + f" -> {args.out}"
         )

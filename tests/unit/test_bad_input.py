@@ -282,3 +282,20 @@ def test_a_run_interrupted_across_an_upgrade_that_added_a_setting_resumes(tmp_pa
         with pytest.raises(ValueError, match="holds a run made with another configuration"):
             _write_config(cfg, str(run))
         assert (run / "config.yaml").read_text() == text  # refused before anything was touched
+
+
+def test_data_without_noise_types_gives_null_not_nan(tmp_path, capsys):
+    """Issue 27 (5). Was: users' data records no noise types, so `clean_fraction` was NaN: written into
+    train.json and evaluate's JSON (not JSON: a strict reader refuses it) and printed as "nan". Now null,
+    and "n/a" for people."""
+    from shards import tiny_split
+
+    tiny_split(tmp_path / "split", shards=2, per_shard=20)
+    sets = ("learner.steps=2", "learner.eval_every=0", "learner.batch_size=8")
+    assert main(smoke_args("train", *sets, method="uniform", data=tmp_path / "split", out=tmp_path / "run")) == 0
+    assert "clean fraction n/a" in capsys.readouterr().out
+    text = (tmp_path / "run" / "train.json").read_text()
+    assert "NaN" not in text and json.loads(text)["clean_fraction"] is None
+    assert main(smoke_args("evaluate", model=tmp_path / "run", data=tmp_path / "split", out=tmp_path / "e.json")) == 0
+    text = (tmp_path / "e.json").read_text()
+    assert "NaN" not in text and json.loads(text)["clean_fraction"] is None

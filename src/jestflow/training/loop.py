@@ -233,7 +233,7 @@ class TrainState:
             **measured,
             "selection_seconds": picked.selection_seconds,
             "examples": len(picked.batch),
-            "noisy_fraction": (sum(n != "clean" for n in noisy) / len(noisy)) if noisy else float("nan"),
+            "noisy_fraction": (sum(n != "clean" for n in noisy) / len(noisy)) if noisy else None,  # null: unrecorded
             "flops": cost.total,
             **picked.info,
         }
@@ -570,7 +570,8 @@ def _summary(run: Run, extra: dict | None) -> dict:
         }
         if state.selected_steps
         else {},
-        "clean_fraction": state.noise.get("clean", 0) / trained if trained else float("nan"),
+        # null (JSON has no NaN) where the data records no noise types, as users' data usually does not
+        "clean_fraction": state.noise.get("clean", 0) / trained if trained else None,
         "skipped": dict(stats.skipped),
         "wall_seconds": state.seconds,
         "device": run.device,
