@@ -193,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="score with this pretrained SigLIP instead of training a reference (a save_pretrained folder, gs:// "
         "prefix or hub name; the reference step fetches it); needs --set model.arch=hf-siglip",
     )
+    rn.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print KFP's own logs (every task's output) on the console; by default they go to OUT/kfp/run.log "
+        "and the console shows each task's start and end and every warning and error",
+    )
     _common(rn)
 
     sm = sub.add_parser(
@@ -444,9 +450,11 @@ def run(args) -> int:
             progress=not args.quiet,
             metrics=_metrics(args, "learner", cfg.select.method),
         )
+        from .reporting.run_report import fraction_text
+
         last = s["curve"][-1] if s["curve"] else {}
         print(
-            f"learner ({s['method']}) trained: {s['steps']} steps, clean fraction {s['clean_fraction']:.3f}"
+            f"learner ({s['method']}) trained: {s['steps']} steps, clean fraction {fraction_text(s['clean_fraction'])}"
             + (f", retrieval R@1 {last['retrieval_r1']:.3f}" if last else "")
             + f" -> {args.out}"
         )
@@ -471,6 +479,7 @@ def run(args) -> int:
             args.run_id,
             config_file=args.config,
             reference_model=args.reference_model,
+            verbose=args.verbose,
         )
         print("\n" + table(res["rows"]))
         for metric in res.get("at_chance", []):

@@ -23,12 +23,25 @@ def _write_config(cfg: C.Config, out_dir: str, name: str = "config.yaml") -> Non
     """Record the configuration in `out_dir`, unless the folder holds a run (a checkpoint) made with
     another one: then refuse before touching anything, so the folder keeps describing what it holds."""
     uri, text = storage.join(out_dir, name), C.dump(cfg)
-    if storage.exists(storage.join(out_dir, "checkpoint.pt")) and storage.exists(uri) and _read_text(uri) != text:
+    if storage.exists(storage.join(out_dir, "checkpoint.pt")) and storage.exists(uri) and not _same_config(uri, text):
         raise ValueError(
             f"{out_dir} holds a run made with another configuration ({uri} differs); "
             "use a new --out or delete that folder"
         )
     storage.write_bytes(uri, text.encode())
+
+
+def _same_config(uri: str, text: str) -> bool:
+    """Whether the config file at `uri` describes the configuration `text` does. Read as a configuration,
+    not compared as text: a file written before a jestflow upgrade added a setting lacks that setting, and
+    its default fills it in (a run interrupted across an upgrade resumes)."""
+    old = _read_text(uri)
+    if old == text:
+        return True
+    try:
+        return C.dump(C.from_dict(yaml.safe_load(old) or {})) == text
+    except (ValueError, TypeError, yaml.YAMLError):  # a setting since removed or renamed, or not YAML: differs
+        return False
 
 
 def _read_text(uri: str) -> str:
@@ -75,6 +88,7 @@ def train_reference(
     stats = ReadStats(max_bad_fraction=cfg.reference.max_bad_fraction)
     captions = (s.caption for s in iter_split(curated, stats, cfg.model.image_size))
     tokenizer = build_tokenizer(cfg.model.arch, captions, cfg.model.context_length)
+    stats.judge(f"curated split {curated}")  # read whole for the tokenizer: judged whole, before training
     callbacks = [*callbacks, *([metrics] if metrics else [])]
     return train(cfg, "reference", curated, out, tokenizer, eval_uri=eval_uri, callbacks=callbacks, progress=progress,
                  checkpoint_dir=checkpoint_dir)  # fmt: skip
@@ -269,6 +283,7 @@ def evaluate_model(cfg: C.Config, model_dir: str, eval_uri: str, out: str | None
     model, tokenizer = load_model_dir(model_dir, device)
     ev = EvalSet.load(eval_uri, model.config.image_size, cfg.learner.max_bad_fraction)
     results = evaluate(model, tokenizer, ev, cfg.eval.batch_size, device)
+    results["skipped"] = ev.skipped  # bad eval samples dropped, by reason: `n` is what was evaluated
     summary_uri = storage.join(model_dir, "train.json")
     if storage.exists(summary_uri):
         s = storage.read_json(summary_uri)

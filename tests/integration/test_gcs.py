@@ -36,6 +36,21 @@ def test_transient_read_and_list_failures_are_retried(gcs):
     assert len(gcs.failed) == 3
 
 
+def test_a_shard_keeps_its_fingerprint_between_disk_and_bucket(gcs, tmp_path):
+    """A local file's fingerprint (a CRC32C of every byte, read) equals the one GCS keeps for the same
+    bytes (from the object's metadata), so a score cache made on one store matches the pool copied to the
+    other; a one-byte change moves both."""
+    data = bytearray(os.urandom(300_000))
+    for i in range(2):
+        local, remote = tmp_path / f"s{i}.tar", f"{B}/fp/s{i}.tar"
+        local.write_bytes(data)
+        storage.write_bytes(remote, bytes(data))
+        assert storage.fingerprint(str(local)) == storage.fingerprint(remote)
+        assert storage.fingerprint(remote).startswith("crc32c:") and not storage.fingerprint_reads(remote)
+        data[150_000] ^= 1
+    assert storage.fingerprint(f"{B}/fp/s0.tar") != storage.fingerprint(f"{B}/fp/s1.tar")
+
+
 def test_missing_object_is_a_clear_error(gcs):
     with pytest.raises(ValueError, match="no such object: gs://jestflow-test/nope.txt"):
         storage.open_read(f"{B}/nope.txt")

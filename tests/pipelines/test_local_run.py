@@ -26,6 +26,18 @@ def test_three_learners_compared(run):
             assert 0.0 <= row[k] <= 1.0
 
 
+def test_kfp_logs_go_to_a_file_and_the_console_stays_readable(run):
+    """Issue 27 (6). Was: ~2,000 lines of KFP's task logs before the results table. Now they are in
+    OUT/kfp/run.log; the console keeps each task's start and end (and warnings and errors)."""
+    out, console = run
+    log = (out / "kfp" / "run.log").read_text()
+    assert log.count("\n") > 500 and "Streamed logs" in log
+    assert "Streamed logs" not in console and console.count("\n") < 150, console.count("\n")
+    tasks = [ln for ln in console.splitlines() if "Executing task" in ln]
+    assert len(tasks) >= 10 and len([ln for ln in console.splitlines() if "finished with status" in ln]) >= 10
+    assert f"KFP's log: {out / 'kfp' / 'run.log'}" in console
+
+
 def test_curation_shows_in_the_results(run):
     r = rows(run[0])
     assert r["jest"]["clean_fraction"] > r["uniform"]["clean_fraction"] + 0.15

@@ -51,6 +51,27 @@ def test_report_html_renders_in_chromium_with_every_image_and_section(local_pipe
         assert gallery in text
 
 
+def _sections(page) -> dict:
+    text = page.read_text()
+    return {m[1]: m[2] for m in re.finditer(r"<section id=(\w+)>(.*?)</section>", text, re.S)}
+
+
+def test_re_rendering_a_finished_run_gives_the_same_page(local_pipeline, tmp_path):
+    """Issue 27 (3). Was: `jestflow report RUN` on a finished run rewrote report.html without provenance
+    ({}), noise mix and per-chunk sections, and called a JEST run "no run with online selection". The
+    first render keeps what it drew beyond results.json (report-inputs.json); the re-render reads it."""
+    out, _ = local_pipeline
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    (copy / "report.html").unlink()
+    assert main(["report", str(copy)]) == 0
+    first, again = _sections(out / "report.html"), _sections(copy / "report.html")
+    assert list(first) == list(again) == list(SECTIONS)
+    for name in SECTIONS:
+        assert again[name] == first[name], name
+    assert "no run with online selection" not in again["selection"] and '"versions"' in again["provenance"]
+
+
 def test_a_broken_page_is_caught(tmp_path):
     """The browser check is not vacuous: a missing image and a missing section are reported."""
     page = tmp_path / "bad.html"

@@ -126,8 +126,12 @@ def test_too_many_bad_samples_fail_loudly(tmp_path):
     for i in range(120):
         members += [(f"u{i}.png", png_bytes() if i % 2 else b"junk"), (f"u{i}.txt", b"c")]
     write_tar(tmp_path / "x.tar", members)
-    with pytest.raises(ValueError, match="too many bad samples"):
-        list(iter_shard(str(tmp_path / "x.tar"), ReadStats(max_bad_fraction=0.1)))
+    stats = ReadStats(max_bad_fraction=0.1)
+    assert len(list(iter_shard(str(tmp_path / "x.tar"), stats))) == 60  # a whole-split reader judges once read
+    with pytest.raises(ValueError, match=r"x: 60 of 120 samples are bad \(undecodable-image 60\), more than"):
+        stats.judge("x")
+    with pytest.raises(ValueError, match="samples are bad"):  # training judges the stream at a pass's end
+        list(stream(str(tmp_path), 0, stats=ReadStats(max_bad_fraction=0.1, running=True), epochs=1))
 
 
 def test_empty_folder_is_an_error(tmp_path):

@@ -45,6 +45,73 @@ def test_rescoring_a_changed_shard_does_not_reuse_its_stale_scores(smoke_scored,
     assert main([*args, "--out", str(scored_copy / "t")]) == 0
 
 
+def _edit_a_caption_in_place(shard) -> str:
+    """Overwrite, byte for byte, the caption of the shard's middle sample (same size, tar headers and
+    both 64 KiB ends untouched, as a fix-up script editing captions in place would leave it); its uid."""
+    import tarfile
+
+    with tarfile.open(shard) as t:
+        txt = [m for m in t.getmembers() if m.name.endswith(".txt")]
+        m = txt[len(txt) // 2]
+        old = t.extractfile(m).read()
+    assert shard.stat().st_size > 4 * 65536 and 65536 < m.offset_data < shard.stat().st_size - 65536
+    new = bytes(ord("x") if c != ord(" ") else c for c in old)  # "xxxxx xx xxxx": same length, another caption
+    with open(shard, "r+b") as f:
+        f.seek(m.offset_data)
+        f.write(new)
+    return m.name.split(".")[0]
+
+
+def test_a_caption_edited_in_place_mid_shard_is_seen_and_rescored(smoke_scored, scored_copy, capsys):
+    """Issue 27 (1). Was: the fingerprint hashed a shard's first and last 64 KiB and its size, so this edit
+    went unseen: `train` used the old scores and `score` reused them. Now fingerprints are a CRC32C of every
+    byte (made on the scoring read itself), and both see it."""
+    pool, scores = scored_copy / "pool", scored_copy / "scores"
+    shard = sorted(pool.glob("*.tar"))[1]
+    size = shard.stat().st_size
+    uid = _edit_a_caption_in_place(shard)
+    assert shard.stat().st_size == size
+    args = smoke_args("train", "learner.steps=2", "learner.eval_every=0", method="jest", data=pool, scores=scores)
+    assert main([*args, "--out", str(scored_copy / "t")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"shard {shard.name} changed since it was scored" in err, err
+    before = {p.name: (p.stat().st_mtime_ns, _npz(p)) for p in scores.glob("*.npz")}
+    assert _score(smoke_scored / "ref", pool, scores) == 0
+    index = json.loads((scores / "index.json").read_text())
+    for e in index["shards"]:
+        stamp, old = before[e["file"]]
+        now = _npz(scores / e["file"])
+        if e["shard"] != shard.name:
+            assert (scores / e["file"]).stat().st_mtime_ns == stamp  # the other shards' scores are reused
+            continue
+        i = list(now["uids"]).index(uid)
+        assert now["loss"][i] != old["loss"][i]  # the edited caption was embedded and scored again
+        assert str(now["shard_fingerprint"]) == e["fingerprint"] != str(old["shard_fingerprint"])
+    assert main([*args, "--out", str(scored_copy / "t")]) == 0
+
+
+def test_a_fingerprint_made_while_reading_equals_the_stores(tmp_path):
+    """What scoring hashes on its read (plain and gzip shards) is what `storage.fingerprint` reads again,
+    and what GCS keeps for the same bytes: base64 of the big-endian CRC32C (the value of
+    `crc32c("123456789") = 0xE3069283`, the check value in RFC 3720's CRC32C)."""
+    import gzip
+
+    from jestflow import storage
+    from jestflow.data.shards import ReadStats, iter_shard
+    from shards import tiny_split
+
+    tiny_split(tmp_path / "split", shards=1, per_shard=30)
+    plain = next((tmp_path / "split").glob("*.tar"))
+    gz = tmp_path / "g.tar.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes() + b"\0" * 4096))  # with trailing padding past the tar
+    for shard in (plain, gz):
+        crc = storage.Crc32c()
+        assert len(list(iter_shard(str(shard), ReadStats(), crc=crc))) == 30
+        assert crc.fingerprint() == storage.fingerprint(str(shard))
+    (tmp_path / "check").write_bytes(b"123456789")
+    assert storage.fingerprint(str(tmp_path / "check")) == "crc32c:4waSgw=="
+
+
 def test_rescoring_with_another_reference_rescores_every_shard(smoke_scored, scored_copy):
     """Was: with a different --reference the old embeddings stayed while index.json named the new model."""
     ref2 = scored_copy / "ref2"
@@ -55,7 +122,7 @@ def test_rescoring_with_another_reference_rescores_every_shard(smoke_scored, sco
     for name, old in before.items():
         new = _npz(scored_copy / "scores" / name)
         assert not np.array_equal(new["img"], old), name  # made by ref2 now
-        assert str(new["reference_id"]).startswith("sha256")  # and says by which weights
+        assert str(new["reference_id"]).startswith("crc32c:")  # and says by which weights
     # The same reference again: nothing to redo, the files are reused as they are.
     stamp = {p.name: p.stat().st_mtime_ns for p in (scored_copy / "scores").glob("*.npz")}
     assert _score(ref2, scored_copy / "pool", scored_copy / "scores") == 0

@@ -53,7 +53,7 @@ def check_split(
         report.problems.append(str(e))
         classes = None
     report.classes = len(classes.names) if classes else None
-    stats = ReadStats(max_bad_fraction=1.0)  # count everything; judged below
+    stats = ReadStats(max_bad_fraction=max_bad_fraction)  # counts everything; judged once read, below
     owner: dict[str, str] = {}
     problems: list[str] = []
     for shard in shards:
@@ -72,14 +72,10 @@ def check_split(
         except ValueError as e:  # an unreadable shard: named, with the offset
             problems.append(str(e))
     report.samples, report.skipped = stats.samples, dict(stats.skipped)
-    seen = stats.samples + stats.bad
-    if seen and stats.bad / seen > max_bad_fraction:
-        problems.append(
-            f"{stats.bad} of {seen} samples are bad, more than max_bad_fraction={max_bad_fraction}: "
-            "training or scoring this split would stop"
-        )
-    if seen == 0 and not problems:
-        problems.append("no usable samples")
+    try:
+        stats.judge(f"split {uri}")  # the rule every stage applies (shards.judge_bad)
+    except ValueError as e:
+        problems.append(f"{e}: scoring, training or evaluating this split would stop")
     report.problems = report.problems + problems[:limit]
     if len(problems) > limit:
         report.problems.append(f"... and {len(problems) - limit} more problems")

@@ -6,7 +6,8 @@ optional ``<uid>.json`` (metadata). See docs/data-format.md.
 
 The reader streams: it holds one shard's current sample plus a bounded shuffle buffer, never a split.
 Per-sample problems (undecodable image, missing or empty caption, ...) are skipped and counted in a
-`ReadStats`; past `max_bad_fraction` the read fails loudly. Structural problems (corrupt tar, unsafe
+`ReadStats` and judged by one rule everywhere (`judge_bad`): past `max_bad_fraction`, or with no usable
+sample, the read fails loudly. Structural problems (corrupt tar, unsafe
 member names, duplicate uids within a shard) raise `ValueError` naming the file and uid.
 
 Shards are read by `tar_members`, not `tarfile`'s stream reader: that one takes a damaged header
@@ -62,9 +63,35 @@ class Sample:
     shard: str = ""  # the name of the tar shard it came from (what the score cache is read by)
 
 
+# The one bad-sample rule (see `judge_bad`): a split fails when more than `max_bad_fraction` of its samples
+# are bad, or none is usable. What reads a whole split (`data check`, `score` and its merge, `evaluate`,
+# the reference's tokenizer pass) judges the whole split once read. Training streams, and a pool may be
+# too big to read in one run: it judges the stream so far at the end of every pass over the split and,
+# once the stream holds this many samples, whenever a sample is skipped (a split smaller than that is
+# judged exactly as `data check` judges it).
+JUDGE_STREAM_AFTER = 10_000
+
+
+def judge_bad(samples: int, skipped: dict, max_bad_fraction: float, what: str, last: str = "") -> None:
+    """Raise the one-line `ValueError` of the bad-sample rule for `what` (a split, pool or stream), or
+    return: `samples` usable, `skipped` bad ones by reason."""
+    bad = sum(skipped.values())
+    seen = samples + bad
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
+    if samples == 0:
+        raise ValueError(f"{what}: no usable samples" + (f" (all {seen} bad: {reasons})" if seen else ""))
+    if bad / seen > max_bad_fraction:
+        raise ValueError(
+            f"{what}: {bad} of {seen} samples are bad ({reasons}), more than max_bad_fraction="
+            f"{max_bad_fraction}" + (f"; last: {last}" if last else "")
+        )
+
+
 @dataclass
 class ReadStats:
-    """Counts what a read saw; `skipped` maps a reason to how many samples it dropped."""
+    """Counts what a read saw; `skipped` maps a reason to how many samples it dropped. `running`: judge
+    the stream so far while reading (training; see `JUDGE_STREAM_AFTER`); otherwise the reader calls
+    `judge` once the whole split is read."""
 
     samples: int = 0
     skipped: dict = field(default_factory=dict)
@@ -72,6 +99,8 @@ class ReadStats:
     # uids whose image failed to decode: the one bad-sample reason that needs a full decode to find,
     # so a resumed stream can replay the samples it skips without decoding them (see `stream`)
     undecodable: list = field(default_factory=list)  # appended to (thread-safe); may repeat
+    running: bool = False
+    last_bad: str = ""  # shard:uid of the last sample skipped
 
     @property
     def bad(self) -> int:
@@ -79,15 +108,14 @@ class ReadStats:
 
     def skip(self, reason: str, where: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        self.last_bad = where
         if reason == "undecodable-image":
             self.undecodable.append(where.rsplit(":", 1)[-1])
-        seen = self.samples + self.bad
-        # Judge the fraction only once enough samples were seen for it to mean something.
-        if seen >= 100 and self.bad / seen > self.max_bad_fraction:
-            raise ValueError(
-                f"too many bad samples: {self.bad} of {seen} ({self.skipped}), "
-                f"more than max_bad_fraction={self.max_bad_fraction}; last: {where}"
-            )
+        if self.running and self.samples + self.bad >= JUDGE_STREAM_AFTER:
+            self.judge("the training stream so far")
+
+    def judge(self, what: str) -> None:
+        judge_bad(self.samples, self.skipped, self.max_bad_fraction, what, self.last_bad)
 
 
 def list_shards(uri: str) -> list[str]:
@@ -234,8 +262,10 @@ def iter_shard(
     image_size: int | None = None,
     pool: DecodePool | None = None,
     replay=None,
+    crc: storage.Crc32c | None = None,
 ) -> Iterator[Sample]:
-    """Yield the samples of one shard in file order.
+    """Yield the samples of one shard in file order. `crc`: hash every byte of the shard file into it
+    (read to its end, past the tar's end-of-archive blocks), for a fingerprint of what was read.
 
     `pool` decodes images on its workers, windows of samples at a time, several windows ahead of the
     reader; the order, the checks and the counts are exactly those of the serial path. `replay`: a
@@ -278,7 +308,7 @@ def iter_shard(
             out += [count(uid, r) for (uid, _), r in zip(items, pool.result(fut, shard))]
         return [s for s in out if s is not None]
 
-    with storage.open_read(shard) as raw:
+    with storage.open_read(shard, crc) as raw:
         uid, parts = None, {}
         for name, data in tar_members(raw, shard):
             key, ext = _split_key(name, shard)
@@ -297,6 +327,8 @@ def iter_shard(
                 yield s
         if pool is not None:
             yield from drain(force=True)
+        while crc is not None and raw.read(1 << 20):  # the rest of the file, for the fingerprint
+            pass
 
 
 BLOCK = tarfile.BLOCKSIZE
@@ -459,6 +491,7 @@ def stream(
     skipped are never decoded (those still in the shuffle buffer when the replay ends are decoded when
     they come out)."""
     shards = list_shards(uri)
+    stats = stats if stats is not None else ReadStats()
     pool = DecodePool(decode_workers, decode_mode) if decode_workers > 1 else None
     known_bad = set(undecodable or ())
 
@@ -472,12 +505,10 @@ def stream(
             order = shards[:]
             rng.shuffle(order)
             buf: list[Sample] = []
-            produced = 0
             for shard in order:
                 lazy = replaying is not None and replaying()  # a shard begun while replaying checks per sample
                 for s in iter_shard(shard, stats, image_size, pool, replay=replay if lazy else None):
                     if shuffle_buffer <= 0:  # no buffer: the shards' own order (shard order still shuffled)
-                        produced += 1
                         yield s
                         continue
                     if len(buf) < shuffle_buffer:
@@ -485,13 +516,10 @@ def stream(
                         continue
                     i = rng.randrange(len(buf))
                     buf[i], s = s, buf[i]
-                    produced += 1
                     yield s
             rng.shuffle(buf)
-            produced += len(buf)
             yield from buf
-            if produced == 0:
-                raise ValueError(f"split {uri} has no usable samples")
+            stats.judge(f"split {uri} (pass {epoch + 1})")  # the stream so far: every pass up to this one
             epoch += 1
     finally:  # the stream was exhausted, closed or garbage-collected: let the decode workers go
         if pool is not None:

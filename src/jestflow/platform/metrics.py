@@ -211,7 +211,7 @@ class StageMetrics:
         if s.get("chosen_diag") is not None and s["chosen_diag"] == s["chosen_diag"]:  # not NaN
             self._l("chosen_l").set(s["chosen_diag"])
             self._l("super_l").set(s["pool_diag"])
-        if s["noisy_fraction"] == s["noisy_fraction"]:
+        if s["noisy_fraction"] is not None:
             self._l("noisy").set(s["noisy_fraction"])
         self.gpu()
         self._progress()
@@ -235,6 +235,7 @@ class StageMetrics:
         for k in ("zeroshot_top1", "i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5", "retrieval_r1"):
             if isinstance(results.get(k), (int, float)) and results[k] == results[k]:  # not None, not NaN
                 self.m["eval"].labels(**self.labels, metric=k).set(results[k])
+        self._skip(sum((results.get("skipped") or {}).values()))
         self._progress()
         self.push()
 

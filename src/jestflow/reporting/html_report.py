@@ -231,6 +231,22 @@ document.body.setAttribute('data-check',JSON.stringify({images:im.length,broken:
 </script>"""
 
 
+INPUTS = "report-inputs.json"
+
+
+def _page_inputs(runs: dict) -> list:
+    """The part of each run's summary the page draws (noise over training, per-chunk diagnostics), as
+    [name, inputs] pairs: the runs' order (the plots' legends) survives JSON's sorted keys."""
+    return [
+        [name, {"summary": {
+            "curve": [{"step": p["step"], "noise_window": p["noise_window"]}
+                      for p in r["summary"].get("curve", []) if p.get("noise_window")],
+            "selection_chunks": r["summary"].get("selection_chunks") or {},
+        }}]
+        for name, r in runs.items()
+    ]  # fmt: skip
+
+
 def write_html(
     out_dir: str,
     results: dict,
@@ -241,8 +257,21 @@ def write_html(
     provenance: dict | None = None,
 ) -> str:
     """Write `out_dir`/report.html; returns its path. `runs`: name -> {summary, final} (for the noise
-    plot); `table`: curation.curation_table's columns; PNG plots are read from `out_dir`."""
+    plot); `table`: curation.curation_table's columns; PNG plots are read from `out_dir`.
+
+    A first render (with `runs`) also keeps what the page needs beyond results.json in `INPUTS`; a
+    re-render without them (`jestflow report RUN`) reads it back, so the page comes out the same."""
     from .run_report import table as md_table
+
+    saved_uri = storage.join(out_dir, INPUTS)
+    if runs is None and not config_text and provenance is None and storage.exists(saved_uri):
+        saved = storage.read_json(saved_uri)
+        runs, config_text, provenance = dict(saved["runs"]), saved["config_text"], saved["provenance"]
+        pool_uri = pool_uri or saved.get("pool")
+    elif runs is not None:
+        provenance = json.loads(json.dumps(provenance or {}, default=str))  # as the page shows it
+        storage.write_json(saved_uri, {"runs": _page_inputs(runs), "config_text": config_text,
+                                       "provenance": provenance, "pool": pool_uri})  # fmt: skip
 
     curves = "".join(
         f'<img alt="{name}" src="{_png_data(storage.join(out_dir, name))}">'

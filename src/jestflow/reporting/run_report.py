@@ -17,6 +17,11 @@ PRIMARY = "retrieval_r1"
 CHANCE_FACTOR = 2.0  # a metric the baseline has not lifted to this many times chance gets no ratio
 
 
+def fraction_text(x: float | None) -> str:
+    """A clean fraction for people: n/a where the data records no noise types (null in the JSON)."""
+    return "n/a" if x is None else f"{x:.3f}"
+
+
 def above_chance(value: float | None, chance: float | None, factor: float = CHANCE_FACTOR) -> bool:
     """Whether the baseline's `value` is far enough above chance for a ratio against it to mean anything
     (near chance a speed-up measures noise: the run that happens to touch the line first)."""
@@ -163,7 +168,7 @@ def table(rows: list[dict]) -> str:
         zs = f"{r['zeroshot_top1']:.3f}" if r["zeroshot_top1"] is not None else "n/a"
         lines.append(
             f"| {r['run']} | {r['method']} | {zs} | {r['retrieval_r1']:.3f} | {r['iterations']} | "
-            f"{r['total_flops']:.3g} | {r['clean_fraction']:.3f} | {r['wall_seconds']:.0f} |"
+            f"{r['total_flops']:.3g} | {fraction_text(r['clean_fraction'])} | {r['wall_seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -28,13 +28,16 @@ class EvalSet:
     classes: list | None
     templates: list | None
     groups: list | None = None  # each sample's metadata `group` (e.g. head / tail), where the split records one
+    skipped: dict | None = None  # bad samples dropped on loading, by reason (within max_bad_fraction)
 
     @classmethod
     def load(cls, uri: str, image_size: int, max_bad_fraction: float = 0.01) -> EvalSet:
         stats = ReadStats(max_bad_fraction=max_bad_fraction)
         samples = list(iter_split(uri, stats, image_size))
-        if not samples:
-            raise ValueError(f"evaluation split {uri} has no usable samples")
+        stats.judge(f"evaluation split {uri}")  # the rule every stage applies (shards.judge_bad)
+        if stats.bad:
+            log.warning("evaluation split %s: %d bad samples dropped (%s); evaluating on %d",
+                        uri, stats.bad, stats.skipped, len(samples))  # fmt: skip
         classes = read_classes(uri)
         if classes is None:
             log.warning(
@@ -49,6 +52,7 @@ class EvalSet:
             classes.names if classes else None,
             classes.templates if classes else None,
             [str(s.meta["group"]) for s in samples] if all("group" in s.meta for s in samples) else None,
+            dict(stats.skipped),
         )
 
 

@@ -233,7 +233,7 @@ class TrainState:
             **measured,
             "selection_seconds": picked.selection_seconds,
             "examples": len(picked.batch),
-            "noisy_fraction": (sum(n != "clean" for n in noisy) / len(noisy)) if noisy else float("nan"),
+            "noisy_fraction": (sum(n != "clean" for n in noisy) / len(noisy)) if noisy else None,  # null: unrecorded
             "flops": cost.total,
             **picked.info,
         }
@@ -444,7 +444,7 @@ def build_run(
     state = ckpt.restore(model, opt, sched, gen, device)
     if state.step and dist.main:  # said even under --quiet: a resumed run is not a fresh one
         print(f"{stage}: resuming from step {state.step} of {t.steps} ({ckpt.uri})", flush=True)
-    stats = ReadStats(max_bad_fraction=t.max_bad_fraction)
+    stats = ReadStats(max_bad_fraction=t.max_bad_fraction, running=True)  # the stream so far (shards.judge_bad)
     samples = _resumed_stream(data_uri, t, stats, cfg.model.image_size, state, keep, cuda)
     batches = Prefetcher(make_batches(samples, selector.super_batch(t.batch_size), tokenizer), pin=cuda)
     if use_compile(t, device):
@@ -570,7 +570,8 @@ def _summary(run: Run, extra: dict | None) -> dict:
         }
         if state.selected_steps
         else {},
-        "clean_fraction": state.noise.get("clean", 0) / trained if trained else float("nan"),
+        # null (JSON has no NaN) where the data records no noise types, as users' data usually does not
+        "clean_fraction": state.noise.get("clean", 0) / trained if trained else None,
         "skipped": dict(stats.skipped),
         "wall_seconds": state.seconds,
         "device": run.device,

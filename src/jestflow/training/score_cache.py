@@ -23,6 +23,7 @@ with an error naming the first difference.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 import time
@@ -35,7 +36,7 @@ from tqdm import tqdm
 from .. import storage
 from ..core.losses import per_example_loss
 from ..core.selection import Embeds
-from ..data.shards import ReadStats, iter_shard, list_shards
+from ..data.shards import ReadStats, iter_shard, judge_bad, list_shards
 from ..model.tokenizer import Tokenizer
 from ..model.two_tower import TwoTower
 from ..progress import show_progress
@@ -100,9 +101,12 @@ def score_shard(
     made_from: dict | None = None,
 ) -> dict:
     """Embed one pool shard with the reference and write its score file atomically. `made_from`: what
-    the scores were made from (the shard's and the reference's fingerprints), stored in the file so a
-    resumed run reuses it only for the same shard and reference."""
+    the scores were made from (the reference's fingerprint), stored in the file with the shard's
+    fingerprint, so a resumed run reuses it only for the same shard and reference. Where fingerprinting
+    costs a read (local files), the shard's is hashed on this read, from the very bytes scored."""
     model.eval()
+    crc = storage.Crc32c() if storage.fingerprint_reads(shard) else None
+    skipped_before = dict(stats.skipped)
     uids, img, txt, loss = [], [], [], []
     buf = []
 
@@ -118,11 +122,14 @@ def score_shard(
         img.append(u.float().cpu()), txt.append(v.float().cpu())
         buf.clear()
 
-    for s in iter_shard(shard, stats, model.config.image_size):
+    for s in iter_shard(shard, stats, model.config.image_size, crc=crc):
         buf.append(s)
         if len(buf) == batch_size:
             flush()
     flush()
+    made_from = {**(made_from or {}), "shard_fingerprint": crc.fingerprint() if crc else storage.fingerprint(shard)}
+    # this shard's bad samples, kept in its file: a resumed scoring reuses the file and still counts them
+    skipped = {k: v - skipped_before.get(k, 0) for k, v in stats.skipped.items() if v > skipped_before.get(k, 0)}
     d = model.config.embed_dim
     img_all, txt_all = (torch.cat(x) if x else torch.zeros(0, d) for x in (img, txt))
     arrays = {
@@ -132,12 +139,13 @@ def score_shard(
         "loss": torch.cat(loss).numpy() if loss else np.zeros((0,), np.float32),
         # cosine of each sample's own image and caption: what CLIP-score filtering ranks by
         "clip": (img_all * txt_all).sum(1).numpy().astype(np.float32),
-        **{k: np.array(v) for k, v in (made_from or {}).items()},
+        **{k: np.array(v) for k, v in made_from.items()},
+        "skipped": np.array(json.dumps(skipped, sort_keys=True)),
     }
     with storage.atomic_path(out_uri) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-    return {"n": len(uids), "uids": arrays["uids"], "clip": arrays["clip"]}
+    return {"n": len(uids), "uids": arrays["uids"], "clip": arrays["clip"], "skipped": arrays["skipped"], **made_from}
 
 
 def _reusable(out: str, made_from: dict, dtype: str) -> dict | None:
@@ -151,7 +159,7 @@ def _reusable(out: str, made_from: dict, dtype: str) -> dict | None:
         log.warning("%s; scoring the shard again", e)
         return None
     same = all(str(done.get(k, "")) == v for k, v in made_from.items())
-    current = "clip" in done  # written by this version (older files are rescored)
+    current = "clip" in done and "skipped" in done  # written by this version (older files are rescored)
     return done if same and current and ("img_scale" in done) == (dtype == "int8") else None
 
 
@@ -178,6 +186,7 @@ def score_pool(
     names them by absolute URI when they live elsewhere."""
     t0 = time.time()
     data_uri = data_uri or cache_uri
+    whole_pool = shards is None
     shards = list_shards(pool_uri) if shards is None else shards
     stats = ReadStats(max_bad_fraction=max_bad_fraction)
     entries = []
@@ -185,10 +194,17 @@ def score_pool(
     seen: dict[str, str] = {}  # uid -> shard: duplicates across shards fail here, not at training
     for shard in tqdm(shards, desc="score", unit="shard", disable=not show_progress(progress)):
         out = _shard_file(data_uri, shard)
-        made_from = {"shard_fingerprint": storage.fingerprint(shard), "reference_id": reference_id}
-        done = _reusable(out, made_from, dtype)
+        done = None
+        if storage.exists(out):  # scored before: reuse it only if made from these very bytes (one read)
+            made_from = {"shard_fingerprint": storage.fingerprint(shard), "reference_id": reference_id}
+            done = _reusable(out, made_from, dtype)
         if done is None:  # not scored yet, or from another shard, reference or precision: (re)score it
-            done = score_shard(model, tokenizer, shard, out, batch_size, device, stats, dtype, made_from)
+            done = score_shard(model, tokenizer, shard, out, batch_size, device, stats, dtype,
+                               {"reference_id": reference_id})  # fmt: skip
+        else:  # reused: its samples and bad samples count as if read now
+            stats.samples += len(done["uids"])
+            for k, v in json.loads(str(done["skipped"])).items():
+                stats.skipped[k] = stats.skipped.get(k, 0) + v
         hist += np.array(clip_histogram(done["clip"]), np.int64)
         for uid in done["uids"].tolist():
             if uid in seen:
@@ -204,12 +220,14 @@ def score_pool(
                 "shard": storage.basename(shard),
                 "bytes": storage.size(shard),
                 "n": n,
-                "fingerprint": made_from["shard_fingerprint"],
+                "fingerprint": str(done["shard_fingerprint"]),
                 "file": storage.basename(out) if data_uri == cache_uri else out,
             }
         )
         if on_shard is not None:
             on_shard(n, stats.bad)
+    if whole_pool:  # a fan-out part is judged with the others, when they are merged
+        stats.judge(f"pool {pool_uri}")
     total = sum(e["n"] for e in entries)
     index = {
         "format": FORMAT,
@@ -222,6 +240,7 @@ def score_pool(
         "shards": entries,
         "n": total,
         "skipped": stats.skipped,
+        "max_bad_fraction": max_bad_fraction,
         "clip_hist": hist.tolist(),
         "scoring_flops": model.flops_per_example() * total,
         "seconds": time.time() - t0,
@@ -256,7 +275,7 @@ def merge_caches(part_uris: list[str], pool_uri: str, out_uri: str) -> dict:
     if not indexes:
         raise ValueError("no score parts to merge")
     first_uri, first = indexes[0]
-    facts = ("format", "loss", "embed_dim", "embed_dtype", "log_t", "bias", "reference")
+    facts = ("format", "loss", "embed_dim", "embed_dtype", "log_t", "bias", "reference", "max_bad_fraction")
     owner: dict[str, str] = {}
     entries: dict[str, dict] = {}
     for uri, idx in indexes:
@@ -278,17 +297,19 @@ def merge_caches(part_uris: list[str], pool_uri: str, out_uri: str) -> dict:
         )
     for name in pool:
         entries[name] = {**entries[name], "file": _resolve(owner[name], entries[name]["file"])}
-    with storage.open_read(storage.join(first_uri, "tokenizer.json")) as f:
-        storage.write_bytes(storage.join(out_uri, "tokenizer.json"), f.read())
     skipped: dict[str, int] = {}
     for _, idx in indexes:
         for k, v in idx.get("skipped", {}).items():
             skipped[k] = skipped.get(k, 0) + v
+    n = sum(entries[s]["n"] for s in pool)
+    judge_bad(n, skipped, first.get("max_bad_fraction", 0.01), f"pool {pool_uri}")  # the parts together
+    with storage.open_read(storage.join(first_uri, "tokenizer.json")) as f:
+        storage.write_bytes(storage.join(out_uri, "tokenizer.json"), f.read())
     index = {
         **first,
         "pool": pool_uri,
         "shards": [entries[s] for s in pool],
-        "n": sum(entries[s]["n"] for s in pool),
+        "n": n,
         "skipped": skipped,
         "clip_hist": np.sum([idx.get("clip_hist", [0] * CLIP_BINS) for _, idx in indexes], axis=0).tolist(),
         "scoring_flops": sum(idx.get("scoring_flops", 0.0) for _, idx in indexes),
@@ -356,8 +377,13 @@ class ScoreCache:
                 f"pool shards not scored {missing}, scored shards not in pool {extra}"
             )
         for name, shard in pool.items():
-            want = have[name].get("fingerprint")
-            if (want and storage.fingerprint(shard) != want) or storage.size(shard) != have[name]["bytes"]:
+            want = have[name].get("fingerprint") or ""
+            if want.startswith("sha256-ends:"):  # jestflow before 2026-12: hashed a shard's ends only
+                raise ValueError(
+                    f"score cache {self.uri} was made by an older jestflow, whose shard fingerprints did not "
+                    "cover every byte; score the pool again"
+                )
+            if storage.size(shard) != have[name]["bytes"] or (want and storage.fingerprint(shard) != want):
                 raise ValueError(
                     f"score cache {self.uri} does not match pool {pool_uri}: shard {name} "
                     "changed since it was scored; score the pool again"
