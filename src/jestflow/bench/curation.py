@@ -212,10 +212,13 @@ def prepare(study: Study, cfg: C.Config) -> dict:
     if not storage.exists(storage.join(study.reference, "train.json")):
         print(f"[bench] {study.name}: training the reference ({cfg.reference.steps} steps)", flush=True)
         stages.train_reference(cfg, storage.join(study.data, "curated"), study.reference, progress=False)
-    if not storage.exists(storage.join(study.scores, "index.json")):
-        print(f"[bench] {study.name}: scoring the pool", flush=True)
-        stages.score(cfg, study.reference, storage.join(study.data, "pool"), study.scores, progress=False)
-    return storage.read_json(storage.join(study.scores, "index.json"))
+    index_uri = storage.join(study.scores, "index.json")
+    # Scored every time: `score` reuses each score file made from the same shard bytes and reference by this
+    # jestflow (a fingerprint pass, no decoding) and redoes the rest, so a cache an older jestflow made
+    # (another fingerprint, no CLIP scores) is brought up to date instead of failing the runs that read it.
+    print(f"[bench] {study.name}: scoring the pool (score files still current are reused)", flush=True)
+    stages.score(cfg, study.reference, storage.join(study.data, "pool"), study.scores, progress=False)
+    return storage.read_json(index_uri)
 
 
 def run_jobs(jobs: list[Job], cfg: C.Config, preset: str, overrides: list, workers: int, label: str) -> dict:
