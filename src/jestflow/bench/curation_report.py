@@ -279,12 +279,17 @@ def _time_words(results: dict) -> str:
             out.append(m["note"])
     from .curation import PARTS
 
-    ext = [(k, t[k]["seconds"]) for k in PARTS if k in t and k != "main"]
+    def part(k: str, v: dict) -> str:
+        runs = f"{v['runs']} of {v['of']} runs" if "runs" in v and v.get("of") not in (None, v["runs"]) else ""
+        more = "; ".join(x for x in (runs, v.get("note", "")) if x)  # a note: added by hand, e.g. from a log
+        return f"{k} {v['seconds'] / 60:.1f} min" + (f" ({more})" if more else "")
+
+    ext = [part(k, t[k]) for k in PARTS if k in t and k != "main"]
     prep = sum(v["seconds"] for k, v in t.items() if k.startswith("prepare:"))
     if prep:
-        ext.insert(0, ("data, references and scores of the other parts", prep))
+        ext.insert(0, f"data, references and scores of the other parts {prep / 60:.1f} min")
     if ext:
-        out.append("`make bench-extended` parts: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in ext))
+        out.append("`make bench-extended` parts: " + ", ".join(ext))
     return "; ".join(out) + " (wall time, 2 worker processes)" if out else "not recorded"
 
 
