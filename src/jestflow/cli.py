@@ -527,14 +527,17 @@ def run(args) -> int:
         from . import storage
         from .reporting.html_report import write_html
 
+        how = ("the page compares a curated learner with its uniform baselines, from the results table "
+               "`jestflow run` (or the pipeline's report step) writes: run the stages that way, e.g. `jestflow "
+               "run --curated C --pool P --eval E --out DIR`")  # fmt: skip
         for run_dir in args.runs:
             uri = storage.join(run_dir, "results.json")
+            if not storage.exists(uri) and storage.exists(storage.join(run_dir, "train.json")):
+                raise ValueError(f"{run_dir} holds one hand-run training run (train.json), not a `jestflow run` "
+                                 f"folder; {how}")  # fmt: skip
             results = storage.read_json(uri)
             if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
-                raise ValueError(
-                    f"{uri}: not the results of a jestflow run (no 'rows'); `jestflow run` and the pipeline's "
-                    "report step write them, hand-run stages do not"
-                )
+                raise ValueError(f"{uri}: not the results of a jestflow run (no 'rows'); {how}")
             pq = storage.join(run_dir, "curation.parquet")
             table = None
             if storage.exists(pq):

@@ -209,6 +209,14 @@ def test_report_on_results_that_are_not_a_runs_is_one_line(tmp_path, capsys, con
     assert len(err) == 1 and "results.json: not the results of a jestflow run (no 'rows')" in err[0], err
 
 
+def test_report_on_a_hand_run_training_says_how_to_get_a_page(tmp_path, capsys):
+    """Issue 27 (6): `jestflow report` on a hand-run stage's folder said only "no such file"."""
+    (tmp_path / "train.json").write_text("{}")
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds one hand-run training run" in err[0] and "jestflow run --curated" in err[0]
+
+
 def test_a_truncated_curation_table_names_its_file(tmp_path, capsys):
     """Issue 27: `jestflow report` on a run whose curation.parquet was cut short: pyarrow's error named
     no file. Now one line with the file."""
@@ -299,3 +307,23 @@ def test_data_without_noise_types_gives_null_not_nan(tmp_path, capsys):
     assert main(smoke_args("evaluate", model=tmp_path / "run", data=tmp_path / "split", out=tmp_path / "e.json")) == 0
     text = (tmp_path / "e.json").read_text()
     assert "NaN" not in text and json.loads(text)["clean_fraction"] is None
+
+
+@pytest.mark.parametrize("command", ["uniform", "train-reference"])
+def test_a_uid_repeated_across_shards_stops_uniform_training_too(tmp_path, capsys, command):
+    """Issue 27 (5). Was: only `score` and `data check` caught a uid in two shards; uniform `train` and
+    `train-reference` (which need no score cache) trained on it twice without a word."""
+    from shards import tiny_split
+
+    split = tmp_path / "split"
+    tiny_split(split, shards=3, per_shard=10)
+    a, b = sorted(split.glob("*.tar"))[:2]
+    uid = members(a)[0][0].split(".")[0]
+    write_tar(b, members(b) + [m for m in members(a) if m[0].split(".")[0] == uid])  # a's first sample, again in b
+    sets = ("learner.steps=3", "learner.eval_every=0", "learner.batch_size=8", "reference.steps=3",
+            "reference.eval_every=0", "reference.batch_size=8")  # fmt: skip
+    args = (smoke_args("train", *sets, method="uniform", data=split, out=tmp_path / "r") if command == "uniform"
+            else smoke_args("train-reference", *sets, data=split, out=tmp_path / "r"))  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"duplicate uid '{uid}' in shards" in err[0] and a.name in err[0], err

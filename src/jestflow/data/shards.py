@@ -70,6 +70,9 @@ class Sample:
 # once the stream holds this many samples, whenever a sample is skipped (a split smaller than that is
 # judged exactly as `data check` judges it).
 JUDGE_STREAM_AFTER = 10_000
+# A training stream remembers this many uids of its first pass (~100 MB) to catch one repeated across
+# shards; beyond them only `score` (every pool uid, for the score cache) and `data check` look.
+DUPLICATE_CHECK_UIDS = 1_000_000
 
 
 def judge_bad(samples: int, skipped: dict, max_bad_fraction: float, what: str, last: str = "") -> None:
@@ -492,6 +495,9 @@ def stream(
     they come out)."""
     shards = list_shards(uri)
     stats = stats if stats is not None else ReadStats()
+    # first pass: uid -> shard, to stop on a uid repeated across shards (iter_shard stops on one within a
+    # shard), up to DUPLICATE_CHECK_UIDS uids; `score` and `data check` check a whole pool
+    owner: dict[str, str] | None = {}
     pool = DecodePool(decode_workers, decode_mode) if decode_workers > 1 else None
     known_bad = set(undecodable or ())
 
@@ -508,6 +514,15 @@ def stream(
             for shard in order:
                 lazy = replaying is not None and replaying()  # a shard begun while replaying checks per sample
                 for s in iter_shard(shard, stats, image_size, pool, replay=replay if lazy else None):
+                    if epoch == 0 and owner is not None:
+                        first = owner.setdefault(s.uid, shard)
+                        if first is not shard:
+                            raise ValueError(
+                                f"duplicate uid {s.uid!r} in shards {storage.basename(first)} and "
+                                f"{storage.basename(shard)} of {uri}: uids must be unique across a split"
+                            )
+                        if len(owner) >= DUPLICATE_CHECK_UIDS:
+                            owner = None  # memory stays bounded on a pool of billions
                     if shuffle_buffer <= 0:  # no buffer: the shards' own order (shard order still shuffled)
                         yield s
                         continue
