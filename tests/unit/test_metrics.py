@@ -82,9 +82,7 @@ def test_scoring_values():
 
 def test_uniform_sets_no_learnability_and_unknown_noise_is_not_reported():
     t = StageMetrics("learner", "uniform", run_id="r", gateway="")
-    t.on_step(
-        "learner", "uniform", step(1, chosen_diag=float("nan"), pool_diag=float("nan"), noisy_fraction=float("nan"))
-    )
+    t.on_step("learner", "uniform", step(1, chosen_diag=float("nan"), pool_diag=float("nan"), noisy_fraction=None))
     assert t.value("jestflow_selection_chosen_learnability") is None
     assert t.value("jestflow_train_noisy_fraction") is None
 

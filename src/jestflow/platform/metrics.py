@@ -211,7 +211,7 @@ class StageMetrics:
         if s.get("chosen_diag") is not None and s["chosen_diag"] == s["chosen_diag"]:  # not NaN
             self._l("chosen_l").set(s["chosen_diag"])
             self._l("super_l").set(s["pool_diag"])
-        if s["noisy_fraction"] is not None:
+        if s["noisy_fraction"] is not None and s["noisy_fraction"] == s["noisy_fraction"]:  # recorded (not NaN)
             self._l("noisy").set(s["noisy_fraction"])
         self.gpu()
         self._progress()

@@ -286,7 +286,7 @@ def write_html(
 
     trs = "".join(f"<tr>{cells(r, 'td')}</tr>" for r in body)
     table_html = f"<table><tr>{cells(head, 'th')}</tr>{trs}</table>"
-    prov = json.dumps(provenance or {}, indent=1, default=str)
+    prov = json.dumps(provenance or {}, indent=1, default=str, sort_keys=True)  # as report-inputs.json keeps it
     noise = _noise_html(runs) if runs else "<p>Not shown: re-rendered from results.json, which keeps no curves.</p>"
     page = f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>jestflow run report</title>
 <style>{CSS}</style></head><body>
