@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 from cli import run_jestflow, smoke_args  # noqa: E402
 from hf import CAPTIONS, make_pretrained_siglip  # noqa: E402
 from jestflow.config import load_config  # noqa: E402
-from jestflow.model.factory import build_model, load_model_dir, save_model_dir  # noqa: E402
+from jestflow.model.factory import build_model, load_model_dir, load_pretrained, save_model_dir  # noqa: E402
 from jestflow.model.tokenizer import HFTokenizer, Tokenizer, build_tokenizer, load_tokenizer  # noqa: E402
 
 HF = ["model.arch=hf-siglip"]
@@ -48,7 +48,7 @@ def test_tokenizer_from_captions_pads_truncates_and_round_trips(tmp_path):
 
 
 def test_the_saved_folder_is_a_standard_siglip_checkpoint(tmp_path):
-    from transformers import SiglipModel
+    from transformers import AutoTokenizer, SiglipModel
 
     model, tok = _model()
     model.eval()
@@ -58,8 +58,12 @@ def test_the_saved_folder_is_a_standard_siglip_checkpoint(tmp_path):
         u, v = model(images, tokens)
     save_model_dir(model, tok, str(tmp_path / "m"))
     assert {p.name for p in (tmp_path / "m").iterdir()} == {"config.json", "model.safetensors", "tokenizer.json",
-                                                            "jestflow.json"}  # fmt: skip
+                                                            "tokenizer_config.json", "jestflow.json"}  # fmt: skip
     hf = SiglipModel.from_pretrained(str(tmp_path / "m")).eval()
+    auto = AutoTokenizer.from_pretrained(str(tmp_path / "m"))  # SigLIP's recipe: padded to the context length
+    texts = ["a red shirt", "a blue dress", "IMG_0412.jpg"]
+    ids = auto(texts, padding="max_length", max_length=tok.context_length, truncation=True)["input_ids"]
+    assert ids == tokens.tolist() and auto.pad_token_id == tok.pad_id
     pixels = images.permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
         hu = torch.nn.functional.normalize(hf.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
@@ -70,6 +74,12 @@ def test_the_saved_folder_is_a_standard_siglip_checkpoint(tmp_path):
     assert again.config == model.config and torch.equal(tok2.encode(["a red shirt"]), tokens[:1])
     assert float(again.log_t.detach()) == pytest.approx(float(model.log_t.detach()))
     assert float(again.bias.detach()) == -10
+    # without jestflow.json it is a model hub's folder, which a pretrained reference may be
+    (tmp_path / "m" / "jestflow.json").unlink()
+    hub, hub_tok, _ = load_pretrained(str(tmp_path / "m"))
+    assert torch.equal(hub_tok.encode(texts), tokens)
+    with torch.no_grad():
+        torch.testing.assert_close(hub.eval()(images, tokens)[0], u)
 
 
 def test_flexi_view_and_no_activation_reuse():

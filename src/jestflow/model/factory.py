@@ -2,8 +2,8 @@
 
 - `vit` (jestflow's own model): model.pt (config, vocabulary size, weights) and tokenizer.json;
 - `hf-siglip`: what `SiglipModel.save_pretrained` writes (config.json, model.safetensors), tokenizer.json
-  (a Hugging Face `tokenizers` file) and jestflow.json (the architecture and jestflow's model fields),
-  written last, so a folder without it is not a finished model.
+  (a Hugging Face `tokenizers` file) with tokenizer_config.json (for `AutoTokenizer`), and jestflow.json
+  (the architecture and jestflow's model fields), written last, so a folder without it is not a finished model.
 Folders may be local paths or gs:// URIs (files go through jestflow's storage layer).
 """
 
@@ -19,6 +19,9 @@ from .tokenizer import build_tokenizer, load_tokenizer  # noqa: F401 - re-export
 
 META = "jestflow.json"
 HF_FILES = ("config.json", "model.safetensors")
+# What a model hub's SigLIP folder holds of an hf-siglip folder (no jestflow.json): `load_pretrained` reads it
+# as a pretrained model. The weights last, so a copy in this order is complete once they are there.
+HUB_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors")
 
 
 def build_model(c: ModelConfig, tokenizer):
@@ -53,6 +56,7 @@ def save_model_dir(model, tokenizer, folder: str, pretrained: str = "") -> None:
                 with open(os.path.join(tmp, name), "rb") as f:
                     storage.write_bytes(storage.join(folder, name), f.read())
         tokenizer.save(storage.join(folder, "tokenizer.json"))
+        storage.write_bytes(storage.join(folder, "tokenizer_config.json"), tokenizer.transformers_config())
         meta = {"arch": "hf-siglip", "model": asdict(model.config)}
         if pretrained:
             meta["pretrained"] = pretrained

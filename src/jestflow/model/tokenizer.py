@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 from collections import Counter
 from collections.abc import Iterable
 
@@ -121,6 +123,24 @@ class HFTokenizer:
 
     def save(self, uri: str) -> None:
         storage.write_bytes(uri, self.tok.to_str().encode())
+
+    def transformers_config(self) -> bytes:
+        """tokenizer_config.json, as transformers' own `save_pretrained` writes it for this tokenizer (its pad
+        and end tokens, its context length): beside `tokenizer.json` it makes the folder loadable with
+        `AutoTokenizer.from_pretrained`, like any checkpoint on a model hub."""
+        from tokenizers import Tokenizer as HFTok
+        from transformers import PreTrainedTokenizerFast
+
+        plain = HFTok.from_str(self.tok.to_str())
+        plain.no_padding()  # callers choose: SigLIP's own recipe is padding="max_length", truncation=True
+        plain.no_truncation()
+        eos = {"eos_token": EOS} if self.eos_id is not None else {}
+        wrapped = PreTrainedTokenizerFast(tokenizer_object=plain, pad_token=plain.id_to_token(self.pad_id),
+                                          model_max_length=self.context_length, **eos)  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            wrapped.save_pretrained(tmp)
+            with open(os.path.join(tmp, "tokenizer_config.json"), "rb") as f:
+                return f.read()
 
     def __len__(self) -> int:
         return self.tok.get_vocab_size()
