@@ -82,7 +82,7 @@ bench: $(STAMP)/installed ## curation benchmark: uniform at 5 budgets, every met
 	$(JESTFLOW) bench curation --preset bench --out bench/curation
 	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md
 
-bench-extended: $(STAMP)/installed ## make bench plus the LR sweep, reference strengths, a long-tail pool, selection precision and ablations (each timed; reuses finished runs)
+bench-extended: $(STAMP)/installed ## make bench plus the LR sweep, reference strengths, a long-tail pool, selection precision, ablations, hf-siglip vs vit and a brought-in reference (each timed; reuses finished runs)
 	$(JESTFLOW) bench curation --preset bench --out bench/curation --extended
 	$(PYTHON) scripts/benchmarks_md.py bench/curation BENCHMARKS.md
 

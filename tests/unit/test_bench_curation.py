@@ -107,12 +107,27 @@ def test_extended_plan_has_every_part(tmp_path):
     cfg = load_config("bench")
     ix = {name: INDEX for name in studies(str(tmp_path), cfg)}
     parts = plan(cfg, 3, str(tmp_path), True, (32, 128), ix)
-    assert set(parts) == {"main", "lr-sweep", "reference-strength", "long-tail", "ablations", "batch-sizes"}
+    assert set(parts) == {"main", "lr-sweep", "reference-strength", "long-tail", "ablations", "batch-sizes", "models"}
     assert len(parts["lr-sweep"]) == 2 * (len(SWEEP_LRS) - 1) * 2  # 2 methods, the main runs' rate joins
     assert {j.study.name for j in parts["reference-strength"]} == {"reference-600", "reference-2400"}
     assert all("demo.dataset=fashion-longtail" in j.study.sets for j in parts["long-tail"])
     b = next(j for j in parts["batch-sizes"] if j.name == "jest-b128-s0")
     assert "learner.steps=250" in b.overrides  # equal examples seen: 1000 x 32 = 250 x 128
+    models = {(j.study.name, j.name): j for j in parts["models"]}
+    assert set(models) == {
+        (st, f"{m}-s{s}")
+        for s in range(3)
+        for st, m in (
+            ("main", "uniform-eqflops"),
+            ("hf-siglip", "jest"),
+            ("hf-siglip", "uniform-eqflops"),
+            ("byo-reference", "jest"),
+        )
+    }
+    hf = models[("hf-siglip", "uniform-eqflops-s0")]
+    assert "model.arch=hf-siglip" in hf.study.sets and hf.study.reference != hf.study.trained == ""
+    byo = models[("byo-reference", "jest-s0")].study
+    assert "reference.steps=600" in byo.sets and byo.trained  # 4x the preset's 150, trained, then given as a folder
 
 
 # ---- the whole benchmark at toy size ------------------------------------------------------------
@@ -137,7 +152,15 @@ def test_bench_curation_toy_with_every_part(tmp_path):
     assert 0 < res["long_tail"]["methods"]["jest"]["head_share"] < 1
     assert res["precision"]["sizes"]["8"]["int8 cache"]["changed_mean"] >= 0
     assert {r["batch_size"] for r in res["batch_ablation"]} == {32, 64}
-    assert set(res["timing"]) >= {"main", "lr-sweep", "long-tail", "precision"}
+    assert set(res["timing"]) >= {"main", "lr-sweep", "long-tail", "precision", "models"}
+    assert set(res["models"]["archs"]) == {"vit", "hf-siglip"} and "gain_hf_minus_vit" in res["models"]
+    b = res["models"]["byo_reference"]
+    assert b["steps"] == 120 and b["own_steps"] == 30 and 0 <= b["reference_r1"] <= 1
+    brought = out / "byo-reference" / "model"  # a model hub's folder: scored as pretrained, no cost charged
+    assert {p.name for p in brought.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json",
+                                                   "tokenizer_config.json"}  # fmt: skip
+    index = json.loads((out / "byo-reference" / "scores" / "index.json").read_text())
+    assert index["reference_pretrained"] is True and index["reference_flops"] == 0
     names = [t[0] for t in targets(res)]
     assert names[0] == "Uniform's 1× retrieval R@1 ≥ 10× chance in every seed"
     assert any(n.startswith("The benchmark runs each swept method at the sweep's best") for n in names)
@@ -158,6 +181,7 @@ def test_bench_curation_toy_with_every_part(tmp_path):
     assert "Toy findings paragraph." in md and "| target | met | measured |" in md
     assert md.rstrip().endswith("## GPU section kept")
     assert "## `make bench-extended`" in md and "### Learning-rate sweep" in md
+    assert "### Standard models: `hf-siglip` against `vit`" in md and "| brought in (120 steps) |" in md
 
     # resumable: a finished run is returned as it is, not trained again; rendering again changes nothing
     cfg = load_config("smoke", None, TOY)

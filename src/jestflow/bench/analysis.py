@@ -60,6 +60,8 @@ def analyse(cfg: C.Config, runs: dict, seeds: int, studies: dict, indexes: dict,
         res["long_tail"] = analyse_longtail(runs["long-tail"], seeds, studies["long-tail"])
         res["ablations"] = analyse_single(main, runs["ablations"], bs)
         res["batch_ablation"] = analyse_single(main, runs["batch-sizes"], bs, batch=True)
+        if "models" in runs:
+            res["models"] = analyse_models(cfg, main, runs["models"], seeds, bs, studies)
         if storage.exists(storage.join(out, "precision.json")):
             res["precision"] = storage.read_json(storage.join(out, "precision.json"))
     return res
@@ -230,10 +232,7 @@ def analyse_references(cfg, main: dict, ref_runs: dict, seeds: int, bs: Bootstra
         if steps == cfg.reference.steps:
             pick, study = (lambda name: _seeds(main, name, seeds)), studies["main"]
         else:
-            prefix = f"reference-{steps}/"
-            pick = lambda name, p=prefix: _seeds(
-                {k[len(p) :]: v for k, v in ref_runs.items() if k.startswith(p)}, name, seeds
-            )  # noqa: E731,E501
+            pick = lambda name, r=_in_study(ref_runs, f"reference-{steps}"): _seeds(r, name, seeds)  # noqa: E731
             study = studies[f"reference-{steps}"]
         j, f = pick(JEST), pick(filt)
         if len(j) < seeds or len(f) < seeds:
@@ -251,13 +250,68 @@ def analyse_references(cfg, main: dict, ref_runs: dict, seeds: int, bs: Bootstra
     return out
 
 
+def _in_study(runs: dict, study: str) -> dict:
+    """A part over several studies keeps its runs as "study/name": the runs of one, by name."""
+    return {k[len(study) + 1 :]: v for k, v in runs.items() if k.startswith(f"{study}/")}
+
+
+def analyse_models(cfg, main: dict, model_runs: dict, seeds: int, bs: Bootstrap, studies) -> dict:
+    """The integration check: JEST's gain over uniform at equal total compute with each architecture (similar
+    sizes: their forward FLOPs per example are shown), and JEST with a SigLIP reference brought in as a hub
+    folder against the same architecture's own, pipeline-trained reference (both at 1x: equal iterations)."""
+    from .curation import JEST
+
+    out = {"archs": {}}
+    means = {}
+    for arch, name in (("vit", "main"), ("hf-siglip", "hf-siglip")):
+        runs = _in_study(model_runs, name)
+        j = _seeds(main if name == "main" else runs, JEST, seeds)
+        u = _seeds(runs, "uniform-eqflops", seeds)
+        if len(j) < seeds or len(u) < seeds:
+            continue
+        jm, um = Means(bs, j), Means(bs, u)
+        means[arch] = (jm, um)
+        gain = interval(jm.value - um.value, jm.reps - um.reps)
+        out["archs"][arch] = {
+            "reference_r1": reference_quality(cfg, studies[name]),
+            "forward_flops_per_example": j[0]["forward_flops_per_example"],
+            "total_flops": _mean(j, run_total),
+            "uniform_steps": _mean(u, lambda s: s["steps"]),
+            "jest_wall_seconds": _mean(j, lambda s: s["wall_seconds"]),
+            "jest": jm.interval(),
+            "uniform": um.interval(),
+            "jest_minus_uniform": gain,
+            "verdict": verdict(gain),
+        }
+    if len(means) == 2:  # the gains of the two, paired replicate by replicate
+        (hj, hu), (vj, vu) = means["hf-siglip"], means["vit"]
+        d = interval((hj.value - hu.value) - (vj.value - vu.value), (hj.reps - hu.reps) - (vj.reps - vu.reps))
+        out["gain_hf_minus_vit"] = {**d, "verdict": verdict(d, "is larger than")}
+    byo = _seeds(_in_study(model_runs, "byo-reference"), JEST, seeds)
+    if len(byo) == seeds and "hf-siglip" in means:
+        bm, own = Means(bs, byo), means["hf-siglip"][0]
+        d = interval(bm.value - own.value, bm.reps - own.reps)
+        out["byo_reference"] = {
+            "steps": C.override(cfg, list(studies["byo-reference"].sets)).reference.steps,
+            "own_steps": cfg.reference.steps,
+            "reference_r1": reference_quality(cfg, studies["byo-reference"]),
+            "jest": bm.interval(),
+            "jest_own_reference": own.interval(),
+            "byo_minus_own": d,
+            "verdict": verdict(d),
+        }
+    return out
+
+
 def reference_quality(cfg: C.Config, study) -> float | None:
-    """The reference's own retrieval R@1 on the held-out split (measured once, kept beside it)."""
+    """The reference's own retrieval R@1 on the held-out split (measured once, kept beside it; a reference
+    brought in as a hub folder is measured where it was trained)."""
     from .. import stages
 
-    cached = storage.join(study.reference, "eval.json")
+    where = getattr(study, "trained", "") or study.reference
+    cached = storage.join(where, "eval.json")
     if not storage.exists(cached):
-        stages.evaluate_model(cfg, study.reference, storage.join(study.data, "eval"), cached)
+        stages.evaluate_model(cfg, where, storage.join(study.data, "eval"), cached)
     return storage.read_json(cached)["retrieval_r1"]
 
 

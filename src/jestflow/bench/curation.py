@@ -14,7 +14,8 @@ the learning-rate sweep behind `LEARNING_RATES`; references of several strengths
 hurt JEST more than the filter?); a long-tail pool (`demo.dataset=fashion-longtail`) where clean pairs
 are not all equally useful; the precision of the int8 score cache and bf16 selection on trained
 embeddings (precision.py); JEST's `n_chunks` / `filter_ratio` ablation; sub-batch sizes at equal
-examples seen.
+examples seen; the model integration (`model.arch=hf-siglip` against `vit` at equal FLOPs, and a SigLIP
+reference brought in as a model hub's folder against the pipeline's own).
 
 Runs are resumable (a finished run is not redone) and spread over worker processes. Outputs in OUT:
 results.json (docs/bench-results.md documents it), bench.md, the plots; `scripts/benchmarks_md.py`
@@ -47,7 +48,11 @@ SWEEP_SEEDS = 2
 ABLATIONS = (("n_chunks", 1), ("n_chunks", 4), ("filter_ratio", 0.5), ("filter_ratio", 0.9))
 REFERENCE_STEPS = (600, 2400)  # besides the preset's: the reference-strength axis
 LONGTAIL = ("oracle", "offline-easy-reference", "independent", JEST, "uniform")  # at JEST's total compute
-PARTS = ("main", "lr-sweep", "reference-strength", "long-tail", "precision", "ablations", "batch-sizes")
+HF_SIGLIP = "model.arch=hf-siglip"
+# The brought-in ("bring your own") reference: a SigLIP trained this many times the preset's reference steps
+# on the curated set, saved as a model hub's folder (factory.HUB_FILES) and given by path like a downloaded one.
+BYO_LONGER = 4
+PARTS = ("main", "lr-sweep", "reference-strength", "long-tail", "precision", "ablations", "batch-sizes", "models")
 
 
 def learning_rate(method: str) -> float:
@@ -66,6 +71,7 @@ class Study:
     scores: str
     runs: str
     sets: tuple = ()  # config overrides this study adds (its dataset, its reference's steps)
+    trained: str = ""  # a reference brought in: trained here first, then saved as a hub folder at `reference`
 
 
 @dataclass(frozen=True)
@@ -180,8 +186,22 @@ def longtail_jobs(cfg: C.Config, seeds: int, study: Study, index: dict) -> list[
     return jobs
 
 
+def model_jobs(cfg: C.Config, seeds: int, st: dict, ix: dict) -> list[Job]:
+    """Per architecture, JEST at 1x and uniform at JEST's total compute (vit's JEST runs are the main part's);
+    JEST at 1x with the brought-in reference."""
+    jobs = []
+    for name in ("main", "hf-siglip"):
+        scfg = C.override(cfg, list(st[name].sets))
+        knobs = (_lr("uniform"), *at_budget(scfg, steps_at(scfg, "uniform", jest_total(scfg, ix[name]), ix[name])))
+        for s in range(seeds):
+            jobs.append(Job(f"uniform-eqflops-s{s}", "uniform", s, st[name], "models", knobs))
+            if name != "main":
+                jobs.append(Job(f"{JEST}-s{s}", JEST, s, st[name], "models", (_lr(JEST),)))
+    return [*jobs, *(Job(f"{JEST}-s{s}", JEST, s, st["byo-reference"], "models", (_lr(JEST),)) for s in range(seeds))]
+
+
 def _cost(cfg: C.Config, job: Job) -> float:
-    c = C.override(cfg.with_method(job.method), list(job.overrides))
+    c = C.override(cfg.with_method(job.method), [*job.study.sets, *job.overrides])
     return c.learner.steps * flops.step_cost(c).total
 
 
@@ -209,9 +229,16 @@ def prepare(study: Study, cfg: C.Config) -> dict:
     if not demo_complete(study.data):
         print(f"[bench] {study.name}: writing the demo data ({cfg.demo.dataset})", flush=True)
         make_demo(study.data, cfg.demo)
-    if not storage.exists(storage.join(study.reference, "train.json")):
+    trained = study.trained or study.reference
+    if not storage.exists(storage.join(trained, "train.json")):
         print(f"[bench] {study.name}: training the reference ({cfg.reference.steps} steps)", flush=True)
-        stages.train_reference(cfg, storage.join(study.data, "curated"), study.reference, progress=False)
+        stages.train_reference(cfg, storage.join(study.data, "curated"), trained, progress=False)
+    if study.trained and not storage.exists(storage.join(study.reference, "model.safetensors")):
+        from ..model.factory import HUB_FILES
+
+        for name in HUB_FILES:  # weights last: the folder is complete once they are there
+            with storage.open_read(storage.join(trained, name)) as f:
+                storage.write_bytes(storage.join(study.reference, name), f.read())
     index_uri = storage.join(study.scores, "index.json")
     # Scored every time: `score` reuses each score file made from the same shard bytes and reference by this
     # jestflow (a fingerprint pass, no decoding) and redoes the rest, so a cache an older jestflow made
@@ -257,6 +284,14 @@ def studies(out: str, cfg: C.Config, reference_steps=REFERENCE_STEPS) -> dict[st
     out_studies["long-tail"] = Study("long-tail", storage.join(lt, "data"), storage.join(lt, "reference"),
                                      storage.join(lt, "scores"), storage.join(lt, "runs"),
                                      ("demo.dataset=fashion-longtail",))  # fmt: skip
+    hf = storage.join(out, "hf-siglip")
+    out_studies["hf-siglip"] = Study("hf-siglip", main.data, storage.join(hf, "reference"), storage.join(hf, "scores"),
+                                     storage.join(hf, "runs"), (HF_SIGLIP,))  # fmt: skip
+    byo = storage.join(out, "byo-reference")
+    out_studies["byo-reference"] = Study("byo-reference", main.data, storage.join(byo, "model"),
+                                         storage.join(byo, "scores"), storage.join(byo, "runs"),
+                                         (HF_SIGLIP, f"reference.steps={BYO_LONGER * cfg.reference.steps}"),
+                                         trained=storage.join(byo, "trained"))  # fmt: skip
     return out_studies
 
 
@@ -277,6 +312,7 @@ def plan(
         parts["long-tail"] = longtail_jobs(cfg, seeds, st["long-tail"], ix["long-tail"])
         parts["ablations"] = ablation_jobs(st["main"])
         parts["batch-sizes"] = batch_jobs(cfg, st["main"], batch_sizes)
+        parts["models"] = model_jobs(cfg, seeds, st, ix)
     return parts
 
 
@@ -342,7 +378,7 @@ def finish(out, cfg, preset, overrides, seeds, command, extended, batch_sizes, t
     indexes = {n: storage.read_json(storage.join(s.scores, "index.json")) for n, s in st.items()
                if storage.exists(storage.join(s.scores, "index.json"))}  # fmt: skip
     parts = plan(cfg, seeds, out, extended, batch_sizes, indexes, reference_steps)
-    runs = {part: _finished(jobs, prefixed=part == "reference-strength") for part, jobs in parts.items()}
+    runs = {part: _finished(jobs, prefixed=part in ("reference-strength", "models")) for part, jobs in parts.items()}
     return {
         "preset": preset,
         "overrides": overrides,

@@ -598,6 +598,56 @@ def extended_lines(results: dict) -> list[str]:
             for r in rows
         ]
         lines.append("")
+    return [*lines, *model_lines(results, took("models"))]
+
+
+def model_lines(results: dict, took: str) -> list[str]:
+    """The integration check (issue 26): JEST's gain with each architecture, and a brought-in reference."""
+    m = results.get("models", {})
+    archs = m.get("archs", {})
+    if not archs:
+        return []
+    seeds = results["seeds"]
+    lines = [
+        f"### Standard models: `hf-siglip` against `vit`, and a reference brought in{took}",
+        "",
+        f"Each architecture at the preset's sizes (`model.arch=hf-siglip`: transformers' `SiglipModel` with a BPE "
+        f"tokenizer trained from the curated captions; `vit`: jestflow's own, word-level), its own reference "
+        f"trained by the pipeline, the same learning rate (swept for `vit` only). JEST at 1×, uniform at JEST's "
+        f"total compute, {seeds} seeds. A sanity check of the integration: JEST's gain should be alike.",
+        "",
+        "| model | forward FLOPs / example | reference's own R@1 | uniform steps | JEST [95%] | uniform [95%] | "
+        "JEST − uniform [95%] | JEST ... | JEST run wall |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for arch, e in archs.items():
+        lines.append(
+            f"| `{arch}` | {e['forward_flops_per_example']:.3g} | {e['reference_r1']:.3f} | {e['uniform_steps']:.0f} | "
+            f"{val(e['jest'])} | {val(e['uniform'])} | {signed(e['jest_minus_uniform'])} | {e['verdict']} uniform | "
+            f"{e['jest_wall_seconds'] / 60:.1f} min |"
+        )
+    lines.append("")
+    g = m.get("gain_hf_minus_vit")
+    if g:
+        lines += [f"Gain with `hf-siglip` − gain with `vit`: {signed(g)} (paired over seeds and queries).", ""]
+    b = m.get("byo_reference")
+    if b:
+        lines += [
+            f"**A reference brought in.** A SigLIP trained {b['steps']} steps on the curated set (the pipeline's "
+            f"trains {b['own_steps']}), saved as a model hub's folder (config, weights, tokenizer; no jestflow "
+            "metadata) and passed by path (`--reference-model`): scored as a pretrained model, no training cost "
+            f"charged. JEST (`hf-siglip`, 1×, {seeds} seeds):",
+            "",
+            "| reference | its own R@1 | JEST R@1 [95%] |",
+            "|---|---|---|",
+            f"| the pipeline's ({b['own_steps']} steps) | {archs['hf-siglip']['reference_r1']:.3f} | "
+            f"{val(b['jest_own_reference'])} |",
+            f"| brought in ({b['steps']} steps) | {b['reference_r1']:.3f} | {val(b['jest'])} |",
+            "",
+            f"Brought in − own: {signed(b['byo_minus_own'])}: JEST with the brought-in reference {b['verdict']} "
+            "JEST with the pipeline's.",
+            "",
+        ]
     return lines
 
 
