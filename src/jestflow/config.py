@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from . import storage
+from .data.shards import MAX_BAD_FRACTION
 from .methods import KERNELS, METHODS, get_method
 
 LOSSES = ("sigmoid", "softmax")
@@ -195,7 +196,7 @@ class TrainConfig:
     eval_points: int = 16  # curve points of the log schedule, from step 1 to the last
     log_every: int = 10
     shuffle_buffer: int = 1000  # samples mixed across shards; 0: none (each shard's order, shards shuffled)
-    max_bad_fraction: float = 0.01  # skipped samples tolerated before a stage fails
+    max_bad_fraction: float = MAX_BAD_FRACTION  # skipped samples tolerated before a stage fails
     threads: int = 0  # torch CPU threads; 0 = torch's default
     device: str = "auto"  # auto | cpu | cuda
     compile: str = "auto"  # torch.compile the towers: auto (on CUDA) | on | off

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .. import storage
 from .classes import label_of, read_classes
-from .shards import ReadStats, iter_shard, list_shards
+from .shards import MAX_BAD_FRACTION, ReadStats, iter_shard, list_shards
 
 
 @dataclass
@@ -38,7 +38,7 @@ class SplitReport:
 
 
 def check_split(
-    uri: str, max_bad_fraction: float = 0.01, image_size: int | None = None, limit: int = 20
+    uri: str, max_bad_fraction: float = MAX_BAD_FRACTION, image_size: int | None = None, limit: int = 20
 ) -> SplitReport:
     """Read every shard of split `uri`; never raises for what it finds (at most `limit` problems listed)."""
     report = SplitReport(uri)
@@ -82,7 +82,7 @@ def check_split(
     return report
 
 
-def check(uris: list[str], max_bad_fraction: float = 0.01, image_size: int | None = None, log=print) -> int:
+def check(uris: list[str], max_bad_fraction: float = MAX_BAD_FRACTION, image_size: int | None = None, log=print) -> int:
     """Check each split, print its report; 1 if any has a problem, else 0."""
     bad = 0
     for uri in uris:

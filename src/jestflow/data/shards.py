@@ -73,6 +73,8 @@ JUDGE_STREAM_AFTER = 10_000
 # A training stream remembers this many uids of its first pass (~100 MB) to catch one repeated across
 # shards; beyond them only `score` (every pool uid, for the score cache) and `data check` look.
 DUPLICATE_CHECK_UIDS = 1_000_000
+# The share of skipped samples a read tolerates unless configured (`*.max_bad_fraction`): the one default.
+MAX_BAD_FRACTION = 0.01
 
 
 def judge_bad(samples: int, skipped: dict, max_bad_fraction: float, what: str, last: str = "") -> None:
@@ -98,7 +100,7 @@ class ReadStats:
 
     samples: int = 0
     skipped: dict = field(default_factory=dict)
-    max_bad_fraction: float = 0.01
+    max_bad_fraction: float = MAX_BAD_FRACTION
     # uids whose image failed to decode: the one bad-sample reason that needs a full decode to find,
     # so a resumed stream can replay the samples it skips without decoding them (see `stream`)
     undecodable: list = field(default_factory=list)  # appended to (thread-safe); may repeat
@@ -516,7 +518,7 @@ def stream(
                 for s in iter_shard(shard, stats, image_size, pool, replay=replay if lazy else None):
                     if epoch == 0 and owner is not None:
                         first = owner.setdefault(s.uid, shard)
-                        if first is not shard:
+                        if first != shard:
                             raise ValueError(
                                 f"duplicate uid {s.uid!r} in shards {storage.basename(first)} and "
                                 f"{storage.basename(shard)} of {uri}: uids must be unique across a split"

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from .. import storage
 from ..core.losses import per_example_loss
 from ..core.selection import Embeds
-from ..data.shards import ReadStats, iter_shard, judge_bad, list_shards
+from ..data.shards import MAX_BAD_FRACTION, ReadStats, iter_shard, judge_bad, list_shards
 from ..model.tokenizer import Tokenizer
 from ..model.two_tower import TwoTower
 from ..progress import show_progress
@@ -302,7 +302,7 @@ def merge_caches(part_uris: list[str], pool_uri: str, out_uri: str) -> dict:
         for k, v in idx.get("skipped", {}).items():
             skipped[k] = skipped.get(k, 0) + v
     n = sum(entries[s]["n"] for s in pool)
-    judge_bad(n, skipped, first.get("max_bad_fraction", 0.01), f"pool {pool_uri}")  # the parts together
+    judge_bad(n, skipped, first.get("max_bad_fraction", MAX_BAD_FRACTION), f"pool {pool_uri}")  # the parts together
     with storage.open_read(storage.join(first_uri, "tokenizer.json")) as f:
         storage.write_bytes(storage.join(out_uri, "tokenizer.json"), f.read())
     index = {
