@@ -51,6 +51,29 @@ def test_a_shard_keeps_its_fingerprint_between_disk_and_bucket(gcs, tmp_path):
     assert storage.fingerprint(f"{B}/fp/s0.tar") != storage.fingerprint(f"{B}/fp/s1.tar")
 
 
+def test_a_pretrained_siglip_loads_from_a_gs_prefix(gcs, tmp_path):
+    """--reference-model gs://...: the hub folder's files are copied from the bucket, the model is the same
+    as from the local folder, and its weights id is the bucket object's crc32c (no second read)."""
+    import torch
+
+    from hf import make_pretrained_siglip
+    from jestflow.model.factory import load_pretrained
+
+    make_pretrained_siglip(tmp_path / "pre")
+    for f in (tmp_path / "pre").iterdir():
+        storage.write_bytes(f"{B}/models/pre/{f.name}", f.read_bytes())
+    local, local_tok, local_id = load_pretrained(str(tmp_path / "pre"))
+    remote, remote_tok, remote_id = load_pretrained(f"{B}/models/pre")
+    assert remote_id == local_id == storage.fingerprint(f"{B}/models/pre/model.safetensors")
+    tokens = local_tok.encode(["a small red shirt"])
+    assert torch.equal(remote_tok.encode(["a small red shirt"]), tokens)
+    images = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            remote.eval()(images, tokens.repeat(2, 1)), local.eval()(images, tokens.repeat(2, 1))
+        )
+
+
 def test_missing_object_is_a_clear_error(gcs):
     with pytest.raises(ValueError, match="no such object: gs://jestflow-test/nope.txt"):
         storage.open_read(f"{B}/nope.txt")
