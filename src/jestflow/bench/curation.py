@@ -312,7 +312,8 @@ def plan(
         parts["long-tail"] = longtail_jobs(cfg, seeds, st["long-tail"], ix["long-tail"])
         parts["ablations"] = ablation_jobs(st["main"])
         parts["batch-sizes"] = batch_jobs(cfg, st["main"], batch_sizes)
-        parts["models"] = model_jobs(cfg, seeds, st, ix)
+        # the models part came later: a bench folder extended before it (no SigLIP studies scored) has none
+        parts["models"] = model_jobs(cfg, seeds, st, ix) if {"hf-siglip", "byo-reference"} <= set(ix) else []
     return parts
 
 
