@@ -567,9 +567,7 @@ def run(args) -> int:
         if args.render_only:
             rerender(args.out)
             return 0
-        command = (
-            "jestflow " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("jestflow") else "jestflow bench curation"
-        )
+        command = "jestflow " + " ".join(sys.argv[1:])  # the same for `python -m jestflow` (make's way)
         bench_curation(
             args.preset,
             args.overrides,
