@@ -11,7 +11,7 @@ import pytest
 
 from cli import smoke_args
 from jestflow.cli import main
-from jestflow.reporting.html_report import SECTIONS
+from jestflow.reporting.html_report import SECTIONS, headline
 
 
 def _chromium():
@@ -107,3 +107,17 @@ def test_export_round_trips_on_the_smoke_data(smoke_scored, tmp_path):
     np.testing.assert_allclose(got["learnability"], got["learner_loss"] - got["reference_loss"], atol=1e-4)
     top = list((tmp_path / "x" / "top").glob("*.tar"))
     assert top and main(["data", "check", str(tmp_path / "x" / "top"), "--preset", "smoke"]) == 0
+
+
+def test_the_headline_does_not_claim_a_miss_when_the_baseline_is_at_chance():
+    """A run whose uniform stayed at chance has no payoff: the page said JEST "did not reach uniform's final
+    score" although JEST was 14x above it (seen on `jestflow run --preset smoke --reference-model`)."""
+    rows = [
+        {"run": "jest", "retrieval_r1": 0.070, "iterations": 60},
+        {"run": "uniform", "retrieval_r1": 0.005, "iterations": 60},
+        {"run": "uniform@flops", "retrieval_r1": 0.010, "iterations": 177},
+    ]
+    text = " ".join(headline({"rows": rows, "baseline": "uniform", "payoff": {}, "at_chance": ["retrieval_r1"]}))
+    assert "did not reach" not in text and "under 2x chance in retrieval_r1" in text
+    text = " ".join(headline({"rows": rows, "baseline": "uniform", "payoff": {}, "at_chance": []}))
+    assert "jest did not reach uniform's final score" in text

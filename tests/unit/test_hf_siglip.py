@@ -228,3 +228,23 @@ def test_hf_siglip_under_torchrun_and_resumed(smoke_scored, tmp_path):
     assert read_uid_log(str(resumed)) == read_uid_log(str(straight))
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow  # the whole local pipeline (KFP's local runner) with a SigLIP brought in (~1 min)
+def test_jestflow_run_with_a_pretrained_reference_folder(smoke_scored, tmp_path):
+    """`jestflow run --reference-model FOLDER`: the reference step fetches the folder (recorded as
+    pretrained, nothing trained), and the learners come out as checkpoints transformers loads."""
+    from transformers import AutoTokenizer, SiglipModel
+
+    make_pretrained_siglip(tmp_path / "pre")
+    out = tmp_path / "out"
+    sets = (*HF, "learner.steps=8", "learner.eval_every=4")
+    r = run_jestflow(*smoke_args("run", *sets, data=smoke_scored / "data", reference_model=tmp_path / "pre", out=out))
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    (fetched,) = out.glob("kfp/*/train-reference/reference/jestflow.json")
+    assert json.loads(fetched.read_text())["pretrained"] == str(tmp_path / "pre")
+    learners = sorted(out.glob("kfp/*/train-learner*/model"))
+    assert len(learners) == 3  # JEST, uniform, uniform at JEST's compute
+    SiglipModel.from_pretrained(str(learners[0]))
+    assert AutoTokenizer.from_pretrained(str(learners[0])).pad_token == "<pad>"
+    assert json.loads((out / "results.json").read_text())["rows"]

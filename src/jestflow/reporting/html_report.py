@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import storage
 from ..core.flops import break_even_words
+from .run_report import CHANCE_FACTOR
 
 SECTIONS = ("headline", "curves", "galleries", "selection", "noise", "provenance")
 GALLERY = 12  # thumbnails per gallery
@@ -49,7 +50,10 @@ def headline(results: dict) -> list[str]:
                 f"{flops_run[key]:.3f}: {m} is {better} it by {abs(r[key] - flops_run[key]):.3f}."
             )
         p = (results.get("payoff") or {}).get(m)
-        if p is None:
+        if p is None and key in results.get("at_chance", []):  # no target to reach: nothing to read
+            out.append(f"{base} stayed under {CHANCE_FACTOR:g}x chance in {key}, so whether the reference has paid "
+                       "for itself cannot be read (no speed-up is given).")  # fmt: skip
+        elif p is None:
             out.append(f"{m} did not reach {base}'s final score, so its reference has not paid for itself.")
         elif p.get("break_even_runs"):
             paid = break_even_words(p["break_even_runs"])
