@@ -17,10 +17,11 @@ from typing import Any
 import yaml
 
 from . import storage
-from .data.shards import MAX_BAD_FRACTION
 from .methods import KERNELS, METHODS, get_method
 
 LOSSES = ("sigmoid", "softmax")
+# The share of skipped samples a read tolerates unless configured (`*.max_bad_fraction`): the one default.
+MAX_BAD_FRACTION = 0.01
 ARCHS = ("vit", "hf-siglip")  # model.arch: jestflow's ViT two-tower | transformers' SiglipModel (model/hf_siglip.py)
 SWITCHES = ("auto", "on", "off")
 CACHE_DTYPES = ("float16", "int8")

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from .. import storage
+from ..config import MAX_BAD_FRACTION  # noqa: F401 - re-exported: the bad-sample rule's default
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 MAX_CAPTION_CHARS = 2000
@@ -73,8 +74,6 @@ JUDGE_STREAM_AFTER = 10_000
 # A training stream remembers this many uids of its first pass (~100 MB) to catch one repeated across
 # shards; beyond them only `score` (every pool uid, for the score cache) and `data check` look.
 DUPLICATE_CHECK_UIDS = 1_000_000
-# The share of skipped samples a read tolerates unless configured (`*.max_bad_fraction`): the one default.
-MAX_BAD_FRACTION = 0.01
 
 
 def judge_bad(samples: int, skipped: dict, max_bad_fraction: float, what: str, last: str = "") -> None:

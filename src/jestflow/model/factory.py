@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 from .. import storage
 from ..config import ModelConfig
-from .tokenizer import build_tokenizer, load_tokenizer  # noqa: F401 - re-exported: the tokenizer of a folder
+from .tokenizer import HFTokenizer, build_tokenizer, load_tokenizer  # noqa: F401 - re-exported: the tokenizer of a folder
 
 META = "jestflow.json"
 HF_FILES = ("config.json", "model.safetensors")
@@ -56,7 +56,8 @@ def save_model_dir(model, tokenizer, folder: str, pretrained: str = "") -> None:
                 with open(os.path.join(tmp, name), "rb") as f:
                     storage.write_bytes(storage.join(folder, name), f.read())
         tokenizer.save(storage.join(folder, "tokenizer.json"))
-        storage.write_bytes(storage.join(folder, "tokenizer_config.json"), tokenizer.transformers_config())
+        if isinstance(tokenizer, HFTokenizer):  # a word-level vocabulary is jestflow's own: no transformers class
+            storage.write_bytes(storage.join(folder, "tokenizer_config.json"), tokenizer.transformers_config())
         meta = {"arch": "hf-siglip", "model": asdict(model.config)}
         if pretrained:
             meta["pretrained"] = pretrained
