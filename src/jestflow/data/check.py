@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import storage
+from ..config import MAX_BAD_FRACTION
 from .classes import label_of, read_classes
-from .shards import MAX_BAD_FRACTION, ReadStats, iter_shard, list_shards
+from .shards import ReadStats, iter_shard, list_shards
 
 
 @dataclass

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from .. import storage
-from ..config import MAX_BAD_FRACTION  # noqa: F401 - re-exported: the bad-sample rule's default
+from ..config import MAX_BAD_FRACTION
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 MAX_CAPTION_CHARS = 2000

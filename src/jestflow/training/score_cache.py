@@ -34,9 +34,10 @@ import torch
 from tqdm import tqdm
 
 from .. import storage
+from ..config import MAX_BAD_FRACTION
 from ..core.losses import per_example_loss
 from ..core.selection import Embeds
-from ..data.shards import MAX_BAD_FRACTION, ReadStats, iter_shard, judge_bad, list_shards
+from ..data.shards import ReadStats, iter_shard, judge_bad, list_shards
 from ..model.tokenizer import Tokenizer
 from ..model.two_tower import TwoTower
 from ..progress import show_progress
